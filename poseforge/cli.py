@@ -1,0 +1,60 @@
+"""The ``poseforge`` command. Each subcommand lives beside its feature and is imported on use.
+
+A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Errors that poseforge
+raises on purpose (:class:`PoseforgeError`) and missing files become one line and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from .errors import PoseforgeError
+
+# name -> (module, one-line help). Modules are imported only when their command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "eval": ("poseforge.evaluation.cli", "score COCO-format keypoint results against ground truth (OKS AP/AR)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="poseforge", description="Human pose estimation toolkit: train, evaluate, distil and serve.")
+    parser.add_argument("--version", action="version", version=f"poseforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") or argv[0] not in COMMANDS:
+        parser = build_parser()
+        parser.parse_args(argv[:1])  # --help, --version, or a one-line error for an unknown command
+        parser.print_help()
+        return 1
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    command_parser = argparse.ArgumentParser(prog=f"poseforge {name}", description=COMMANDS[name][1])
+    command_parser.add_argument("-v", "--verbose", action="store_true", help="debug log output and full tracebacks on errors")
+    module.add_arguments(command_parser)
+    args = command_parser.parse_args(argv[1:])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(module.run(args) or 0)
+    except (PoseforgeError, OSError) as e:
+        if args.verbose:
+            raise
+        print(f"poseforge {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"poseforge {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Atomic file writes (temp file in the same folder, then rename) and safe JSON reading."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import PoseforgeError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    A crash mid-write leaves the old file (or none), never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON atomically (compact by default: COCO files are large)."""
+    separators = None if indent else (",", ":")
+    write_bytes_atomic(path, json.dumps(obj, indent=indent, separators=separators).encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a missing or malformed file is a one-line :class:`PoseforgeError`."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise PoseforgeError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise PoseforgeError(f"{path}: is a directory, expected a JSON file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PoseforgeError(f"{path}: not valid JSON ({e})") from None

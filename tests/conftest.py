@@ -1,0 +1,33 @@
+"""Shared test fixtures: deterministic seeds and the real sample data in ../shared (skipped if absent)."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(os.environ.get("POSEFORGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the project root (or $POSEFORGE_SHARED); tests using it skip when absent."""
+    if not (SHARED / "peer-data").is_dir():
+        pytest.skip(f"real sample data not found at {SHARED} (set POSEFORGE_SHARED to the shared folder)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def peer_data(shared_dir: Path) -> Path:
+    return shared_dir / "peer-data"
