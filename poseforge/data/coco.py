@@ -71,11 +71,11 @@ def _numbers(value: Any, count: int, file: str, record: str, name: str, what: st
         raise data_error(file, record, name, f"expected a list of {count} numbers, got {type(value).__name__}")
     if len(value) != count:
         raise data_error(file, record, name, f"expected {count} numbers ({what}), got {len(value)}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        bad = next(v for v in value if isinstance(v, bool) or not isinstance(v, (int, float)))
-        raise data_error(file, record, name, f"expected numbers, found {bad!r:.40}") from None
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iuf" or arr.ndim != 1:
+        bad = next((v for v in value if isinstance(v, bool) or not isinstance(v, (int, float))), value)
+        raise data_error(file, record, name, f"expected numbers, found {bad!r:.40}")
+    arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         i = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise data_error(file, record, name, f"non-finite value {arr[i]} at position {i}")
@@ -99,8 +99,8 @@ def _resolve_keypoint_set(doc: dict, file: str, requested: "str | KeypointSet | 
         return get_keypoint_set("wholebody133"), True
     cats = doc.get("categories") or []
     names = next((c.get("keypoints") for c in cats if isinstance(c, dict) and c.get("keypoints")), None)
-    first = next((a for a in anns if isinstance(a, dict) and isinstance(a.get("keypoints"), list)), None)
-    count = len(first["keypoints"]) // 3 if first else (len(names) if names else 0)
+    lengths = Counter(len(a["keypoints"]) for a in anns[:1000] if isinstance(a, dict) and isinstance(a.get("keypoints"), list))
+    count = lengths.most_common(1)[0][0] // 3 if lengths else (len(names) if names else 0)
     ks = match_keypoint_set(names if names and len(names) == count else None, count)
     if ks is None:
         raise data_error(file, None, "categories", f"cannot tell which {count}-keypoint set this is; pass keypoint_set=")
