@@ -1,0 +1,144 @@
+"""The codec interface shared by every target representation, plus input checking helpers.
+
+A codec turns keypoints in crop (model input) pixel coordinates into training targets
+(``encode``) and raw head outputs back into keypoints and scores (``decode``). Everything is
+batched torch and runs on the device of its input.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import PoseforgeError
+from ..registry import CODECS
+
+__all__ = ["Codec", "create_codec", "list_codecs"]
+
+
+class Codec(ABC):
+    """Base class of all codecs.
+
+    Subclasses set :attr:`name` (the registry name that rebuilds them) and implement
+    :meth:`encode`, :meth:`decode`, :meth:`flip_back` and :meth:`config`.
+    ``create_codec(**codec.config())`` rebuilds an equal codec; equality compares configs.
+    """
+
+    name: str
+    input_size: tuple[int, int]  # (w, h) of the model input (the crop), in pixels
+
+    @abstractmethod
+    def encode(self, keypoints: Tensor | np.ndarray, visible: Tensor | np.ndarray) -> dict[str, Tensor]:
+        """Targets for ``keypoints`` [B,K,2] (input pixels) with ``visible`` [B,K] (> 0: use it)."""
+
+    @abstractmethod
+    def decode(self, outputs: Any) -> tuple[Tensor, Tensor]:
+        """Keypoints [B,K,2] (float32, input pixels) and scores [B,K] from raw head outputs."""
+
+    @abstractmethod
+    def flip_back(self, outputs: Any, flip_index: Sequence[int] | np.ndarray | Tensor) -> Any:
+        """Head outputs of a horizontally flipped input, re-aligned with the unflipped input."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-safe constructor arguments, including ``"name"``."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and self.config() == other.config()
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.config().items())))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+def create_codec(name: str, **kwargs: Any) -> Codec:
+    """Build the codec registered as ``name`` ("msra", "dark", "udp", "simcc") with ``kwargs``."""
+    builder = CODECS.get(name)
+    try:
+        return builder(**kwargs)
+    except TypeError as exc:  # unknown or missing keyword: one clear line, not a traceback
+        raise PoseforgeError(f"codec '{name}': {exc}") from None
+
+
+def list_codecs(pattern: str = "*") -> list[str]:
+    """Registered codec names matching a shell-style ``pattern``."""
+    return CODECS.names(pattern)
+
+
+# ----------------------------------------------------------------------------- argument checks
+def check_size(value: Any, what: str) -> tuple[int, int]:
+    """``value`` as a ``(w, h)`` pair of positive ints, or a one-line error naming ``what``."""
+    try:
+        w, h = (int(v) for v in value)
+        ok = w > 0 and h > 0 and all(float(v) == int(v) for v in value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise PoseforgeError(f"{what} must be a (width, height) pair of positive integers, got {value!r}")
+    return w, h
+
+
+def check_positive(value: Any, what: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = float("nan")
+    if not out > 0 or not np.isfinite(out):
+        raise PoseforgeError(f"{what} must be a positive number, got {value!r}")
+    return out
+
+
+def check_kernel_size(value: Any, what: str = "blur_kernel_size") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1 or value % 2 == 0:
+        raise PoseforgeError(f"{what} must be a positive odd integer, got {value!r}")
+    return int(value)
+
+
+def as_tensor(value: Tensor | np.ndarray | Sequence, what: str, device: torch.device | None = None) -> Tensor:
+    """``value`` as a tensor (numpy and sequences are converted; tensors keep their device)."""
+    if isinstance(value, Tensor):
+        return value if device is None else value.to(device)
+    try:
+        return torch.as_tensor(np.asarray(value), device=device)
+    except (TypeError, ValueError) as exc:
+        raise PoseforgeError(f"{what}: cannot convert {type(value).__name__} to a tensor ({exc})") from None
+
+
+def check_keypoints(keypoints: Any, visible: Any) -> tuple[Tensor, Tensor]:
+    """Validated ``keypoints`` [B,K,2] (float, >= float32) and ``visible`` [B,K] on one device."""
+    kp = as_tensor(keypoints, "keypoints")
+    if kp.ndim != 3 or kp.shape[-1] != 2:
+        raise PoseforgeError(f"keypoints must have shape [B, K, 2], got {list(kp.shape)}")
+    if not kp.is_floating_point():
+        kp = kp.float()
+    kp = kp.to(torch.promote_types(kp.dtype, torch.float32))
+    vis = as_tensor(visible, "visible", device=kp.device)
+    if vis.shape != kp.shape[:2]:
+        raise PoseforgeError(f"visible must have shape {list(kp.shape[:2])} (like keypoints [B, K]), got {list(vis.shape)}")
+    return kp, vis.to(kp.dtype)
+
+
+def target_weights(visible: Tensor, inside: Tensor) -> Tensor:
+    """float32 weights: the visibility (capped at 1, COCO flag 2 counts as 1) where used and inside."""
+    used = (visible > 0) & inside
+    return torch.where(used, visible.clamp(max=1.0), torch.zeros_like(visible)).float()
+
+
+def check_flip_index(flip_index: Any, num_keypoints: int, device: torch.device) -> Tensor:
+    """``flip_index`` as a long tensor on ``device``; it must be a permutation of ``range(K)``."""
+    idx = as_tensor(flip_index, "flip_index").reshape(-1)
+    if idx.is_floating_point() or idx.dtype == torch.bool:
+        if idx.is_floating_point() and torch.equal(idx, idx.round()):
+            idx = idx.long()
+        else:
+            raise PoseforgeError(f"flip_index must hold integers, got dtype {idx.dtype}")
+    idx = idx.long().cpu()
+    if idx.numel() != num_keypoints or not torch.equal(idx.sort().values, torch.arange(num_keypoints)):
+        raise PoseforgeError(f"flip_index must be a permutation of range({num_keypoints}) (one entry per keypoint), got {idx.tolist()}")
+    return idx.to(device)

@@ -1,0 +1,543 @@
+"""Random augmentations for top-down pose training, batched in torch.
+
+Geometric augmentations act on *parameters* (keypoints, box center and scale, rotation), never on
+pixels: the crop matrix absorbs them, so one resampling produces the augmented crop (see
+:class:`poseforge.data.transforms.TopDownTransform`). Photometric augmentations act on batched float
+image tensors ``[N, 3, H, W]`` holding RGB values in ``[0, 255]``. Every random draw goes through an
+optional ``torch.Generator`` (draws are made on the generator's device, CPU by default, then moved to
+the data's device), so a seeded generator reproduces a batch exactly.
+
+Defaults follow mmpose 1.x: ``RandomFlip``, ``RandomHalfBody``, ``RandomBBoxTransform``,
+``YOLOXHSVRandomAug`` and the Albumentations ``Blur``/``CoarseDropout`` of the RTMPose recipes.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import PoseforgeError
+from ..keypoints import KeypointSet, get_keypoint_set
+
+__all__ = [
+    "AugmentConfig",
+    "ColorJitter",
+    "RandomBBoxTransform",
+    "RandomBlur",
+    "RandomErase",
+    "RandomFlip",
+    "RandomHalfBody",
+    "RandomHSV",
+    "body_halves",
+    "hsv_to_rgb",
+    "rgb_to_hsv",
+    "truncated_normal",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Random draws
+
+
+def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str | None = None) -> Tensor:
+    """Uniform [0, 1) float64 draws made on the generator's device, returned on ``device``."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(tuple(shape), generator=generator, dtype=torch.float64, device=gen_device)
+    return u if device is None else u.to(device)
+
+
+def _float_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
+def truncated_normal(
+    shape: Sequence[int], generator: torch.Generator | None = None, low: float = -1.0, high: float = 1.0,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Standard normal draws truncated to ``[low, high]`` (inverse-CDF sampling, float64).
+
+    This is the distribution mmpose's ``RandomBBoxTransform`` samples with ``scipy.stats.truncnorm``.
+    """
+    cdf = lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))  # noqa: E731
+    lo, hi = cdf(low), cdf(high)
+    p = lo + _rand(shape, generator) * (hi - lo)
+    z = math.sqrt(2.0) * torch.erfinv((2.0 * p - 1.0).clamp(-1 + 1e-15, 1 - 1e-15))
+    z = z.clamp(low, high)
+    return z if device is None else z.to(device)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Upper / lower body split (half-body augmentation)
+
+_UPPER_TOKENS = {
+    "nose", "eye", "eyes", "ear", "ears", "mouth", "lip", "lips", "head", "neck", "shoulder", "elbow", "wrist",
+    "hand", "thumb", "finger", "forefinger", "index", "middle", "ring", "pinky", "face", "thorax", "chin", "jaw",
+    "brow", "eyebrow", "forehead", "cheek", "chest", "sternum", "throat", "withers", "arm", "forearm", "palm",
+}
+_LOWER_TOKENS = {
+    "hip", "knee", "ankle", "foot", "feet", "toe", "heel", "pelvis", "tail", "leg", "thigh", "buttock", "hoof",
+}
+
+
+def _body_half(name: str) -> str | None:
+    """'upper', 'lower' or None for one keypoint name (tokens such as ``left_thumb2`` -> ``thumb``)."""
+    tokens = {re.sub(r"\d+$", "", t) for t in re.split(r"[^a-z0-9]+", name.lower()) if t}
+    if "paw" in tokens:  # animals: front paws go with the shoulders, back/hind paws with the hips
+        if tokens & {"front", "f", "fore"}:
+            return "upper"
+        if tokens & {"back", "b", "hind", "rear"}:
+            return "lower"
+    if tokens & _LOWER_TOKENS:
+        return "lower"
+    if tokens & _UPPER_TOKENS:
+        return "upper"
+    return None
+
+
+def body_halves(keypoint_set: str | KeypointSet) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks ``(upper [K], lower [K])`` of a keypoint set, derived from its keypoint names.
+
+    Head, neck, shoulders, arms (and whole-body face and hand points) are upper; hips, legs, feet and
+    tails are lower; front paws upper, back paws lower. Names matching neither are in neither half.
+    This equals mmpose's ``upper``/``lower`` keypoint types for coco, crowdpose, mpii and aic; it differs
+    where mmpose is inconsistent (AP-10K's right front paw is ``lower`` there) or leaves types empty
+    (COCO-WholeBody face and hands, which mmpose never uses for half-body crops).
+    """
+    ks = get_keypoint_set(keypoint_set)
+    halves = [_body_half(n) for n in ks.names]
+    return np.array([h == "upper" for h in halves]), np.array([h == "lower" for h in halves])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Geometric augmentations (parameters only)
+
+
+class FlipResult(NamedTuple):
+    keypoints: Tensor  # [N, K, 2] mirrored and pair-swapped where flipped
+    visibility: Tensor  # [N, K] pair-swapped where flipped
+    center: Tensor  # [N, 2] mirrored where flipped
+    flip: Tensor  # [N] bool
+
+
+class RandomFlip:
+    """Horizontal flip with the keypoint set's left/right pairs (mmpose ``RandomFlip``, horizontal).
+
+    Coordinates mirror as ``x -> W - 1 - x`` (pixel centres at integers, as mmpose does), so an image
+    mirrored with :meth:`flip_images` and its mirrored keypoints agree exactly; flipping twice is the
+    identity. ``flip_index[k]`` is the keypoint whose label keypoint ``k`` takes after the flip.
+    """
+
+    def __init__(self, flip_index: Sequence[int] | np.ndarray | Tensor, p: float = 0.5) -> None:
+        _check_prob("flip p", p)
+        index = torch.as_tensor(np.asarray(flip_index), dtype=torch.long)
+        if index.ndim != 1 or not torch.equal(torch.sort(index).values, torch.arange(len(index))):
+            raise PoseforgeError(f"RandomFlip: flip_index must be a permutation of 0..K-1, got {index.tolist()}")
+        if not torch.equal(index[index], torch.arange(len(index))):
+            raise PoseforgeError("RandomFlip: flip_index must be its own inverse (pairs swap)")
+        self.flip_index = index
+        self.p = float(p)
+
+    @classmethod
+    def from_keypoint_set(cls, keypoint_set: str | KeypointSet, p: float = 0.5) -> "RandomFlip":
+        return cls(get_keypoint_set(keypoint_set).flip_index, p)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+        """Which of ``n`` samples to flip: bool ``[n]``."""
+        return _rand((n,), generator, device) < self.p
+
+    def __call__(
+        self, keypoints: Tensor, visibility: Tensor, center: Tensor, image_width: Tensor | float,
+        flip: Tensor | None = None, generator: torch.Generator | None = None,
+    ) -> FlipResult:
+        """Mirror keypoints ``[N, K, 2]``, visibility ``[N, K]`` and box centers ``[N, 2]`` of images
+        ``image_width`` pixels wide (scalar or ``[N]``). ``flip`` (bool ``[N]``) is drawn if not given."""
+        n = keypoints.shape[0]
+        if keypoints.shape[-2] != len(self.flip_index):
+            raise PoseforgeError(
+                f"RandomFlip: keypoints have {keypoints.shape[-2]} points but flip_index has {len(self.flip_index)}")
+        if flip is None:
+            flip = self.sample(n, generator, keypoints.device)
+        flip = flip.to(keypoints.device, torch.bool)
+        width = torch.as_tensor(image_width, dtype=keypoints.dtype, device=keypoints.device).expand(n)
+        index = self.flip_index.to(keypoints.device)
+        mirrored = keypoints[:, index].clone()
+        mirrored[..., 0] = (width - 1)[:, None] - mirrored[..., 0]
+        keypoints = torch.where(flip[:, None, None], mirrored, keypoints)
+        visibility = torch.where(flip[:, None], visibility[:, index], visibility)
+        center = torch.where(flip[:, None], torch.stack([width - 1 - center[:, 0], center[:, 1]], -1), center)
+        return FlipResult(keypoints, visibility, center, flip)
+
+    @staticmethod
+    def flip_images(images: Tensor, flip: Tensor) -> Tensor:
+        """Mirror the images ``[N, C, H, W]`` selected by ``flip`` (bool ``[N]``) left-right."""
+        return torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
+
+    @staticmethod
+    def image_flip_matrix(image_width: Tensor | float, flip: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+        """``[N, 2, 3]`` affine maps of the image mirror (``x -> W - 1 - x`` where flipped, identity elsewhere)."""
+        n = flip.shape[0]
+        width = torch.as_tensor(image_width, dtype=dtype, device=flip.device).expand(n)
+        m = torch.zeros(n, 2, 3, dtype=dtype, device=flip.device)
+        m[:, 0, 0] = torch.where(flip, -1.0, 1.0)
+        m[:, 0, 2] = torch.where(flip, width - 1, 0.0)
+        m[:, 1, 1] = 1.0
+        return m
+
+
+class HalfBodyResult(NamedTuple):
+    center: Tensor  # [N, 2]
+    scale: Tensor  # [N, 2] (not aspect-fixed)
+    applied: Tensor  # [N] bool: half-body box used
+    upper: Tensor  # [N] bool: the upper half was chosen (meaningful where applied)
+
+
+class RandomHalfBody:
+    """Replace the box by one around the visible upper-body or lower-body keypoints (mmpose defaults).
+
+    A sample qualifies when it has at least ``min_total_keypoints`` labeled keypoints; with probability
+    ``p`` its box becomes the padded extent of the chosen half (the upper half with probability
+    ``upper_prioritized_prob`` when both halves have enough points, otherwise the half that does).
+    """
+
+    def __init__(
+        self, keypoint_set: str | KeypointSet | None = None, p: float = 0.3, min_total_keypoints: int = 9,
+        min_upper_keypoints: int = 2, min_lower_keypoints: int = 3, padding: float = 1.5,
+        upper_prioritized_prob: float = 0.7, *, upper: Sequence[bool] | np.ndarray | None = None,
+        lower: Sequence[bool] | np.ndarray | None = None,
+    ) -> None:
+        """Body halves come from ``keypoint_set`` (see :func:`body_halves`) or are given as boolean masks
+        ``upper`` / ``lower`` [K] (which, when given with a set, replace its halves)."""
+        _check_prob("half-body p", p)
+        _check_prob("half-body upper_prioritized_prob", upper_prioritized_prob)
+        if keypoint_set is not None:
+            set_upper, set_lower = body_halves(keypoint_set)
+            upper = set_upper if upper is None else upper
+            lower = set_lower if lower is None else lower
+        if upper is None or lower is None:
+            raise PoseforgeError("RandomHalfBody: give a keypoint set or both upper and lower masks")
+        self.upper = torch.as_tensor(np.asarray(upper, dtype=bool))
+        self.lower = torch.as_tensor(np.asarray(lower, dtype=bool))
+        if self.upper.shape != self.lower.shape or bool((self.upper & self.lower).any()):
+            raise PoseforgeError("RandomHalfBody: upper and lower masks must have one length and not overlap")
+        self.p = float(p)
+        self.min_total_keypoints = int(min_total_keypoints)
+        self.min_upper_keypoints = int(min_upper_keypoints)
+        self.min_lower_keypoints = int(min_lower_keypoints)
+        self.padding = float(padding)
+        self.upper_prioritized_prob = float(upper_prioritized_prob)
+
+    def __call__(
+        self, keypoints: Tensor, visibility: Tensor, center: Tensor, scale: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> HalfBodyResult:
+        """Keypoints ``[N, K, 2]``, visibility ``[N, K]`` (``> 0`` = labeled), boxes as center/scale ``[N, 2]``."""
+        n, k = visibility.shape
+        if k != len(self.upper):
+            raise PoseforgeError(f"RandomHalfBody: keypoints have {k} points but the body masks have {len(self.upper)}")
+        device = keypoints.device
+        u_apply, u_upper = _rand((2, n), generator, device)
+        valid = visibility > 0
+        upper_valid = valid & self.upper.to(device)
+        lower_valid = valid & self.lower.to(device)
+        n_upper, n_lower = upper_valid.sum(1), lower_valid.sum(1)
+        enough_upper = n_upper >= self.min_upper_keypoints
+        enough_lower = n_lower >= self.min_lower_keypoints
+        applied = (valid.sum(1) >= self.min_total_keypoints) & (u_apply < self.p) & (enough_upper | enough_lower)
+        choose_upper = torch.where(enough_upper & enough_lower, u_upper < self.upper_prioritized_prob, enough_upper)
+        selected = torch.where(choose_upper[:, None], upper_valid, lower_valid)  # [N, K]
+
+        count = selected.sum(1).clamp(min=1).to(keypoints.dtype)
+        half_center = (keypoints * selected[..., None]).sum(1) / count[:, None]
+        inf = torch.tensor(float("inf"), dtype=keypoints.dtype, device=device)
+        low = torch.where(selected[..., None], keypoints, inf).amin(1)
+        high = torch.where(selected[..., None], keypoints, -inf).amax(1)
+        half_scale = (high - low) * self.padding
+        # A degenerate half (all chosen points at one spot) would give a zero-size box: keep the original.
+        applied = applied & torch.isfinite(half_scale).all(1) & (half_scale.amax(1) > 0)
+        center = torch.where(applied[:, None], half_center.to(center.dtype), center)
+        scale = torch.where(applied[:, None], half_scale.to(scale.dtype), scale)
+        return HalfBodyResult(center, scale, applied, choose_upper)
+
+
+class BBoxTransformResult(NamedTuple):
+    center: Tensor  # [N, 2]
+    scale: Tensor  # [N, 2]
+    rotation: Tensor  # [N] degrees
+
+
+class RandomBBoxTransform:
+    """Random shift, resize and rotation of the boxes (mmpose ``RandomBBoxTransform`` defaults).
+
+    Each of the four factors is a standard normal truncated to [-1, 1]: the center moves by
+    ``t * shift_factor * scale`` (probability ``shift_prob``), the scale is multiplied by
+    ``mid + t * half_range`` of ``scale_factor`` (probability ``scale_prob``), the rotation is
+    ``t * rotate_factor`` degrees (probability ``rotate_prob``).
+    """
+
+    def __init__(
+        self, shift_factor: float = 0.16, shift_prob: float = 0.3, scale_factor: tuple[float, float] = (0.5, 1.5),
+        scale_prob: float = 1.0, rotate_factor: float = 80.0, rotate_prob: float = 0.6,
+    ) -> None:
+        for name, value in (("shift_prob", shift_prob), ("scale_prob", scale_prob), ("rotate_prob", rotate_prob)):
+            _check_prob(name, value)
+        lo, hi = (float(v) for v in scale_factor)
+        if not 0 < lo <= hi:
+            raise PoseforgeError(f"RandomBBoxTransform: scale_factor must be (low, high) with 0 < low <= high, got {scale_factor}")
+        self.shift_factor, self.shift_prob = float(shift_factor), float(shift_prob)
+        self.scale_factor, self.scale_prob = (lo, hi), float(scale_prob)
+        self.rotate_factor, self.rotate_prob = float(rotate_factor), float(rotate_prob)
+
+    def __call__(self, center: Tensor, scale: Tensor, generator: torch.Generator | None = None) -> BBoxTransformResult:
+        n, device = center.shape[0], center.device
+        t = truncated_normal((n, 4), generator, device=device).to(center.dtype)
+        u = _rand((3, n), generator, device)
+        offset = torch.where((u[0] < self.shift_prob)[:, None], t[:, :2] * self.shift_factor, 0.0)
+        lo, hi = self.scale_factor
+        factor = torch.where(u[1] < self.scale_prob, t[:, 2] * (hi - lo) / 2 + (hi + lo) / 2, 1.0)
+        rotation = torch.where(u[2] < self.rotate_prob, t[:, 3] * self.rotate_factor, 0.0)
+        return BBoxTransformResult(center + offset * scale, scale * factor[:, None].to(scale.dtype), rotation)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Photometric augmentations on float images [N, 3, H, W], RGB in [0, 255]
+
+
+def rgb_to_hsv(images: Tensor) -> Tensor:
+    """RGB ``[..., 3, H, W]`` -> HSV with hue in [0, 1) (fraction of a turn), saturation in [0, 1] and
+    value in the input's range. Ties pick the red, then green channel as the maximum, as OpenCV does."""
+    r, g, b = images.unbind(-3)
+    maxc = images.amax(-3)
+    minc = images.amin(-3)
+    delta = maxc - minc
+    safe_delta = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue = torch.where(maxc == r, torch.remainder((g - b) / safe_delta, 6.0),
+                      torch.where(maxc == g, (b - r) / safe_delta + 2.0, (r - g) / safe_delta + 4.0))
+    hue = torch.where(delta > 0, hue / 6.0, torch.zeros_like(hue))
+    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    return torch.stack([hue, sat, maxc], -3)
+
+
+def hsv_to_rgb(hsv: Tensor) -> Tensor:
+    """Inverse of :func:`rgb_to_hsv` (hue taken modulo 1)."""
+    h, s, v = hsv.unbind(-3)
+    h6 = torch.remainder(h, 1.0) * 6.0
+    channels = []
+    for n in (5.0, 3.0, 1.0):  # R, G, B: the closed-form HSV -> RGB mapping
+        k = torch.remainder(n + h6, 6.0)
+        channels.append(v - v * s * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
+    return torch.stack(channels, -3)
+
+
+class RandomHSV:
+    """YOLOX-style HSV jitter (mmdet ``YOLOXHSVRandomAug``): each of hue, saturation and value is, with
+    probability 1/2, shifted by an integer in ``(-delta, delta)`` in OpenCV's 8-bit HSV units
+    (hue 180 per turn, saturation and value 255). Applied to a sample with probability ``p``."""
+
+    def __init__(self, hue_delta: int = 5, saturation_delta: int = 30, value_delta: int = 30, p: float = 1.0) -> None:
+        _check_prob("hsv p", p)
+        self.deltas = (float(hue_delta), float(saturation_delta), float(value_delta))
+        self.p = float(p)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Integer gains ``[n, 3]`` (hue, saturation, value) in OpenCV units, zero where not applied."""
+        u = _rand((n, 7), generator)
+        gains = (u[:, :3] * 2 - 1) * torch.tensor(self.deltas, dtype=torch.float64)
+        gains = torch.trunc(gains * (u[:, 3:6] < 0.5))  # each channel on with probability 1/2; int16 cast truncates
+        return gains * (u[:, 6:7] < self.p)
+
+    def apply(self, images: Tensor, gains: Tensor) -> Tensor:
+        """Shift images ``[N, 3, H, W]`` (RGB, [0, 255]) by gains ``[N, 3]``."""
+        gains = gains.to(images.device, images.dtype)
+        hsv = rgb_to_hsv(images)
+        h = hsv[:, 0] + gains[:, 0, None, None] / 180.0
+        s = (hsv[:, 1] + gains[:, 1, None, None] / 255.0).clamp(0.0, 1.0)
+        v = (hsv[:, 2] + gains[:, 2, None, None]).clamp(0.0, 255.0)
+        out = hsv_to_rgb(torch.stack([h, s, v], 1))
+        return torch.where((gains != 0).any(1).view(-1, 1, 1, 1), out, images)
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply(images, self.sample(images.shape[0], generator))
+
+
+class ColorJitter:
+    """Brightness, contrast and saturation jitter (torchvision semantics: factors drawn uniformly from
+    ``[max(0, 1 - x), 1 + x]``; contrast blends with the mean gray level, saturation with the gray image),
+    applied in that order to float RGB images in [0, 255]."""
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0) -> None:
+        for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+            if value < 0:
+                raise PoseforgeError(f"ColorJitter: {name} must be >= 0, got {value}")
+        self.strengths = (float(brightness), float(contrast), float(saturation))
+
+    @property
+    def active(self) -> bool:
+        return any(s > 0 for s in self.strengths)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Factors ``[n, 3]`` (brightness, contrast, saturation); 1 means unchanged."""
+        u = _rand((n, 3), generator)
+        s = torch.tensor(self.strengths, dtype=torch.float64)
+        low = (1 - s).clamp(min=0)
+        return low + u * (1 + s - low)
+
+    def apply(self, images: Tensor, factors: Tensor) -> Tensor:
+        factors = factors.to(images.device, images.dtype)
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        out = (images * factors[:, 0, None, None, None]).clamp(0, 255)
+        mean = (out * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+        out = (mean + (out - mean) * factors[:, 1, None, None, None]).clamp(0, 255)
+        gray = (out * weights).sum(1, keepdim=True)
+        return (gray + (out - gray) * factors[:, 2, None, None, None]).clamp(0, 255)
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply(images, self.sample(images.shape[0], generator))
+
+
+class RandomBlur:
+    """Box blur with an odd kernel drawn from ``kernel_sizes`` (Albumentations ``Blur``, default 3..7),
+    applied with probability ``p``; borders reflect without repeating the edge, like OpenCV's default."""
+
+    def __init__(self, p: float = 0.1, kernel_sizes: Sequence[int] = (3, 5, 7)) -> None:
+        _check_prob("blur p", p)
+        if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
+            raise PoseforgeError(f"RandomBlur: kernel sizes must be odd positive integers, got {list(kernel_sizes)}")
+        self.p = float(p)
+        self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Kernel size per sample ``[n]`` (int64), 0 where no blur is applied."""
+        u = _rand((n, 2), generator)
+        sizes = torch.tensor(self.kernel_sizes, dtype=torch.long)
+        choice = sizes[(u[:, 1] * len(sizes)).long().clamp(max=len(sizes) - 1)]
+        return torch.where(u[:, 0] < self.p, choice, 0)
+
+    def apply(self, images: Tensor, kernel_sizes: Tensor) -> Tensor:
+        kernel_sizes = kernel_sizes.to(images.device)
+        out = images.clone()
+        for k in self.kernel_sizes:  # at most a few kernel sizes, each one batched over its samples
+            chosen = torch.nonzero(kernel_sizes == k).flatten()
+            if k == 1 or chosen.numel() == 0:
+                continue
+            r = k // 2
+            padded = F.pad(images[chosen], (r, r, r, r), mode="reflect")
+            # The box filter is separable: one row pass and one column pass.
+            blurred = F.avg_pool2d(F.avg_pool2d(padded, (k, 1), stride=1), (1, k), stride=1)
+            out[chosen] = blurred
+        return out
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply(images, self.sample(images.shape[0], generator))
+
+
+class RandomErase:
+    """One filled rectangle per sample (Albumentations ``CoarseDropout`` with one hole, as in the RTMPose
+    recipes): its height and width are fractions in ``size_range`` of the image's, its position uniform."""
+
+    def __init__(self, p: float = 1.0, size_range: tuple[float, float] = (0.2, 0.4), fill: float = 0.0) -> None:
+        _check_prob("erase p", p)
+        lo, hi = (float(v) for v in size_range)
+        if not 0 <= lo <= hi <= 1:
+            raise PoseforgeError(f"RandomErase: size_range must satisfy 0 <= low <= high <= 1, got {size_range}")
+        self.p, self.size_range, self.fill = float(p), (lo, hi), float(fill)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Fractions ``[n, 4]``: (x0, y0, width, height) relative to the image; width 0 where not applied."""
+        u = _rand((n, 5), generator)
+        lo, hi = self.size_range
+        size = lo + u[:, 2:4] * (hi - lo)
+        start = u[:, 0:2] * (1 - size)
+        size = size * (u[:, 4:5] < self.p)
+        return torch.cat([start, size], 1)
+
+    def apply(self, images: Tensor, boxes: Tensor) -> Tensor:
+        h, w = images.shape[-2:]
+        boxes = boxes.to(images.device, torch.float64)
+        scale = torch.tensor([w, h, w, h], dtype=torch.float64, device=images.device)
+        x0, y0, bw, bh = (boxes * scale).round().long().unbind(1)
+        xs = torch.arange(w, device=images.device)
+        ys = torch.arange(h, device=images.device)
+        inside_x = (xs >= x0[:, None]) & (xs < (x0 + bw)[:, None])  # [N, W]
+        inside_y = (ys >= y0[:, None]) & (ys < (y0 + bh)[:, None])  # [N, H]
+        mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]
+        return images.masked_fill(mask, self.fill)
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply(images, self.sample(images.shape[0], generator))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation of the top-down pipeline. The defaults are mmpose's (the ViTPose recipe:
+    flip, half-body, shift/scale/rotate, no color); :meth:`rtmpose` adds the RTMPose color recipe.
+    A probability of 0 (or strengths of 0) switches a step off."""
+
+    flip_prob: float = 0.5
+    half_body_prob: float = 0.3
+    half_body_min_total_keypoints: int = 9
+    half_body_min_upper_keypoints: int = 2
+    half_body_min_lower_keypoints: int = 3
+    half_body_padding: float = 1.5
+    half_body_upper_prioritized_prob: float = 0.7
+    shift_factor: float = 0.16
+    shift_prob: float = 0.3
+    scale_factor: tuple[float, float] = (0.5, 1.5)
+    scale_prob: float = 1.0
+    rotate_factor: float = 80.0
+    rotate_prob: float = 0.6
+    hsv_prob: float = 0.0
+    hue_delta: int = 5
+    saturation_delta: int = 30
+    value_delta: int = 30
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    blur_prob: float = 0.0
+    erase_prob: float = 0.0
+    erase_size: tuple[float, float] = (0.2, 0.4)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name.endswith("_prob"):
+                _check_prob(f"AugmentConfig.{f.name}", getattr(self, f.name))
+
+    @classmethod
+    def off(cls) -> "AugmentConfig":
+        """No augmentation at all (evaluation)."""
+        return cls(flip_prob=0.0, half_body_prob=0.0, shift_prob=0.0, scale_prob=0.0, rotate_prob=0.0)
+
+    @classmethod
+    def vitpose(cls) -> "AugmentConfig":
+        """ViTPose / mmpose top-down heatmap recipe (the defaults)."""
+        return cls()
+
+    @classmethod
+    def rtmpose(cls, stage: int = 1) -> "AugmentConfig":
+        """RTMPose recipe: stage 1 (most epochs) or stage 2 (the final, milder epochs)."""
+        if stage == 1:
+            return cls(scale_factor=(0.6, 1.4), rotate_factor=80.0, hsv_prob=1.0, blur_prob=0.1, erase_prob=1.0)
+        if stage == 2:
+            return cls(shift_factor=0.0, scale_factor=(0.75, 1.25), rotate_factor=60.0, hsv_prob=1.0,
+                       blur_prob=0.1, erase_prob=0.5)
+        raise PoseforgeError(f"AugmentConfig.rtmpose: stage must be 1 or 2, got {stage}")
+
+    @property
+    def photometric(self) -> bool:
+        """Whether any pixel-level step is on."""
+        return self.hsv_prob > 0 or self.blur_prob > 0 or self.erase_prob > 0 or max(
+            self.brightness, self.contrast, self.saturation) > 0
+
+
+def _check_prob(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
+        raise PoseforgeError(f"{name} must be a probability in [0, 1], got {value!r}")
