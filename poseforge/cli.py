@@ -9,20 +9,28 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .errors import PoseforgeError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("poseforge.evaluation.cli", "score COCO-format keypoint results against ground truth (OKS AP/AR)"),
+    "convert": ("poseforge.convert.cli", "convert official / mmpose / Hugging Face checkpoints to poseforge models"),
 }
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one line (``poseforge eval: error: ...``) and exit code 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="poseforge", description="Human pose estimation toolkit: train, evaluate, distil and serve.")
+    parser = OneLineErrorParser(prog="poseforge", description="Human pose estimation toolkit: train, evaluate, distil and serve.")
     parser.add_argument("--version", action="version", version=f"poseforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
@@ -39,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
-    command_parser = argparse.ArgumentParser(prog=f"poseforge {name}", description=COMMANDS[name][1])
+    command_parser = OneLineErrorParser(prog=f"poseforge {name}", description=COMMANDS[name][1])
     command_parser.add_argument("-v", "--verbose", action="store_true", help="debug log output and full tracebacks on errors")
     module.add_arguments(command_parser)
     args = command_parser.parse_args(argv[1:])

@@ -56,3 +56,6 @@ MODELS: Registry[Callable[..., Any]] = Registry("model")
 CODECS: Registry[Callable[..., Any]] = Registry("codec")
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 PRESETS: Registry[Any] = Registry("experiment preset")
+BACKBONES: Registry[Any] = Registry("backbone")  # type name -> nn.Module class with .config_class
+HEADS: Registry[Any] = Registry("head")
+ESTIMATORS: Registry[Any] = Registry("estimator")  # top-level model type (topdown, bottomup, dense)

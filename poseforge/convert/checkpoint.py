@@ -1,0 +1,121 @@
+"""Reading foreign checkpoints without executing their code.
+
+``.pth`` files go through ``torch.load(weights_only=True)``. mmengine / mmcv checkpoints often carry
+metadata objects (message hubs, numpy arrays in ``dataset_meta``); their classes are mapped to an
+inert placeholder so the tensors load while nothing from the file is ever called.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import PoseforgeError
+from ..io import read_json
+
+__all__ = ["Checkpoint", "read_checkpoint"]
+
+
+@dataclass
+class Checkpoint:
+    """A foreign checkpoint: its tensors, and the JSON config of a Hugging Face folder if any."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    hf_config: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _Inert:
+    """Stands in for any non-tensor object found in a checkpoint's metadata; it never runs code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "_Inert":
+        return _Inert(*args)
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    except (RuntimeError, EOFError, OSError) as e:
+        raise PoseforgeError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as e:  # not a zip checkpoint: legacy formats are not supported
+        raise PoseforgeError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    stubs = [(type(name.rsplit(".", 1)[-1], (_Inert,), {}), name) for name in unsafe]
+    try:
+        with torch.serialization.safe_globals(stubs):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PoseforgeError(f"{path}: cannot read the checkpoint safely ({e})") from None
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The tensor dict inside a training checkpoint (``state_dict`` / ``model`` / bare)."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "module"):
+            if isinstance(obj.get(key), dict) and any(isinstance(v, torch.Tensor) for v in obj[key].values()):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise PoseforgeError(f"{path}: no state dict found (expected a dict of tensors or a 'state_dict' entry)")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise PoseforgeError(f"{path}: the checkpoint holds no tensors")
+    # DataParallel / DDP prefixes.
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except FileNotFoundError:
+        raise PoseforgeError(f"{path}: file not found") from None
+    except Exception as e:
+        raise PoseforgeError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a ``.pth``/``.pt``/``.bin``/``.safetensors`` file or a Hugging Face / poseforge folder."""
+    path = Path(path)
+    if not path.exists():
+        raise PoseforgeError(f"{path}: no such file or folder")
+    if path.is_dir():
+        config_path = path / "config.json"
+        config = read_json(config_path) if config_path.is_file() else None
+        if (path / "model.safetensors").is_file():
+            state = _load_safetensors(path / "model.safetensors")
+        elif (path / "model.safetensors.index.json").is_file():
+            index = read_json(path / "model.safetensors.index.json")
+            files = sorted(set(index.get("weight_map", {}).values()))
+            if not files:
+                raise PoseforgeError(f"{path / 'model.safetensors.index.json'}: empty weight_map")
+            state = {}
+            for name in files:
+                state.update(_load_safetensors(path / name))
+        elif (path / "pytorch_model.bin").is_file():
+            state = _unwrap(_torch_load(path / "pytorch_model.bin"), path / "pytorch_model.bin")
+        else:
+            raise PoseforgeError(f"{path}: folder has no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+        return Checkpoint(path, state, config if isinstance(config, dict) else None)
+    if path.suffix == ".safetensors":
+        return Checkpoint(path, _load_safetensors(path))
+    raw = _torch_load(path)
+    meta = raw.get("meta") if isinstance(raw, dict) and isinstance(raw.get("meta"), dict) else {}
+    return Checkpoint(path, _unwrap(raw, path), None, meta)

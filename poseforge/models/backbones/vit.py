@@ -1,0 +1,402 @@
+"""Plain Vision Transformer backbone of ViTPose (and the base of ViTPose++ / Sapiens).
+
+ViTPose's details: a 16x16 stride-16 patch embedding with padding 2 (a 256x192 crop gives 16x12
+tokens), absolute position embeddings without a class token (a checkpoint's class-token position is
+folded into every patch position, as the official code adds it), pre-norm blocks with drop path,
+and a final LayerNorm; the output is the token grid as a feature map ``[B, C, Hp, Wp]``.
+
+Attention per config (the ViTPose ablations, for high-resolution inputs):
+
+* ``"full"``: global attention through :func:`torch.nn.functional.scaled_dot_product_attention`.
+* ``"window"``: non-overlapping windows of ``window_size`` tokens (grid padded to a multiple; padded
+  tokens are never attended to).
+* ``"shifted_window"``: as ``"window"``, every odd block shifted by half a window (Swin-style masks
+  keep wrapped-around regions apart).
+* ``"pooling_window"``: window attention whose keys/values also hold one average-pooled token per
+  window, giving every window a summary of the whole image.
+* any windowed kind plus ``global_blocks``: those block indices use full attention (ViTDet-style
+  periodic global blocks, e.g. ``(2, 5, 8, 11)``).
+
+Everything is static-shaped tensor code (no data-dependent Python branches) so that
+``torch.compile(fullgraph=True)`` traces a whole model without graph breaks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ...errors import PoseforgeError
+from ...registry import BACKBONES
+from ..config import BackboneConfig
+
+__all__ = ["ViTConfig", "VisionTransformer", "ATTENTION_KINDS", "token_grid"]
+
+ATTENTION_KINDS = ("full", "window", "shifted_window", "pooling_window")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig(BackboneConfig):
+    """ViT backbone configuration (sizes of the official ViTPose configs live in the zoo).
+
+    Attributes:
+        embed_dim, depth, num_heads: width, number of blocks, attention heads.
+        mlp_dim: hidden width of the MLP; ``None`` means ``4 * embed_dim``.
+        patch_size, patch_padding: patch embedding convolution (ViTPose: 16 and 2).
+        qkv_bias: bias in the fused query/key/value projection.
+        layer_norm_eps: LayerNorm epsilon (official ViTPose and mmpretrain: 1e-6).
+        final_norm: LayerNorm after the last block.
+        drop_path_rate: stochastic depth of the last block (linearly increasing from 0).
+        attention: one of :data:`ATTENTION_KINDS`.
+        window_size: ``(height, width)`` of attention windows in tokens (windowed kinds only).
+        global_blocks: indices of blocks that use full attention whatever ``attention`` says.
+        grad_checkpointing: recompute block activations in backward (saves memory in training).
+        layer_decay: recommended layer-wise LR decay rate (used when ``param_groups`` gets none).
+    """
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int | None = None
+    patch_size: int = 16
+    patch_padding: int = 2
+    in_channels: int = 3
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    final_norm: bool = True
+    drop_path_rate: float = 0.0
+    attention: str = "full"
+    window_size: tuple[int, int] = (8, 8)
+    global_blocks: tuple[int, ...] = ()
+    grad_checkpointing: bool = False
+    layer_decay: float = 0.75
+    type: str = "vit"
+
+    def __post_init__(self) -> None:
+        if self.embed_dim <= 0 or self.depth <= 0 or self.num_heads <= 0:
+            raise PoseforgeError(f"ViTConfig: embed_dim, depth and num_heads must be positive, got {self.embed_dim}, {self.depth}, {self.num_heads}")
+        if self.embed_dim % self.num_heads:
+            raise PoseforgeError(f"ViTConfig: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.attention not in ATTENTION_KINDS:
+            raise PoseforgeError(f"ViTConfig.attention: unknown kind '{self.attention}'; known: {', '.join(ATTENTION_KINDS)}")
+        if min(self.window_size) <= 0:
+            raise PoseforgeError(f"ViTConfig.window_size: expected positive (height, width), got {self.window_size}")
+        bad = [i for i in self.global_blocks if not 0 <= i < self.depth]
+        if bad:
+            raise PoseforgeError(f"ViTConfig.global_blocks: indices {bad} outside 0..{self.depth - 1}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise PoseforgeError(f"ViTConfig.drop_path_rate: expected a value in [0, 1), got {self.drop_path_rate}")
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.mlp_dim if self.mlp_dim is not None else 4 * self.embed_dim
+
+    def feature_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """``(width, height)`` of the output feature map for an ``(width, height)`` input."""
+        rows, cols = token_grid(input_size, self.patch_size, self.patch_padding)
+        return cols, rows
+
+
+def token_grid(input_size: tuple[int, int], patch_size: int, padding: int) -> tuple[int, int]:
+    """Token grid ``(rows, cols)`` that the patch embedding makes of an ``(width, height)`` input."""
+    w, h = input_size
+    rows = (h + 2 * padding - patch_size) // patch_size + 1
+    cols = (w + 2 * padding - patch_size) // patch_size + 1
+    if rows <= 0 or cols <= 0:
+        raise PoseforgeError(f"input size {w}x{h} is too small for {patch_size}px patches")
+    return rows, cols
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch of whole samples, rescaling the kept ones."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _window_layout(grid: tuple[int, int], window: tuple[int, int], shift: tuple[int, int],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-window token region ids and validity, both ``[num_windows, tokens_per_window]``.
+
+    The grid is padded to a multiple of the window, then rolled by ``-shift``. Tokens attend to
+    each other only inside one region (Swin's split of wrapped-around parts) and never to padding.
+    """
+    (rows, cols), (wh, ww), (sh, sw) = grid, window, shift
+    hq, wq = rows + (-rows) % wh, cols + (-cols) % ww
+    ys = torch.arange(hq, device=device)
+    xs = torch.arange(wq, device=device)
+    valid = (((ys + sh) % hq) < rows)[:, None] & (((xs + sw) % wq) < cols)[None, :]
+    ry = (ys >= hq - wh).long() + (ys >= hq - sh).long() if sh else torch.zeros_like(ys)
+    rx = (xs >= wq - ww).long() + (xs >= wq - sw).long() if sw else torch.zeros_like(xs)
+    region = ry[:, None] * 3 + rx[None, :]
+    nh, nw = hq // wh, wq // ww
+
+    def windows(t: torch.Tensor) -> torch.Tensor:
+        return t.view(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh * nw, wh * ww)
+
+    return windows(region), windows(valid)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the token grid: full, windowed, shifted or pooling windows."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, mode: str = "full",
+                 window_size: tuple[int, int] = (8, 8), shift: bool = False) -> None:
+        super().__init__()
+        if mode not in ("full", "window", "pool"):
+            raise PoseforgeError(f"attention mode '{mode}' is not one of full, window, pool")
+        self.num_heads = num_heads
+        self.mode = mode
+        self.window_size = tuple(window_size)
+        self.shift = shift
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def extra_repr(self) -> str:
+        if self.mode == "full":
+            return f"heads={self.num_heads}, full"
+        return f"heads={self.num_heads}, {self.mode} {self.window_size}, shift={self.shift}"
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        if self.mode == "full":
+            b, n, c = x.shape
+            q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+            out = F.scaled_dot_product_attention(q, k, v)
+            return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.proj(self._windowed(x, grid))
+
+    def _windowed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, n, c = x.shape
+        rows, cols = grid
+        heads, d = self.num_heads, c // self.num_heads
+        wh, ww = min(self.window_size[0], rows), min(self.window_size[1], cols)
+        sh = wh // 2 if self.shift and rows > wh else 0
+        sw = ww // 2 if self.shift and cols > ww else 0
+        pad_h, pad_w = (-rows) % wh, (-cols) % ww
+        hq, wq = rows + pad_h, cols + pad_w
+        nh, nw = hq // wh, wq // ww
+        num_windows, tokens = nh * nw, wh * ww
+
+        qkv = self.qkv(x).view(b, rows, cols, 3 * c)
+        if pad_h or pad_w:
+            qkv = F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
+        if sh or sw:
+            qkv = torch.roll(qkv, shifts=(-sh, -sw), dims=(1, 2))
+        qkv = qkv.view(b, nh, wh, nw, ww, 3, heads, d).permute(5, 0, 1, 3, 6, 2, 4, 7)
+        q, k, v = qkv.reshape(3, b * num_windows, heads, tokens, d).unbind(0)
+
+        needs_mask = bool(pad_h or pad_w or sh or sw)
+        mask = None
+        if needs_mask or self.mode == "pool":
+            region, valid = _window_layout((rows, cols), (wh, ww), (sh, sw), x.device)
+        if needs_mask:
+            mask = (region[:, :, None] == region[:, None, :]) & valid[:, None, :]
+            # A padded query may have no valid key; letting it see itself avoids NaN rows (it is cropped).
+            mask = mask | torch.eye(tokens, dtype=torch.bool, device=x.device)
+        if self.mode == "pool":
+            weight = valid.to(k.dtype)  # [windows, tokens]
+            norm = weight.sum(-1).clamp(min=1.0)
+            weight = (weight / norm[:, None]).view(1, num_windows, 1, tokens, 1)
+
+            def pooled(t: torch.Tensor) -> torch.Tensor:  # one mean token per window, shown to every window
+                p = (t.view(b, num_windows, heads, tokens, d) * weight).sum(3)  # [b, windows, heads, d]
+                p = p.transpose(1, 2).unsqueeze(1).expand(b, num_windows, heads, num_windows, d)
+                return p.reshape(b * num_windows, heads, num_windows, d)
+
+            k = torch.cat([k, pooled(k)], dim=2)
+            v = torch.cat([v, pooled(v)], dim=2)
+            if mask is not None:
+                mask = torch.cat([mask, mask.new_ones(num_windows, tokens, num_windows)], dim=-1)
+        if mask is not None:
+            mask = mask.unsqueeze(0).expand(b, *mask.shape).reshape(b * num_windows, 1, tokens, mask.shape[-1])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.view(b, nh, nw, heads, wh, ww, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hq, wq, c)
+        if sh or sw:
+            out = torch.roll(out, shifts=(sh, sw), dims=(1, 2))
+        if pad_h or pad_w:
+            out = out[:, :rows, :cols]
+        return out.reshape(b, n, c)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, hidden_dim: int, qkv_bias: bool, eps: float, drop_path: float,
+                 attention_mode: str = "full", window_size: tuple[int, int] = (8, 8), shift: bool = False) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, attention_mode, window_size, shift)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, hidden_dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), grid))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, in_channels: int, embed_dim: int, patch_size: int, padding: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def block_attention(config: ViTConfig, index: int) -> tuple[str, bool]:
+    """``(mode, shifted)`` of block ``index``: mode is ``full``, ``window`` or ``pool``."""
+    if config.attention == "full" or index in config.global_blocks:
+        return "full", False
+    if config.attention == "pooling_window":
+        return "pool", False
+    return "window", config.attention == "shifted_window" and index % 2 == 1
+
+
+@BACKBONES.register("vit")
+class VisionTransformer(nn.Module):
+    """ViTPose backbone. ``forward(images [B,3,H,W]) -> features [B, embed_dim, Hp, Wp]``.
+
+    The position embeddings are stored for the token grid of ``input_size`` (``(width, height)``)
+    and resized bicubically when an input of another size comes in.
+    """
+
+    config_class = ViTConfig
+
+    def __init__(self, config: ViTConfig, input_size: tuple[int, int] = (192, 256)) -> None:
+        super().__init__()
+        self.config = config
+        self.out_channels = config.embed_dim
+        self.grad_checkpointing = config.grad_checkpointing
+        self.patch_embed = PatchEmbed(config.in_channels, config.embed_dim, config.patch_size, config.patch_padding)
+        self.pos_grid = token_grid(input_size, config.patch_size, config.patch_padding)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], config.embed_dim))
+        rates = [config.drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
+        blocks = []
+        for i in range(config.depth):
+            mode, shift = block_attention(config, i)
+            blocks.append(Block(config.embed_dim, config.num_heads, config.hidden_dim, config.qkv_bias,
+                                config.layer_norm_eps, rates[i], mode, config.window_size, shift))
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.final_norm else nn.Identity()
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialization of the MAE / ViTPose code: truncated normal(0.02) linears and positions."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # ----- shapes -------------------------------------------------------------------------------
+    def feature_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """``(width, height)`` of the feature map for an ``(width, height)`` input."""
+        return self.config.feature_size(input_size)
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.depth
+
+    # ----- optimization helpers -----------------------------------------------------------------
+    def layer_id(self, name: str) -> int:
+        """Depth of parameter ``name`` for layer-wise LR decay: 0 embeddings, i+1 block i, depth+1 rest."""
+        if name == "pos_embed" or name.startswith("patch_embed."):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.config.depth + 1
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names (besides biases and norms) that get no weight decay."""
+        return {"pos_embed"}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    # ----- forward ------------------------------------------------------------------------------
+    def interpolated_pos_embed(self, rows: int, cols: int) -> torch.Tensor:
+        """Position embeddings ``[1, rows*cols, C]`` for a token grid, resized bicubically if needed."""
+        if (rows, cols) == self.pos_grid:
+            return self.pos_embed
+        r0, c0 = self.pos_grid
+        pe = self.pos_embed.reshape(1, r0, c0, -1).permute(0, 3, 1, 2)
+        pe = F.interpolate(pe.float(), size=(rows, cols), mode="bicubic", align_corners=False).to(self.pos_embed.dtype)
+        return pe.flatten(2).transpose(1, 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(images)
+        b, c, rows, cols = x.shape
+        x = x.flatten(2).transpose(1, 2) + self.interpolated_pos_embed(rows, cols)
+        grid = (rows, cols)
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, grid, use_reentrant=False)
+            else:
+                x = block(x, grid)
+        x = self.norm(x)
+        # [B, N, C] -> [B, C, rows, cols] as a view: the result is channels_last-strided already.
+        return x.transpose(1, 2).reshape(b, c, rows, cols)
+
+
+def fold_cls_pos_embed(pos_embed: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """Fold a checkpoint's class-token position into the patch positions (as official ViTPose adds it).
+
+    ``[1, 1 + N, C] -> [1, N, C]``; a ``[1, N, C]`` tensor is returned unchanged.
+    """
+    if pos_embed.ndim != 3 or pos_embed.shape[0] != 1:
+        raise PoseforgeError(f"pos_embed: expected shape [1, N, C], got {list(pos_embed.shape)}")
+    if pos_embed.shape[1] == num_patches + 1:
+        return pos_embed[:, 1:] + pos_embed[:, :1]
+    if pos_embed.shape[1] == num_patches:
+        return pos_embed
+    raise PoseforgeError(f"pos_embed: {pos_embed.shape[1]} positions do not fit a grid of {num_patches} patches")
+
+
+def guess_grid(num_positions: int, candidates: Iterable[tuple[int, int]] = ()) -> tuple[int, int] | None:
+    """Token grid ``(rows, cols)`` for a position count: ViTPose crops are 4:3 (h:w), else square."""
+    for rows, cols in candidates:
+        if rows * cols == num_positions:
+            return rows, cols
+    k = math.isqrt(num_positions // 12) if num_positions % 12 == 0 else 0
+    if k and 12 * k * k == num_positions:
+        return 4 * k, 3 * k
+    s = math.isqrt(num_positions)
+    if s * s == num_positions:
+        return s, s
+    return None

@@ -1,0 +1,119 @@
+"""Heatmap heads: the classic (deconvolution) and simple (bilinear) ViTPose decoders.
+
+* classic: ``n x [ConvTranspose 4x4 stride 2, BN, ReLU]`` then a 1x1 conv to K heatmaps
+  (SimpleBaseline / ViTPose; two 256-channel deconvolutions give 4x the feature resolution).
+* simple: ReLU, bilinear x4 upsampling, then a 3x3 conv to K heatmaps.
+
+Parameter names (``deconv_layers.{0,1,3,4}``, ``final_layer``) match mmpose's heads so converted
+checkpoints map one to one.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import PoseforgeError
+from ...registry import HEADS
+from ..config import HeadConfig
+
+__all__ = ["HeatmapHeadConfig", "HeatmapHead", "CLASSIC_DECODER", "SIMPLE_DECODER", "head_preset"]
+
+# kernel -> (padding, output_padding) giving an exact 2x upsampling with stride 2.
+_DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class HeatmapHeadConfig(HeadConfig):
+    """Heatmap head configuration (output channels follow the model's keypoint set).
+
+    Attributes:
+        deconv_channels: output channels of each stride-2 deconvolution block (``()`` for none).
+        deconv_kernel_sizes: kernel of each deconvolution (4, 3 or 2).
+        final_kernel_size: kernel of the last convolution (1 or 3; padding keeps the size).
+        input_upsample: if > 1, apply ReLU and bilinear upsampling by this factor first (simple decoder).
+    """
+
+    deconv_channels: tuple[int, ...] = (256, 256)
+    deconv_kernel_sizes: tuple[int, ...] = (4, 4)
+    final_kernel_size: int = 1
+    input_upsample: int = 0
+    type: str = "heatmap"
+
+    def __post_init__(self) -> None:
+        if len(self.deconv_channels) != len(self.deconv_kernel_sizes):
+            raise PoseforgeError(f"HeatmapHeadConfig: {len(self.deconv_channels)} deconv_channels but "
+                                 f"{len(self.deconv_kernel_sizes)} deconv_kernel_sizes")
+        bad = [k for k in self.deconv_kernel_sizes if k not in _DECONV_PADDING]
+        if bad:
+            raise PoseforgeError(f"HeatmapHeadConfig.deconv_kernel_sizes: unsupported kernel(s) {bad}; use 2, 3 or 4")
+        if self.final_kernel_size % 2 != 1:
+            raise PoseforgeError(f"HeatmapHeadConfig.final_kernel_size: expected an odd kernel, got {self.final_kernel_size}")
+
+    def output_size(self, feature_size: tuple[int, int]) -> tuple[int, int]:
+        """``(width, height)`` of the heatmaps for ``(width, height)`` features."""
+        w, h = feature_size
+        scale = max(self.input_upsample, 1) * 2 ** len(self.deconv_channels)
+        return w * scale, h * scale
+
+
+CLASSIC_DECODER = HeatmapHeadConfig()
+SIMPLE_DECODER = HeatmapHeadConfig(deconv_channels=(), deconv_kernel_sizes=(), final_kernel_size=3, input_upsample=4)
+
+
+def head_preset(name: str) -> HeatmapHeadConfig:
+    """``"classic"`` or ``"simple"`` ViTPose decoder config."""
+    presets = {"classic": CLASSIC_DECODER, "simple": SIMPLE_DECODER}
+    if name not in presets:
+        raise PoseforgeError(f"unknown heatmap head preset '{name}'; known: {', '.join(presets)}")
+    return presets[name]
+
+
+@HEADS.register("heatmap")
+class HeatmapHead(nn.Module):
+    """``forward(features [B,C,h,w]) -> heatmaps [B,K,H,W]``."""
+
+    config_class = HeatmapHeadConfig
+
+    def __init__(self, config: HeatmapHeadConfig, in_channels: int, num_outputs: int,
+                 feature_size: tuple[int, int] | None = None, input_size: tuple[int, int] | None = None) -> None:
+        # feature_size / input_size are part of the head builder interface; a convolutional head needs neither.
+        super().__init__()
+        self.config = config
+        self.num_outputs = num_outputs
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for out_channels, kernel in zip(config.deconv_channels, config.deconv_kernel_sizes):
+            padding, output_padding = _DECONV_PADDING[kernel]
+            layers += [nn.ConvTranspose2d(channels, out_channels, kernel, stride=2, padding=padding,
+                                          output_padding=output_padding, bias=False),
+                       nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+            channels = out_channels
+        self.deconv_layers = nn.Sequential(*layers)
+        k = config.final_kernel_size
+        self.final_layer = nn.Conv2d(channels, num_outputs, k, padding=k // 2)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """mmpose's initialization: normal(0.001) convolutions, unit BN, zero biases."""
+        for m in self.modules():
+            if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
+                nn.init.normal_(m.weight, std=0.001)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def output_size(self, feature_size: tuple[int, int]) -> tuple[int, int]:
+        """``(width, height)`` of the heatmaps for ``(width, height)`` features."""
+        return self.config.output_size(feature_size)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features
+        if self.config.input_upsample > 1:
+            x = F.interpolate(F.relu(x), scale_factor=float(self.config.input_upsample), mode="bilinear", align_corners=False)
+        return self.final_layer(self.deconv_layers(x))

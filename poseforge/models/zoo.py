@@ -1,0 +1,146 @@
+"""Named model configurations and ``create_model`` / ``list_models``.
+
+ViTPose sizes follow the official configs (ViTAE-Transformer/ViTPose and mmpose 1.x):
+
+======  =========  =====  =====  =========  ===========
+name    embed dim  depth  heads  drop path  layer decay
+======  =========  =====  =====  =========  ===========
+S       384        12     12     0.1        0.8
+B       768        12     12     0.3        0.75
+L       1024       24     16     0.5        0.8
+H       1280       32     16     0.55       0.85
+G       1408       40     16     0.6 (*)    0.9 (*)
+======  =========  =====  =====  =========  ===========
+
+G is the ViT-g/14 shape of Zhai et al. (MLP 6144, ~1.0B backbone parameters) with ViTPose's 16px
+padded patches; (*) marks poseforge's choices where no official recipe exists. ``vitpose-tiny`` is a
+poseforge-only small model for tests and CPU demos. Every name exists with the classic decoder and
+as ``-simple``; the default codec is UDP heatmaps, sigma 2, heatmaps at 1/4 of the input size.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any, Callable
+
+from ..errors import PoseforgeError
+from ..registry import MODELS
+from .backbones.vit import ViTConfig
+from .config import HeadConfig, IMAGENET_MEAN, IMAGENET_STD, ModelConfig, TopDownConfig
+from .estimator import PoseEstimator, build_model
+from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER
+
+__all__ = ["create_model", "list_models", "model_config", "apply_overrides", "VITPOSE_BACKBONES", "HEAD_PRESETS"]
+
+VITPOSE_BACKBONES: dict[str, ViTConfig] = {
+    "tiny": ViTConfig(embed_dim=192, depth=6, num_heads=3, drop_path_rate=0.0, layer_decay=0.8),
+    "s": ViTConfig(embed_dim=384, depth=12, num_heads=12, drop_path_rate=0.1, layer_decay=0.8),
+    "b": ViTConfig(embed_dim=768, depth=12, num_heads=12, drop_path_rate=0.3, layer_decay=0.75),
+    "l": ViTConfig(embed_dim=1024, depth=24, num_heads=16, drop_path_rate=0.5, layer_decay=0.8),
+    "h": ViTConfig(embed_dim=1280, depth=32, num_heads=16, drop_path_rate=0.55, layer_decay=0.85),
+    "g": ViTConfig(embed_dim=1408, depth=40, num_heads=16, mlp_dim=6144, drop_path_rate=0.6, layer_decay=0.9),
+}
+
+# Head shorthands accepted by ``create_model(..., head="simple")``; later families add theirs.
+HEAD_PRESETS: dict[str, HeadConfig] = {"classic": CLASSIC_DECODER, "simple": SIMPLE_DECODER}
+
+_TINY_HEAD = dataclasses.replace(CLASSIC_DECODER, deconv_channels=(128, 128))
+
+
+def vitpose_config(size: str, head: str = "classic") -> TopDownConfig:
+    """Config of ViTPose-``size`` (tiny, s, b, l, h, g) with the ``classic`` or ``simple`` decoder at 256x192."""
+    head_config = HEAD_PRESETS[head]
+    if size == "tiny" and head == "classic":
+        head_config = _TINY_HEAD
+    suffix = "" if head == "classic" else f"-{head}"
+    config = TopDownConfig(
+        name=f"vitpose-{size}{suffix}", backbone=VITPOSE_BACKBONES[size], head=head_config,
+        codec={"name": "udp", "sigma": 2.0, "input_size": [192, 256], "heatmap_size": [48, 64]},
+        keypoint_set="coco17", input_size=(192, 256), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return sync_codec(config)
+
+
+for _size in VITPOSE_BACKBONES:
+    MODELS.register(f"vitpose-{_size}", partial(vitpose_config, _size, "classic"))
+    MODELS.register(f"vitpose-{_size}-simple", partial(vitpose_config, _size, "simple"))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered models matching a shell pattern, e.g. ``list_models("vitpose-*")``."""
+    return MODELS.names(pattern)
+
+
+def model_config(name: str, **overrides: Any) -> ModelConfig:
+    """The config ``create_model(name, **overrides)`` would build."""
+    factory: Callable[[], ModelConfig] = MODELS.get(name)
+    return apply_overrides(factory(), overrides)
+
+
+def create_model(name: str, **overrides: Any) -> PoseEstimator:
+    """Build a registered model with freshly initialized weights.
+
+    ``overrides`` may name any field of the model config (``keypoint_set="wholebody133"``,
+    ``input_size=(288, 384)`` as (width, height), ``flip_test``, ``mean``/``std``), of its backbone
+    config (``drop_path_rate``, ``attention="window"``, ``window_size``, ``global_blocks``,
+    ``grad_checkpointing`` ...) or of its head config; plus ``head="simple"|"classic"`` (or a head
+    config), ``codec="udp"|"msra"|"dark"`` (or a full codec dict) and ``sigma``. The head's output
+    count follows the keypoint set; the codec's input and heatmap sizes follow the input size.
+    """
+    model = build_model(model_config(name, **overrides))
+    if getattr(model.config, "codec", None):
+        model.codec  # noqa: B018  (built now so a bad codec name or setting fails here, not at predict time)
+    return model
+
+
+def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
+    """Apply ``create_model`` style overrides to a config (see :func:`create_model`)."""
+    top_fields = {f.name for f in dataclasses.fields(config)}
+    backbone = getattr(config, "backbone", None)
+    head = getattr(config, "head", None)
+    backbone_fields = {f.name for f in dataclasses.fields(backbone)} if backbone is not None else set()
+    head_fields = {f.name for f in dataclasses.fields(head)} if head is not None else set()
+    top: dict[str, Any] = {}
+    backbone_changes: dict[str, Any] = {}
+    head_changes: dict[str, Any] = {}
+    codec_changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key == "head" and isinstance(value, str):
+            if value not in HEAD_PRESETS:
+                raise PoseforgeError(f"unknown head '{value}'; known: {', '.join(HEAD_PRESETS)}")
+            top["head"] = HEAD_PRESETS[value]
+        elif key == "codec" and isinstance(value, str):
+            codec_changes["name"] = value
+        elif key == "codec" and isinstance(value, dict):
+            top["codec"] = dict(value)
+        elif key == "sigma":
+            codec_changes["sigma"] = float(value)
+        elif key in top_fields and key != "type":
+            top[key] = value
+        elif key in backbone_fields and key != "type":
+            backbone_changes[key] = value
+        elif key in head_fields and key != "type":
+            head_changes[key] = value
+        else:
+            known = sorted((top_fields | backbone_fields | head_fields | {"sigma"}) - {"type"})
+            raise PoseforgeError(f"create_model: unknown override '{key}'; known: {', '.join(known)}")
+    if top:
+        config = config.replace(**top)
+    if backbone_changes:
+        config = config.replace(backbone=config.backbone.replace(**backbone_changes))
+    if head_changes:
+        config = config.replace(head=config.head.replace(**head_changes))
+    if codec_changes:
+        config = config.replace(codec={**config.codec, **codec_changes})
+    return sync_codec(config)
+
+
+def sync_codec(config: ModelConfig) -> ModelConfig:
+    """Set the codec's ``input_size`` (and ``heatmap_size`` for heatmap heads) from the model's shapes."""
+    codec = dict(getattr(config, "codec", {}) or {})
+    if not codec:
+        return config
+    codec["input_size"] = list(config.input_size)
+    backbone, head = getattr(config, "backbone", None), getattr(config, "head", None)
+    if hasattr(backbone, "feature_size") and hasattr(head, "output_size"):  # a spatial (heatmap) head
+        codec["heatmap_size"] = list(head.output_size(backbone.feature_size(config.input_size)))
+    return config.replace(codec=codec)
