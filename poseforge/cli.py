@@ -17,6 +17,7 @@ from .errors import PoseforgeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("poseforge.evaluation.cli", "score COCO-format keypoint results against ground truth (OKS AP/AR)"),
     "convert": ("poseforge.convert.cli", "convert official / mmpose / Hugging Face checkpoints to poseforge models"),
+    "train": ("poseforge.train.cli", "train a model from a preset or YAML config (DDP/FSDP under torchrun)"),
 }
 
 
