@@ -92,3 +92,18 @@ def test_not_json(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(Exception, match=r"x.json: not valid JSON"):
         read_coco(bad)
+
+
+def test_atomic_write_has_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from poseforge.io import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) & 0o044 == 0o044  # group/other readable
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind

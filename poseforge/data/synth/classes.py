@@ -1,0 +1,45 @@
+"""The 28 body-part classes of Sapiens (Goliath): background + 27 parts, in Sapiens' index order.
+
+This is the one place the list lives; the renderer's part maps and any dense head use these indices.
+"""
+from __future__ import annotations
+
+__all__ = ["SAPIENS_PART_CLASSES", "part_class_index"]
+
+SAPIENS_PART_CLASSES: tuple[str, ...] = (
+    "Background",
+    "Apparel",
+    "Face_Neck",
+    "Hair",
+    "Left_Foot",
+    "Left_Hand",
+    "Left_Lower_Arm",
+    "Left_Lower_Leg",
+    "Left_Shoe",
+    "Left_Sock",
+    "Left_Upper_Arm",
+    "Left_Upper_Leg",
+    "Lower_Clothing",
+    "Right_Foot",
+    "Right_Hand",
+    "Right_Lower_Arm",
+    "Right_Lower_Leg",
+    "Right_Shoe",
+    "Right_Sock",
+    "Right_Upper_Arm",
+    "Right_Upper_Leg",
+    "Torso",
+    "Upper_Clothing",
+    "Lower_Lip",
+    "Upper_Lip",
+    "Lower_Teeth",
+    "Upper_Teeth",
+    "Tongue",
+)
+
+_INDEX = {name: i for i, name in enumerate(SAPIENS_PART_CLASSES)}
+
+
+def part_class_index(name: str) -> int:
+    """Index of a Sapiens part class by name (``"Left_Hand"`` -> 5)."""
+    return _INDEX[name]

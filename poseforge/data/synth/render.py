@@ -1,0 +1,727 @@
+"""Batched ray caster: bbox-culled primitives on 8x8 pixel tiles, a z-buffer, planes, shading.
+
+One call renders a whole batch of images with every label: RGB, camera depth, camera-space normals,
+body-part classes and instance ids. The only host syncs are a handful per batch (sizes of the
+primitive/tile pair list and of the set of covered pixels), none per primitive, pixel or image.
+
+Pipeline:
+1. Each primitive's shape-space bounds are projected to a screen rectangle and expanded into the 8x8
+   tiles it touches (``repeat_interleave``): a list of (primitive, tile) pairs. Primitives behind a
+   wall are dropped, and a pair is kept only if the primitive's bounding capsule reaches the tile's
+   pixel frustum.
+2. Every pair tests its 64 pixel rays. The ray quantities the quadratic needs are affine (or, for
+   ``q_d . q_d``, quadratic) in the pixel coordinates, so a tile costs a few adds per pixel before the
+   intersection itself. Depth and primitive id are packed into one int64 key
+   (``float_bits(t) << 24 | id``) and ``scatter_reduce(amin)`` keeps the nearest hit: deterministic,
+   order-independent, and the same on CPU and CUDA.
+3. Floor and walls are infinite planes hit analytically per pixel (exact depth, normals and ids at
+   full resolution); their colour and the sky are shaded at half resolution and upsampled (a softly
+   out-of-focus background, for a quarter of the work).
+4. Covered pixels are shaded once: normals from the winning primitive, clothing layers, solid
+   textures, a key light with hemispheric ambient and soft blob shadows. Object edges get
+   anti-aliased; some images get blur and sensor noise.
+
+On the CPU a batch is rendered a few images at a time (the full-frame arrays then stay in cache);
+nothing depends on the grouping, so an image renders to the same bits alone or in any batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .ops import dot3, matvec3, normalize3
+from .rng import hash32
+from .shapes import BOX, NEAR, CameraPrims, Prims, box_hit, cone_constants, cone_hit, shape_bounds, to_camera
+
+__all__ = ["RenderInputs", "RenderOutput", "render", "cast_rays", "MAT_FIELDS", "NUM_MAT_FIELDS", "TILE"]
+
+TILE = 8
+_CHUNK_TESTS = 1 << 18  # pixel tests per chunk on the CPU
+_CPU_SUB_BATCH = 8  # images rendered at a time on the CPU
+_ID_BITS = 24
+_ID_MASK = (1 << _ID_BITS) - 1
+_NO_HIT = (0x7F800000 << _ID_BITS) | _ID_MASK  # key of "inf depth, no primitive"
+
+# Material table columns. A material is two colours mixed by up to two stripe sets, with per-cell
+# colour variation (planks, tiles) and fine grain; coordinates are metres in the primitive's joint
+# frame (or the plane's frame).
+MAT_FIELDS = {
+    "c1": slice(0, 3), "c2": slice(3, 6),
+    "k1": slice(6, 9), "duty1": 9, "w1": 10,
+    "k2": slice(11, 14), "duty2": 14, "w2": 15,
+    "cell_var": 16, "grain": 17, "grain_freq": 18, "spec": 19,
+}
+NUM_MAT_FIELDS = 20
+
+
+@dataclass
+class RenderInputs:
+    """Everything the renderer needs for one batch (all tensors on one device).
+
+    Cameras: ``intr`` [B,4] (fx, fy, cx, cy; pixel centres at integer + 0.5), ``cam_R`` [B,3,3] and
+    ``cam_t`` [B,3] with ``x_cam = cam_R @ x_world + cam_t`` (OpenCV axes: x right, y down, z forward).
+    Planes (world): ``plane_n`` [B,NP,3] unit normals facing the camera, ``plane_d`` [B,NP]
+    (``n . x = d``), ``plane_origin``/``plane_e1``/``plane_e2`` [B,NP,3] texture frames,
+    ``plane_mat`` [B,NP] material index, ``plane_valid`` [B,NP]. Plane 0 is the floor (it gets the
+    blob shadows ``shadow_xz`` [B,S,2] with radii ``shadow_r`` [B,S], 0 = none).
+    Lighting (world): ``light_dir`` [B,3] toward the light, ``light_rgb``/``ambient_rgb`` [B,3],
+    ``sky_top``/``sky_bottom`` [B,3]. Post: ``exposure``, ``blur``, ``noise`` [B]; ``keys`` [B] int64
+    per-image hash keys for pixel noise.
+    """
+
+    height: int
+    width: int
+    intr: Tensor
+    cam_R: Tensor
+    cam_t: Tensor
+    prims: Prims
+    materials: Tensor
+    plane_n: Tensor
+    plane_d: Tensor
+    plane_origin: Tensor
+    plane_e1: Tensor
+    plane_e2: Tensor
+    plane_mat: Tensor
+    plane_valid: Tensor
+    shadow_xz: Tensor
+    shadow_r: Tensor
+    light_dir: Tensor
+    light_rgb: Tensor
+    ambient_rgb: Tensor
+    sky_top: Tensor
+    sky_bottom: Tensor
+    exposure: Tensor
+    blur: Tensor
+    noise: Tensor
+    keys: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.intr.shape[0])
+
+
+@dataclass
+class RenderOutput:
+    """Rendered batch. ``image`` [B,H,W,3] uint8 RGB; ``depth`` [B,H,W] camera z in metres (0 = sky);
+    ``normals`` [B,H,W,3] unit camera-space normals (OpenCV axes; zeros on the sky); ``parts`` [B,H,W]
+    uint8 body-part classes (0 = not a person); ``instance`` [B,H,W] uint8 (0 = scenery, k = k-th
+    person or animal); ``prim`` [B,H,W] int64 index of the visible primitive (-1 = plane or sky)."""
+
+    image: Tensor
+    depth: Tensor
+    normals: Tensor
+    parts: Tensor
+    instance: Tensor
+    prim: Tensor
+
+
+def _chunk_pairs(device: torch.device) -> int:
+    """Pairs per chunk: 32k pixel tests on CPU (cache sized), 4M on GPUs."""
+    return max(1, (_CHUNK_TESTS if device.type == "cpu" else 1 << 22) // (TILE * TILE))
+
+
+def _tile_pairs(prims: Prims, cam: CameraPrims, intr: Tensor, plane_n: Tensor, plane_d: Tensor, plane_valid: Tensor,
+                height: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(primitive, tile) pairs that may overlap. Returns prim index, tile x, tile y.
+
+    Three culls: the projected shape-space bounding box gives each primitive a tile rectangle; a
+    primitive entirely behind a floor/wall plane is dropped; and for round cones each (primitive,
+    tile) pair is kept only if the primitive's bounding capsule comes within reach of the tile's
+    pixel frustum (distance from the segment to the tile's central ray vs. radius + tile spread).
+    """
+    device = prims.image.device
+    lo, hi = shape_bounds(prims)
+    sel = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]],
+                       device=device, dtype=torch.bool)
+    corners = torch.where(sel[None], hi[:, None, :], lo[:, None, :]) * prims.scale[:, None, :]  # [M,8,3]
+    pts = matvec3(cam.cam_rot[:, None], corners) + cam.cam_pos[:, None]
+    z = pts[..., 2]
+    front = z > NEAR
+    zc = torch.clamp(z, min=NEAR)
+    img = prims.image
+    fx, fy, cx, cy = intr[img].unbind(-1)
+    u = pts[..., 0] / zc * fx[:, None] + cx[:, None]
+    v = pts[..., 1] / zc * fy[:, None] + cy[:, None]
+    all_front = front.all(dim=1)
+    any_front = front.any(dim=1)
+    big = float(max(height, width) * 4)
+    umin = torch.where(all_front, u.amin(dim=1), -big)
+    umax = torch.where(all_front, u.amax(dim=1), big)
+    vmin = torch.where(all_front, v.amin(dim=1), -big)
+    vmax = torch.where(all_front, v.amax(dim=1), big)
+    ntx, nty = (width + TILE - 1) // TILE, (height + TILE - 1) // TILE
+    valid = any_front & (umax >= 0) & (umin < width) & (vmax >= 0) & (vmin < height)
+    # Behind a wall or under the floor: every corner on the far side of one valid plane.
+    n_c = plane_n[img]  # [M,NP,3] camera space
+    side = (pts[:, None, :, 0] * n_c[..., 0:1] + pts[:, None, :, 1] * n_c[..., 1:2] + pts[:, None, :, 2] * n_c[..., 2:3]
+            - plane_d[img][..., None])  # [M,NP,8]
+    hidden = ((side < 0).all(dim=2) & plane_valid[img]).any(dim=1)
+    valid = valid & ~hidden
+    tx0 = torch.clamp(torch.floor(umin / TILE), 0, ntx - 1).to(torch.int64)
+    tx1 = torch.clamp(torch.floor(umax / TILE), 0, ntx - 1).to(torch.int64)
+    ty0 = torch.clamp(torch.floor(vmin / TILE), 0, nty - 1).to(torch.int64)
+    ty1 = torch.clamp(torch.floor(vmax / TILE), 0, nty - 1).to(torch.int64)
+    nx = tx1 - tx0 + 1
+    count = torch.where(valid, nx * (ty1 - ty0 + 1), 0)
+    total = int(count.sum())  # host sync: the size of the pair list
+    prim_of = torch.repeat_interleave(torch.arange(len(prims), device=device), count, output_size=total)
+    start = torch.cumsum(count, 0) - count
+    local = torch.arange(total, device=device) - start[prim_of]
+    w = nx[prim_of]
+    tx = tx0[prim_of] + local % w
+    ty = ty0[prim_of] + local // w
+
+    # Capsule vs tile frustum for round cones.
+    a_c = matvec3(cam.cam_rot, prims.a * prims.scale) + cam.cam_pos
+    b_c = matvec3(cam.cam_rot, prims.b * prims.scale) + cam.cam_pos
+    smax = prims.scale.amax(dim=1)
+    r = torch.maximum(prims.ra, prims.rb) * smax
+    pi = prim_of
+    A, E = a_c[pi], (b_c - a_c)[pi]
+    ifx, ify = 1.0 / fx[pi], 1.0 / fy[pi]
+    d = torch.stack([((tx * TILE).to(torch.float32) + 0.5 * TILE - cx[pi]) * ifx,
+                     ((ty * TILE).to(torch.float32) + 0.5 * TILE - cy[pi]) * ify, torch.ones_like(ifx)], dim=-1)
+    inv_a = 1.0 / dot3(d, d)
+    p0 = A - d * (dot3(d, A) * inv_a)[:, None]
+    p1 = E - d * (dot3(d, E) * inv_a)[:, None]
+    s = torch.clamp(-dot3(p0, p1) / torch.clamp(dot3(p1, p1), min=1e-20), 0.0, 1.0)
+    gap = p0 + p1 * s[:, None]
+    depth = (dot3(d, A) + s * dot3(d, E)) * inv_a
+    spread = (0.5 * TILE * 1.4143 + 0.5) * torch.maximum(ifx, ify) * torch.clamp(depth, min=NEAR) * 1.02
+    reach = r[pi] * 1.001 + spread
+    keep = (dot3(gap, gap) <= reach * reach) | (prims.kind[pi] == BOX)
+    keep_idx = torch.nonzero(keep).squeeze(1)  # host sync
+    return prim_of[keep_idx], tx[keep_idx], ty[keep_idx]
+
+
+def _affine_forms(pix: Tensor, vecs: Tensor) -> Tensor:
+    """Coefficients (u, v, 1) of ``vec . q_d`` where ``q_d = pix @ (u, v, 1)``. [M,3] x [M,3,3] -> [M,3]."""
+    return vecs[:, 0:1] * pix[:, 0, :] + vecs[:, 1:2] * pix[:, 1, :] + vecs[:, 2:3] * pix[:, 2, :]
+
+
+def _quadratic_form(pix: Tensor) -> Tensor:
+    """Coefficients (uu, vv, uv, u, v, 1) of ``q_d . q_d`` [M,6]."""
+    c0, c1, c2 = pix[..., 0], pix[..., 1], pix[..., 2]
+    return torch.stack([dot3(c0, c0), dot3(c1, c1), 2.0 * dot3(c0, c1), 2.0 * dot3(c0, c2), 2.0 * dot3(c1, c2),
+                        dot3(c2, c2)], dim=-1)
+
+
+def _eval_affine(coef: Tensor, u0: Tensor, v0: Tensor, ramp: Tensor) -> Tensor:
+    """Evaluate affine forms on each pair's tile: coef [P,3], tile origins [P] -> [P,T,T] (rows = v)."""
+    cu, cv, c1 = coef[:, 0:1], coef[:, 1:2], coef[:, 2:3]
+    base = cu * u0[:, None] + cv * v0[:, None] + c1
+    row = base + cv * ramp  # [P,T] over j
+    col = cu * ramp  # [P,T] over i
+    return row[:, :, None] + col[:, None, :]
+
+
+def _eval_quadratic(q: Tensor, u0: Tensor, v0: Tensor, ramp: Tensor, ramp2: Tensor) -> Tensor:
+    quu, qvv, quv, qu, qv, q1 = (q[:, k:k + 1] for k in range(6))
+    u = u0[:, None] + ramp
+    v = v0[:, None] + ramp
+    col = (quu * u + qu + quv * v0[:, None]) * u
+    row = (qvv * v + qv) * v + q1 + quv * u0[:, None] * ramp
+    return (row[:, :, None] + col[:, None, :]) + quv[:, :, None] * ramp2[None]
+
+
+def _zbuffer(inputs: RenderInputs, cam: CameraPrims, n_c: Tensor, d_c: Tensor) -> Tensor:
+    """Nearest-hit keys [B, H8, W8] on the tile-padded frame (``float_bits(depth) << 24 | primitive``;
+    ``_NO_HIT`` where empty)."""
+    prims = inputs.prims
+    H, W = inputs.height, inputs.width
+    B = inputs.batch_size
+    device = inputs.intr.device
+    H8, W8 = -(-H // TILE) * TILE, -(-W // TILE) * TILE
+    zbuf = torch.full((B * H8 * W8,), _NO_HIT, dtype=torch.int64, device=device)
+    if len(prims) == 0:
+        return zbuf.reshape(B, H8, W8)
+    if len(prims) > _ID_MASK:
+        raise ValueError(f"too many primitives in one batch ({len(prims)}); render fewer images at a time")
+    ramp = torch.arange(TILE, device=device, dtype=torch.float32)
+    ramp2 = ramp[:, None] * ramp[None, :]
+    iramp = torch.arange(TILE, device=device, dtype=torch.int64)
+    prim_of, tx, ty = _tile_pairs(prims, cam, inputs.intr, n_c, d_c, inputs.plane_valid, H, W)
+    # Cone pairs first, then box pairs, so every chunk runs one intersection routine.
+    is_box = (prims.kind == BOX)[prim_of]
+    order = torch.argsort(is_box.to(torch.int8), stable=True)
+    prim_of, tx, ty = prim_of[order], tx[order], ty[order]
+    num_cone = int(prim_of.shape[0]) - int(is_box.sum())  # host sync
+    consts = cone_constants(cam.origin, prims.a, prims.b, prims.ra, prims.rb)
+    f_g = torch.stack([_affine_forms(cam.pix, consts[k]) for k in ("ba", "oa", "ob")], dim=1)  # [M,3,3]
+    f_dd = _quadratic_form(cam.pix)
+    scal = torch.stack([consts[k] for k in ("d2", "k0", "cy", "ea", "eb")], dim=1)  # [M,5]
+    f_d = cam.pix.transpose(1, 2)  # box: q_d component forms [M,3(u,v,1),3] -> rows per component
+    row_base = prims.image * (H8 * W8)
+    chunk = _chunk_pairs(device)
+    total = int(prim_of.shape[0])
+    for lo_, hi_, cone in ((0, num_cone, True), (num_cone, total, False)):
+        for s in range(lo_, hi_, chunk):
+            e = min(s + chunk, hi_)
+            pp = prim_of[s:e]
+            ptx, pty = tx[s:e], ty[s:e]
+            u0 = (ptx * TILE).to(torch.float32) + 0.5
+            v0 = (pty * TILE).to(torch.float32) + 0.5
+            if cone:
+                fg = f_g[pp]
+                g2 = _eval_affine(fg[:, 0], u0, v0, ramp)
+                g3 = _eval_affine(fg[:, 1], u0, v0, ramp)
+                g6 = _eval_affine(fg[:, 2], u0, v0, ramp)
+                dd = _eval_quadratic(f_dd[pp], u0, v0, ramp, ramp2)
+                c = scal[pp][:, :, None, None]
+                t = cone_hit(g2, g3, g6, dd, c[:, 0], c[:, 1], c[:, 2], c[:, 3], c[:, 4])
+            else:
+                o = cam.origin[pp][:, :, None, None]
+                fd = f_d[pp]
+                dx, dy, dz = (_eval_affine(fd[:, :, k], u0, v0, ramp) for k in range(3))
+                t = box_hit(o[:, 0], o[:, 1], o[:, 2], dx, dy, dz)
+            key = (t.view(torch.int32).to(torch.int64) << _ID_BITS) | pp[:, None, None]
+            row = row_base[pp][:, None] + (pty[:, None] * TILE + iramp) * W8  # [P,T]
+            col = ptx[:, None] * TILE + iramp
+            zbuf.scatter_reduce_(0, (row[:, :, None] + col[:, None, :]).reshape(-1), key.reshape(-1), reduce="amin")
+    return zbuf.reshape(B, H8, W8)
+    if len(prims) > _ID_MASK:
+        raise ValueError(f"too many primitives in one batch ({len(prims)}); render fewer images at a time")
+    ramp = torch.arange(TILE, device=device, dtype=torch.float32)
+    ramp2 = ramp[:, None] * ramp[None, :]
+    iramp = torch.arange(TILE, device=device, dtype=torch.int64)
+    prim_of, tx, ty = _tile_pairs(prims, cam, inputs.intr, n_c, d_c, inputs.plane_valid, H, W)
+    for s in range(0, total, chunk):
+        pp = prim_of[s:s + chunk]
+        ptx, pty = tx[s:s + chunk], ty[s:s + chunk]
+        u0 = (ptx * TILE).to(torch.float32) + 0.5
+        v0 = (pty * TILE).to(torch.float32) + 0.5
+        cone = is_cone[pp]
+        g2 = _eval_affine(f_g2[pp], u0, v0, ramp)
+        g3 = _eval_affine(f_g3[pp], u0, v0, ramp)
+        g6 = _eval_affine(f_g6[pp], u0, v0, ramp)
+        dd = _eval_quadratic(f_dd[pp], u0, v0, ramp, ramp2)
+        c = scal[pp][:, :, None, None]
+        t = cone_hit(g2, g3, g6, dd, c[:, 0], c[:, 1], c[:, 2], c[:, 3], c[:, 4])
+        if not bool(cone.all()):  # boxes are few: re-evaluate their pairs with the slab test
+            bi = torch.nonzero(~cone).squeeze(1)
+            bp = pp[bi]
+            o = cam.origin[bp][:, :, None, None]
+            dx, dy, dz = (_eval_affine(f[bp], u0[bi], v0[bi], ramp) for f in f_d)
+            t[bi] = box_hit(o[:, 0], o[:, 1], o[:, 2], dx, dy, dz)
+        key = (t.view(torch.int32).to(torch.int64) << _ID_BITS) | pp[:, None, None]
+        row = row_base[pp][:, None] + (pty[:, None] * TILE + iramp) * W8  # [P,T]
+        col = ptx[:, None] * TILE + iramp
+        zbuf.scatter_reduce_(0, (row[:, :, None] + col[:, None, :]).reshape(-1), key.reshape(-1), reduce="amin")
+    return zbuf.reshape(B, H8, W8)
+
+
+def cast_rays(prims: Prims, cam: CameraPrims, ray_image: Tensor, ray_uv: Tensor, num_images: int) -> tuple[Tensor, Tensor]:
+    """Nearest primitive hit along arbitrary camera rays through continuous pixel positions.
+
+    ``ray_image`` [R] batch index, ``ray_uv`` [R,2] pixel coordinates (pixel centres at integer +
+    0.5). Every ray is tested against every primitive of its image. Returns depth [R] (``inf`` where
+    missed) and primitive index [R] (-1 where missed).
+    """
+    device = ray_uv.device
+    R = int(ray_image.shape[0])
+    if R == 0 or len(prims) == 0:
+        return torch.full((R,), float("inf"), device=device), torch.full((R,), -1, dtype=torch.int64, device=device)
+    order = torch.argsort(prims.image, stable=True)
+    per_image = torch.bincount(prims.image, minlength=num_images)
+    first = torch.cumsum(per_image, 0) - per_image
+    count = per_image[ray_image]
+    total = int(count.sum())
+    ray_of = torch.repeat_interleave(torch.arange(R, device=device), count, output_size=total)
+    local = torch.arange(total, device=device) - (torch.cumsum(count, 0) - count)[ray_of]
+    pp = order[first[ray_image[ray_of]] + local]
+    uvw = torch.cat([ray_uv[ray_of], torch.ones(total, 1, device=device)], dim=1)
+    q_d = matvec3(cam.pix[pp], uvw)
+    consts = cone_constants(cam.origin[pp], prims.a[pp], prims.b[pp], prims.ra[pp], prims.rb[pp])
+    t_cone = cone_hit(dot3(consts["ba"], q_d), dot3(consts["oa"], q_d), dot3(consts["ob"], q_d), dot3(q_d, q_d),
+                      consts["d2"], consts["k0"], consts["cy"], consts["ea"], consts["eb"])
+    o = cam.origin[pp]
+    t_box = box_hit(o[:, 0], o[:, 1], o[:, 2], q_d[:, 0], q_d[:, 1], q_d[:, 2])
+    t = torch.where(prims.kind[pp] == BOX, t_box, t_cone)
+    key = (t.view(torch.int32).to(torch.int64) << _ID_BITS) | pp
+    best = torch.full((R,), _NO_HIT, dtype=torch.int64, device=device)
+    best.scatter_reduce_(0, ray_of, key, reduce="amin")
+    depth = (best >> _ID_BITS).to(torch.int32).view(torch.float32)
+    prim = torch.where(depth < float("inf"), best & _ID_MASK, -1)
+    return depth, prim
+
+
+def plane_depths(inputs: RenderInputs, ray_image: Tensor, ray_uv: Tensor) -> tuple[Tensor, Tensor]:
+    """Nearest plane along rays: depth [R] (inf = none) and plane index [R] (-1 = none)."""
+    n_c, d_c = _planes_in_camera(inputs)
+    fx, fy, cx, cy = inputs.intr[ray_image].unbind(-1)
+    dirs = torch.stack([(ray_uv[:, 0] - cx) / fx, (ray_uv[:, 1] - cy) / fy, torch.ones_like(fx)], dim=-1)
+    best = torch.full_like(fx, float("inf"))
+    index = torch.full_like(ray_image, -1)
+    for k in range(n_c.shape[1]):
+        denom = dot3(n_c[ray_image, k], dirs)
+        t = d_c[ray_image, k] / torch.where(denom.abs() < 1e-12, 1e-12, denom)
+        ok = inputs.plane_valid[ray_image, k] & (t > NEAR) & (t < best)
+        best = torch.where(ok, t, best)
+        index = torch.where(ok, k, index)
+    return best, index
+
+
+def _planes_in_camera(inputs: RenderInputs) -> tuple[Tensor, Tensor]:
+    n_c = matvec3(inputs.cam_R[:, None], inputs.plane_n)
+    d_c = inputs.plane_d + dot3(n_c, inputs.cam_t[:, None])
+    return n_c, d_c
+
+
+# Material columns a planar (2D) texture reads: colours, in-plane stripe vectors, duties, weights, variation.
+_PLANAR_FIELDS = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 18, 19]
+
+
+def _frac(x: Tensor) -> Tensor:
+    return x - torch.floor(x)
+
+
+def _hash3(x: Tensor, y: Tensor, z: Tensor | None = None) -> Tensor:
+    """A float hash in [-0.5, 0.5) of integer-valued cell coordinates (basic arithmetic only)."""
+    p, q = _frac(x * 0.1031), _frac(y * 0.1030)
+    r = _frac(z * 0.0973) if z is not None else torch.full_like(p, 0.37)
+    d = p * (r + 33.33) + q * (p + 33.33) + r * (q + 33.33)
+    return _frac((p + q + 2.0 * d) * (r + d)) - 0.5
+
+
+def _dot(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> Tensor:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _albedo(mat: "list[Tensor]", h: tuple[Tensor, Tensor, Tensor], planar: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Material colour at texture coordinates ``h`` (metres). ``mat[f]`` is material field ``f`` per pixel.
+
+    Per-cell colour variation (planks, tiles) is evaluated for planes only (``planar``)."""
+    if planar:  # plane textures are 2D (h[2] == 0)
+        s1 = h[0] * mat[6] + h[1] * mat[7]
+        s2 = h[0] * mat[11] + h[1] * mat[12]
+    else:
+        s1 = _dot(h, (mat[6], mat[7], mat[8]))
+        s2 = _dot(h, (mat[11], mat[12], mat[13]))
+    m1 = (_frac(s1) < mat[9]).to(s1.dtype) * mat[10]
+    m2 = (_frac(s2) < mat[14]).to(s2.dtype) * mat[15]
+    m = torch.maximum(m1, m2)
+    gf = mat[18]
+    grain = _hash3(torch.floor(h[0] * gf), torch.floor(h[1] * gf), None if planar else torch.floor(h[2] * gf))
+    shade = 1.0 + mat[17] * grain
+    if planar:
+        shade = shade + mat[16] * _hash3(torch.floor(s1), torch.floor(s2))
+    return tuple((mat[c] + (mat[3 + c] - mat[c]) * m) * shade for c in range(3))  # type: ignore[return-value]
+
+
+def _take(table_T: Tensor, index: Tensor) -> list[Tensor]:
+    """Rows of a column-major table [F, M] gathered at ``index`` -> F contiguous [n] tensors
+    (one small-table gather per field is the fastest gather on the CPU)."""
+    return [torch.take(row, index) for row in table_T]
+
+
+def _pack(fields: list[Tensor]) -> Tensor:
+    """Concatenate per-row fields ([M] or [M,k]) into a column-major table [F, M] (float32)."""
+    cols = [f.reshape(f.shape[0], -1).to(torch.float32) for f in fields]
+    return torch.cat(cols, dim=1).t().contiguous()
+
+
+def _subset(inputs: RenderInputs, lo: int, hi: int) -> tuple[RenderInputs, Tensor]:
+    """Images ``lo:hi`` of a batch (primitives re-indexed) and the kept primitives' original indices."""
+    keep = torch.nonzero((inputs.prims.image >= lo) & (inputs.prims.image < hi)).squeeze(1)
+    prims = inputs.prims.select(keep)
+    prims.image = prims.image - lo
+    fields = {f.name: getattr(inputs, f.name) for f in dataclasses.fields(RenderInputs)}
+    sub = {k: (v[lo:hi] if isinstance(v, Tensor) and k != "materials" else v) for k, v in fields.items()}
+    sub["prims"] = prims
+    return RenderInputs(**sub), keep
+
+
+def render(inputs: RenderInputs, max_batch: int | None = None) -> RenderOutput:
+    """Render a batch: see :class:`RenderInputs` and :class:`RenderOutput`.
+
+    ``max_batch`` images are rendered at a time (default: 4 on CPU, where the full-frame arrays of a
+    few images stay in cache, all on GPUs); the outputs are the same either way.
+    """
+    B = inputs.batch_size
+    step = max_batch or (_CPU_SUB_BATCH if inputs.intr.device.type == "cpu" else B)
+    if B <= step:
+        return _render(inputs)
+    outs, ids = [], []
+    for lo in range(0, B, step):
+        sub, keep = _subset(inputs, lo, min(lo + step, B))
+        outs.append(_render(sub))
+        ids.append(torch.where(outs[-1].prim >= 0, keep[outs[-1].prim.clamp(min=0)], -1))
+    cat = lambda name: torch.cat([getattr(o, name) for o in outs])
+    return RenderOutput(image=cat("image"), depth=cat("depth"), normals=cat("normals"), parts=cat("parts"),
+                        instance=cat("instance"), prim=torch.cat(ids))
+
+
+def _render(inputs: RenderInputs) -> RenderOutput:
+    H, W, B = inputs.height, inputs.width, inputs.batch_size
+    device = inputs.intr.device
+    prims = inputs.prims
+    cam = to_camera(prims, inputs.cam_R, inputs.cam_t, inputs.intr)
+    n_c, d_c = _planes_in_camera(inputs)
+    zkey = _zbuffer(inputs, cam, n_c, d_c)[:, :H, :W]
+
+    # Planes per pixel at full resolution (depth, normals, ids) ...
+    ys = torch.arange(H, device=device, dtype=torch.float32) + 0.5
+    xs = torch.arange(W, device=device, dtype=torch.float32) + 0.5
+    t_plane, plane_idx, _, _ = _plane_hits(inputs, n_c, d_c, xs, ys)
+    t_prim = (zkey >> _ID_BITS).to(torch.int32).view(torch.float32)
+    prim_hit = (t_prim < float("inf")) & (t_prim <= t_plane)
+    plane_hit = ~prim_hit & (plane_idx >= 0)
+    depth = torch.where(prim_hit, t_prim, torch.where(plane_hit, t_plane, 0.0))
+    prim_id = torch.where(prim_hit, zkey & _ID_MASK, -1)
+    used = [k for k, on in enumerate(inputs.plane_valid.any(dim=0).tolist()) if on] or [0]
+    # Valid planes face the camera (the scene keeps the camera on their front side): no flip needed.
+    nrm = [_select_plane(plane_idx, [n_c[:, k, c, None, None] for k in used], used) for c in range(3)]
+    normals = torch.stack([torch.where(plane_hit, c, 0.0) for c in nrm]).reshape(3, -1)
+    # ... and their colour (with the sky) at half resolution, upsampled: backgrounds come out slightly
+    # soft, like an out-of-focus background, for a quarter of the shading work.
+    light_c = normalize3(matvec3(inputs.cam_R, inputs.light_dir))
+    up_c = inputs.cam_R[:, :, 1]  # world +y in camera space
+    half_c = normalize3(light_c + torch.tensor([0.0, 0.0, -1.0], device=device))
+    exposure = inputs.exposure[:, None]  # folded into the lights and the sky: no per-pixel pass
+    img_T = _pack([inputs.intr, light_c, up_c, half_c, inputs.light_rgb * exposure, inputs.ambient_rgb * exposure])  # [19,B]
+    H2, W2 = (H + 1) // 2, (W + 1) // 2
+    ys2 = torch.arange(H2, device=device, dtype=torch.float32) * 2.0 + 1.0
+    xs2 = torch.arange(W2, device=device, dtype=torch.float32) * 2.0 + 1.0
+    bg = _background(inputs, n_c, d_c, img_T, xs2, ys2)
+    rgb = _upsample2(bg, H, W).reshape(3, -1)
+    parts = torch.zeros(B * H * W, dtype=torch.uint8, device=device)
+    instance = torch.zeros(B * H * W, dtype=torch.uint8, device=device)
+
+    # Primitive pixels: gather the winning primitive's fields once per covered pixel.
+    pi = torch.nonzero(prim_hit.reshape(-1)).squeeze(1)
+    if pi.numel():
+        # Camera-space hit point -> the primitive's joint frame (x_joint = R^T (x_cam - pos)).
+        P = _take(_pack([cam.cam_pos, cam.cam_rot, prims.scale, prims.a, prims.b, prims.ra, prims.rb, prims.s_axis,
+                         prims.s_off, prims.layer_lo, prims.layer_hi, prims.kind, prims.part, prims.mat, prims.layer_cls,
+                         prims.layer_mat, prims.instance]), prim_id.reshape(-1)[pi])
+        hw = H * W
+        b = torch.div(pi, hw, rounding_mode="floor")
+        rem = pi - b * hw
+        yy = torch.div(rem, W, rounding_mode="floor")
+        img = _take(img_T, b)
+        t = depth.reshape(-1)[pi]
+        ray = (((rem - yy * W).to(torch.float32) + 0.5 - img[2]) / img[0], (yy.to(torch.float32) + 0.5 - img[3]) / img[1])
+        rel = (t * ray[0] - P[0], t * ray[1] - P[1], t - P[2])
+        R = P[3:12]
+        scale = (P[12], P[13], P[14])
+        h = tuple(R[r] * rel[0] + R[3 + r] * rel[1] + R[6 + r] * rel[2] for r in range(3))  # joint frame (metres)
+        q = tuple(h[r] / scale[r] for r in range(3))  # shape space
+        a, bb = (P[15], P[16], P[17]), (P[18], P[19], P[20])
+        ra, rb = P[21], P[22]
+        ba = tuple(bb[r] - a[r] for r in range(3))
+        p = tuple(q[r] - a[r] for r in range(3))
+        rr = ra - rb
+        d2 = _dot(ba, ba) - rr * rr
+        y = _dot(ba, p) - rr * ra
+        cap_a, cap_b = y <= 0, y >= d2
+        n_s = [torch.where(cap_a, p[r], torch.where(cap_b, q[r] - bb[r], d2 * p[r] - ba[r] * y)) for r in range(3)]
+        is_box = P[31] == BOX
+        if bool(is_box.any()):
+            aq = [qq.abs() for qq in q]
+            bx = (aq[0] >= aq[1]) & (aq[0] >= aq[2])
+            by = ~bx & (aq[1] >= aq[2])
+            for r, m in enumerate((bx, by, ~bx & ~by)):
+                n_s[r] = torch.where(is_box, torch.where(m, torch.where(q[r] >= 0, 1.0, -1.0), 0.0), n_s[r])
+        ns = tuple(n_s[r] / scale[r] for r in range(3))
+        nc = [R[3 * r] * ns[0] + R[3 * r + 1] * ns[1] + R[3 * r + 2] * ns[2] for r in range(3)]
+        inv = 1.0 / torch.sqrt(torch.clamp(nc[0] * nc[0] + nc[1] * nc[1] + nc[2] * nc[2], min=1e-30))
+        flip = torch.where(nc[0] * ray[0] + nc[1] * ray[1] + nc[2] > 0, -inv, inv)  # normals face the camera
+        nc = tuple(c * flip for c in nc)
+        s = _dot(h, (P[23], P[24], P[25])) + P[26]
+        in0 = (s >= P[27]) & (s < P[29])
+        in1 = (s >= P[28]) & (s < P[30]) & ~in0
+        part = torch.where(in0, P[34], torch.where(in1, P[35], P[32]))
+        mat_id = torch.where(in0, P[36], torch.where(in1, P[37], P[33])).to(torch.int64)
+        mat = _take(inputs.materials.t().contiguous(), mat_id)
+        col = _shade(_albedo(mat, h), nc, img, mat[MAT_FIELDS["spec"]], None)
+        rgb[:, pi] = torch.stack(col)
+        normals[:, pi] = torch.stack(nc)
+        parts[pi] = part.to(torch.uint8)
+        instance[pi] = P[38].to(torch.uint8)
+
+    ids = torch.where(prim_hit, prim_id.to(torch.int32), -2 - plane_idx.to(torch.int32))
+    image = _post(rgb.reshape(3, B, H, W), ids, inputs)
+    return RenderOutput(
+        image=image,
+        depth=depth,
+        normals=normals.t().reshape(B, H, W, 3),
+        parts=parts.reshape(B, H, W),
+        instance=instance.reshape(B, H, W),
+        prim=prim_id,
+    )
+
+
+def _plane_hits(inputs: RenderInputs, n_c: Tensor, d_c: Tensor, xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Nearest plane per pixel centre (xs [W'], ys [H']): depth [B,H',W'] (inf = none), plane index
+    (-1 = none) and the ray's x/y slopes ([B,1,W'], [B,H',1])."""
+    B = n_c.shape[0]
+    bc = lambda t: t[:, None, None]
+    fx, fy, cx, cy = (bc(f) for f in inputs.intr.unbind(-1))
+    rx = (xs[None, None, :] - cx) / fx
+    ry = (ys[None, :, None] - cy) / fy
+    t_plane = torch.full((B, ys.shape[0], xs.shape[0]), float("inf"), device=xs.device)
+    plane_idx = torch.full(t_plane.shape, -1, dtype=torch.int8, device=xs.device)
+    used = inputs.plane_valid.any(dim=0).tolist()  # planes no image uses cannot win: skip them
+    for k in range(n_c.shape[1]):
+        if not used[k]:
+            continue
+        nk = n_c[:, k]
+        denom = (bc(nk[:, 1]) * ry + bc(nk[:, 2])) + bc(nk[:, 0]) * rx
+        # Invalid planes get d = -inf so t is never a positive finite depth; denom == 0 gives inf.
+        t = bc(torch.where(inputs.plane_valid[:, k], d_c[:, k], -float("inf"))) / denom
+        ok = (t > NEAR) & (t < t_plane)
+        t_plane = torch.where(ok, t, t_plane)
+        plane_idx = torch.where(ok, k, plane_idx)
+    return t_plane, plane_idx, rx, ry
+
+
+def _background(inputs: RenderInputs, n_c: Tensor, d_c: Tensor, img_T: Tensor, xs: Tensor, ys: Tensor) -> Tensor:
+    """Shaded floor, walls and sky at the given pixel centres -> [3,B,H',W']."""
+    bc = lambda t: t[:, None, None]
+    t_plane, plane_idx, rx, ry = _plane_hits(inputs, n_c, d_c, xs, ys)
+    hit = plane_idx >= 0
+    e1_c = matvec3(inputs.cam_R[:, None], inputs.plane_e1)
+    e2_c = matvec3(inputs.cam_R[:, None], inputs.plane_e2)
+    o_c = matvec3(inputs.cam_R[:, None], inputs.plane_origin) + inputs.cam_t[:, None]
+    # Texture coordinates are linear in (rx, ry) times depth: fold each plane's frame into 3 numbers.
+    c1 = torch.stack([e1_c[..., 0], e1_c[..., 1], e1_c[..., 2], -dot3(o_c, e1_c)], dim=-1)  # [B,NP,4]
+    c2 = torch.stack([e2_c[..., 0], e2_c[..., 1], e2_c[..., 2], -dot3(o_c, e2_c)], dim=-1)
+    # Only the material fields a 2D texture uses (k1/k2 lose their third component).
+    mats = inputs.materials[inputs.plane_mat][..., _PLANAR_FIELDS]  # [B,NP,18]
+    table = torch.cat([c1, c2, n_c, mats], dim=-1)  # [B,NP,29]
+    used = [k for k, on in enumerate(inputs.plane_valid.any(dim=0).tolist()) if on] or [0]
+    pick = [_select_plane(plane_idx, [table[:, k, f, None, None] for k in used], used) for f in range(table.shape[-1])]
+    tp = torch.where(hit, t_plane, 0.0)
+    h1 = tp * ((pick[0] * rx + pick[1] * ry) + pick[2]) + pick[3]
+    h2 = tp * ((pick[4] * rx + pick[5] * ry) + pick[6]) + pick[7]
+    nrm = pick[8:11]
+    mat = dict(zip(_PLANAR_FIELDS, pick[11:]))
+    albedo = _albedo(mat, (h1, h2, torch.zeros_like(h1)), planar=True)
+    # Soft blob shadows on the floor (plane 0; its texture coordinates are world x and z).
+    fall = torch.zeros_like(h1)
+    for j in range(inputs.shadow_r.shape[1]):
+        dx = h1 - bc(inputs.shadow_xz[:, j, 0])
+        dz = h2 - bc(inputs.shadow_xz[:, j, 1])
+        r = bc(inputs.shadow_r[:, j])
+        f = torch.clamp(1.0 - (dx * dx + dz * dz) / torch.clamp(r * r, min=1e-6), min=0.0)
+        fall = torch.maximum(fall, torch.where(r > 0, f * f, 0.0))
+    shadow = torch.where(plane_idx == 0, 0.75 * fall, 0.0)
+    lit = _shade(albedo, tuple(nrm), [bc(c) for c in img_T.unbind(0)], mat[MAT_FIELDS["spec"]], shadow)
+    up_c = img_T[7:10]
+    up = torch.clamp((bc(up_c[0]) * rx + bc(up_c[1]) * ry + bc(up_c[2])) / torch.sqrt(rx * rx + ry * ry + 1.0), 0.0, 1.0)
+    e = inputs.exposure
+    sky = [bc(inputs.sky_bottom[:, c] * e) + bc((inputs.sky_top[:, c] - inputs.sky_bottom[:, c]) * e) * up for c in range(3)]
+    return torch.stack([torch.where(hit, lit[c], sky[c]) for c in range(3)])
+
+
+def _upsample2(x: Tensor, height: int, width: int) -> Tensor:
+    """Bilinear x2 upsampling of [..., H2, W2] to [..., height, width] (edge-clamped, explicit adds)."""
+    xl = torch.cat([x[..., :1], x[..., :-1]], dim=-1)
+    xr = torch.cat([x[..., 1:], x[..., -1:]], dim=-1)
+    x = torch.stack([0.75 * x + 0.25 * xl, 0.75 * x + 0.25 * xr], dim=-1).flatten(-2)[..., :width]
+    xu = torch.cat([x[..., :1, :], x[..., :-1, :]], dim=-2)
+    xd = torch.cat([x[..., 1:, :], x[..., -1:, :]], dim=-2)
+    return torch.stack([0.75 * x + 0.25 * xu, 0.75 * x + 0.25 * xd], dim=-2).flatten(-3, -2)[..., :height, :]
+
+
+def _select_plane(index: Tensor, values: list[Tensor], planes: "list[int] | None" = None) -> Tensor:
+    """Per pixel, the value of the plane it hit (``values[i]`` for plane ``planes[i]``, broadcastable to
+    ``index``); pixels of other planes get ``values[0]``."""
+    planes = list(range(len(values))) if planes is None else planes
+    out = values[0].expand(index.shape)
+    for k, v in zip(planes[1:], values[1:]):
+        out = torch.where(index == k, v, out)
+    return out
+
+
+def _shade(albedo: tuple[Tensor, Tensor, Tensor], n: tuple[Tensor, Tensor, Tensor], img: "list[Tensor]", spec: Tensor,
+           shadow: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Lambert key light + hemispheric ambient + a little Blinn specular (exponent 16 by squaring).
+
+    ``img`` holds the per-pixel (or broadcast) image columns: intrinsics, light, up and half vectors,
+    light and ambient colours.
+    """
+    ndl = torch.clamp(_dot(n, (img[4], img[5], img[6])), min=0.0)
+    hemi = 0.6 + 0.4 * _dot(n, (img[7], img[8], img[9]))
+    ndh = torch.clamp(_dot(n, (img[10], img[11], img[12])), min=0.0)
+    ndh = ndh * ndh
+    ndh = ndh * ndh
+    ndh = ndh * ndh
+    ndh = ndh * ndh
+    if shadow is not None:
+        ndl = ndl * (1.0 - shadow)
+        hemi = hemi * (1.0 - 0.35 * shadow)
+    glint = spec * ndh * ndl
+    return tuple(albedo[c] * (img[13 + c] * ndl + img[16 + c] * hemi) + glint * img[13 + c] for c in range(3))  # type: ignore[return-value]
+
+
+def _blur3(x: Tensor) -> Tensor:
+    """Separable [1, 2, 1] / 4 blur over the last two axes with edge replication (explicit adds)."""
+    xp = torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
+    x = (xp[..., :-2] + xp[..., 2:]) * 0.25 + xp[..., 1:-1] * 0.5
+    xp = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+    return (xp[..., :-2, :] + xp[..., 2:, :]) * 0.25 + xp[..., 1:-1, :] * 0.5
+
+
+_NOISE_FIELDS: dict[tuple, Tensor] = {}
+_NUM_NOISE = 8
+
+
+def _noise_fields(height: int, width: int, device: torch.device) -> Tensor:
+    """8 fixed noise images [8,3,H,W] in [-0.5, 0.5); each rendered image uses one, chosen by its key."""
+    key = (height, width, str(device))
+    if key not in _NOISE_FIELDS:
+        if len(_NOISE_FIELDS) > 8:
+            _NOISE_FIELDS.clear()
+        n = torch.arange(_NUM_NOISE * 3 * height * width, dtype=torch.int64)
+        h = hash32(n ^ 0x5BD1E995)
+        _NOISE_FIELDS[key] = ((h >> 8).to(torch.float32) * (1.0 / 16777216.0) - 0.5).reshape(
+            _NUM_NOISE, 3, height, width).to(device)
+    return _NOISE_FIELDS[key]
+
+
+def _post(rgb: Tensor, ids: Tensor, inputs: RenderInputs) -> Tensor:
+    """Edge anti-aliasing, optional blur, exposure, sensor noise; float [3,B,H,W] in [0, 1] -> uint8 [B,H,W,3].
+
+    Anti-aliasing blends the 3x3 binomial blur into pixels on an object boundary only; the images
+    that ask for a global blur are blurred as a sub-batch.
+    """
+    _, B, H, W = rgb.shape
+    device = rgb.device
+    edge = torch.zeros(B, H, W, dtype=torch.bool, device=device)
+    dx = ids[:, :, 1:] != ids[:, :, :-1]
+    dy = ids[:, 1:, :] != ids[:, :-1, :]
+    edge[:, :, 1:] |= dx
+    edge[:, :, :-1] |= dx
+    edge[:, 1:, :] |= dy
+    edge[:, :-1, :] |= dy
+    ei = torch.nonzero(edge.reshape(-1)).squeeze(1)
+    flat = rgb.reshape(3, -1)
+    out = flat  # updated in place: every neighbour is read before the edge pixels are written
+    if ei.numel():
+        yy = torch.div(ei, W, rounding_mode="floor") % H
+        xx = ei % W
+        up = torch.where(yy > 0, -W, 0)
+        down = torch.where(yy < H - 1, W, 0)
+        left = torch.where(xx > 0, -1, 0)
+        right = torch.where(xx < W - 1, 1, 0)
+        acc = 4.0 * flat[:, ei]
+        for off, wgt in ((up, 2.0), (down, 2.0), (left, 2.0), (right, 2.0), (up + left, 1.0), (up + right, 1.0),
+                         (down + left, 1.0), (down + right, 1.0)):
+            acc = acc + wgt * flat[:, ei + off]
+        out[:, ei] = flat[:, ei] * 0.2 + acc * (0.8 / 16.0)
+    out = out.reshape(3, B, H, W)
+    bi = torch.nonzero(inputs.blur > 0).squeeze(1)
+    if bi.numel():
+        sub = out[:, bi]
+        w = inputs.blur[bi][None, :, None, None]
+        out[:, bi] = sub + (_blur3(sub) - sub) * w
+    ni = torch.nonzero(inputs.noise > 0).squeeze(1)  # sensor noise on the images that ask for it
+    if ni.numel():
+        noise = _noise_fields(H, W, device)[(inputs.keys[ni] >> 5) & (_NUM_NOISE - 1)].transpose(0, 1)  # [3,n,H,W]
+        out[:, ni] = out[:, ni] + noise * inputs.noise[ni][None, :, None, None]
+    out = (torch.clamp(out, 0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)  # truncation of positives = rounding
+    return out.permute(1, 2, 3, 0).contiguous()
