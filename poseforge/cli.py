@@ -15,9 +15,14 @@ from .errors import PoseforgeError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("poseforge.inference.demo", "run the whole pipeline on fresh synthetic people: detect, estimate, score, draw"),
     "eval": ("poseforge.evaluation.cli", "score COCO-format keypoint results against ground truth (OKS AP/AR)"),
     "convert": ("poseforge.convert.cli", "convert official / mmpose / Hugging Face checkpoints to poseforge models"),
+    "synth": ("poseforge.data.synth.cli", "render a synthetic people dataset with exact labels (COCO format)"),
     "train": ("poseforge.train.cli", "train a model from a preset or YAML config (DDP/FSDP under torchrun)"),
+    "predict": ("poseforge.inference.cli", "poses in your images, folders, videos or webcam (boxes from a detector)"),
+    "merge-experts": ("poseforge.models.merge_cli", "fold one task of a ViTPose++ model into a plain ViTPose (same outputs, same speed)"),
+    "distill": ("poseforge.train.distill_cli", "train a small student from a trained teacher (output and/or knowledge-token distillation)"),
 }
 
 

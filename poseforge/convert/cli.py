@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="auto", choices=["auto", "official", "mmpose", "hf", "poseforge"],
                         help="checkpoint layout (default: guessed from the key names)")
     parser.add_argument("--keypoint-set", default=None, help="keypoint set name (default: guessed from the keypoint count)")
+    parser.add_argument("--tasks", default=None, metavar="NAME[:SET],...",
+                        help="ViTPose++ checkpoints: task names in dataset-index order, e.g. coco:coco17,aic:aic14 "
+                             "(default: the official six with six experts)")
     parser.add_argument("--input-size", type=_size, default=None, metavar="WxH",
                         help="crop size the checkpoint was trained at (default: from the position embeddings)")
     parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: the official value for the width)")
@@ -40,12 +43,17 @@ def run(args: argparse.Namespace) -> int:
     if (output / WEIGHTS_NAME).exists() and not args.force:
         raise PoseforgeError(f"{output}: already holds a model (use --force to overwrite)")
     model = convert_checkpoint(args.source, format=args.format, keypoint_set=args.keypoint_set,
-                               input_size=args.input_size, num_heads=args.num_heads, codec=args.codec, sigma=args.sigma)
+                               input_size=args.input_size, num_heads=args.num_heads, codec=args.codec, sigma=args.sigma,
+                               tasks=args.tasks.split(",") if args.tasks else None)
     model.save_pretrained(output)
     cfg = model.config
     w, h = cfg.input_size
     print(f"{args.source} -> {output / WEIGHTS_NAME}, {output / CONFIG_NAME}")
+    if hasattr(cfg, "tasks"):
+        sets = ", ".join(f"{t.name} ({t.keypoint_set})" for t in cfg.tasks)
+        outputs = f"{cfg.backbone.num_experts} experts x {cfg.backbone.expert_width} channels; tasks {sets}"
+    else:
+        outputs = f"{cfg.keypoint_set} ({model.keypoint_set.num_keypoints} keypoints)"
     print(f"  {cfg.name}: {cfg.backbone.embed_dim}-wide x {cfg.backbone.depth} blocks, {cfg.backbone.num_heads} heads, "
-          f"{model.num_parameters() / 1e6:.1f}M parameters, input {w}x{h}, {cfg.keypoint_set} "
-          f"({model.keypoint_set.num_keypoints} keypoints), codec {cfg.codec.get('name')}")
+          f"{model.num_parameters() / 1e6:.1f}M parameters, input {w}x{h}, {outputs}, codec {cfg.codec.get('name')}")
     return 0

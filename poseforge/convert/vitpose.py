@@ -33,7 +33,8 @@ from ..models.estimator import PoseEstimator, model_from_state_dict
 from ..models.heads.heatmap import HeatmapHeadConfig
 from ..models.zoo import VITPOSE_BACKBONES, sync_codec
 
-__all__ = ["FORMATS", "detect_format", "to_poseforge_keys", "vitpose_from_state_dict", "OFFICIAL_NUM_HEADS"]
+__all__ = ["FORMATS", "detect_format", "to_poseforge_keys", "vitpose_from_state_dict", "OFFICIAL_NUM_HEADS",
+           "infer_backbone", "infer_head", "resolve_keypoint_set", "codec_config"]
 
 FORMATS = ("official", "mmpose", "hf", "poseforge")
 
@@ -129,7 +130,8 @@ def to_poseforge_keys(state_dict: Mapping[str, torch.Tensor], fmt: str, source: 
         else:
             unknown.append(key)
     if unknown:
-        hint = " (ViTPose++ mixture-of-experts checkpoints are not supported yet)" if any(".experts." in k for k in unknown) else ""
+        hint = (" (a ViTPose++ mixture-of-experts checkpoint: convert it with convert_checkpoint or "
+                "vitpose_plus_from_state_dict)") if any(".experts." in k for k in unknown) else ""
         raise PoseforgeError(f"{source}: {len(unknown)} unknown key(s) for the {fmt} format: {_show(unknown)}{hint}")
     if fmt == "hf":
         out = _fuse_qkv(out, source)
@@ -199,12 +201,39 @@ def vitpose_from_state_dict(
     state = to_poseforge_keys(state_dict, fmt, source)
     hf_backbone = dict((hf_config or {}).get("backbone_config") or {})
     if hf_backbone.get("num_experts", 1) not in (1, None):
-        raise PoseforgeError(f"{source}: ViTPose++ mixture-of-experts checkpoints (num_experts="
-                             f"{hf_backbone['num_experts']}) are not supported yet")
+        raise PoseforgeError(f"{source}: ViTPose++ mixture-of-experts checkpoint (num_experts="
+                             f"{hf_backbone['num_experts']}): convert it with convert_checkpoint or "
+                             f"poseforge.convert.vitpose_plus.vitpose_plus_from_state_dict")
+    backbone, input_size = infer_backbone(state, fmt, hf_config, num_heads, input_size, source)
+    head, num_keypoints = infer_head(state, "head.", hf_config, simple_upsample, source)
+    keypoint_set = resolve_keypoint_set(num_keypoints, keypoint_set, source)
+    size = _SIZE_NAMES.get(backbone.embed_dim, "custom")
+    simple = not head.deconv_channels
+    config = sync_codec(TopDownConfig(
+        name=f"vitpose-{size}{'-simple' if simple else ''}", backbone=backbone, head=head,
+        codec=codec_config(codec, sigma), keypoint_set=keypoint_set, input_size=input_size))
+    model = model_from_state_dict(config, state, source)
+    model.codec  # noqa: B018  (validates the codec settings before anything is saved)
+    return model
+
+
+def codec_config(codec: str | dict, sigma: float) -> dict:
+    """Codec settings of a converted model: a full dict, or a name plus sigma."""
+    return dict(codec) if isinstance(codec, dict) else {"name": codec, "sigma": float(sigma)}
+
+
+def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[str, Any] | None,
+                   num_heads: int | None, input_size: tuple[int, int] | None,
+                   source: str) -> tuple[ViTConfig, tuple[int, int]]:
+    """ViT config and input size ``(w, h)`` from poseforge-named backbone tensors (shapes, ``hf_config``).
+
+    Folds a class-token position of ``official`` / ``hf`` checkpoints into ``state["backbone.pos_embed"]``.
+    The MLP is read from ``blocks.0``: its ``fc1`` gives the hidden width; task experts
+    (``mlp.experts.M``) make a PS-FFN whose expert width comes from the expert weights.
+    """
+    hf_backbone = dict((hf_config or {}).get("backbone_config") or {})
     if hf_backbone.get("hidden_act", "gelu") != "gelu":
         raise PoseforgeError(f"{source}: hidden_act '{hf_backbone['hidden_act']}' is not supported (ViTPose uses gelu)")
-
-    # ----- backbone shape ---------------------------------------------------------------------
     patch = _require(state, "backbone.patch_embed.proj.weight", source, ndim=4)
     embed_dim, in_channels, ph, pw = patch.shape
     if ph != pw:
@@ -220,14 +249,20 @@ def vitpose_from_state_dict(
         raise PoseforgeError(f"{source}: cannot infer the attention head count of a {embed_dim}-wide ViT; pass num_heads")
     eps = float(hf_backbone.get("layer_norm_eps", 1e-6))
     hidden = int(fc1.shape[0])
+    experts = sorted({int(m.group(1)) for k in state if (m := re.match(r"backbone\.blocks\.0\.mlp\.experts\.(\d+)\.weight$", k))})
+    moe: dict[str, Any] = {}
+    if experts:
+        if experts != list(range(len(experts))):
+            raise PoseforgeError(f"{source}: expert indices {experts} of block 0 are not 0..{len(experts) - 1}")
+        width = _require(state, "backbone.blocks.0.mlp.experts.0.weight", source, ndim=2)
+        moe = {"num_experts": len(experts), "moe_variant": "ps", "part_features": int(width.shape[0])}
     backbone = ViTConfig(
         embed_dim=int(embed_dim), depth=depth, num_heads=int(num_heads),
         mlp_dim=None if hidden == 4 * embed_dim else hidden, patch_size=int(ph), patch_padding=2,
         in_channels=int(in_channels), qkv_bias="backbone.blocks.0.attn.qkv.bias" in state,
         layer_norm_eps=eps, final_norm="backbone.norm.weight" in state,
-        **{k: v for k, v in _size_defaults(int(embed_dim), depth).items()})
+        **_size_defaults(int(embed_dim), depth), **moe)
 
-    # ----- token grid / input size ------------------------------------------------------------
     pos = _require(state, "backbone.pos_embed", source, ndim=3)
     if input_size is None and hf_backbone.get("image_size"):
         h, w = hf_backbone["image_size"] if isinstance(hf_backbone["image_size"], (list, tuple)) else (hf_backbone["image_size"],) * 2
@@ -247,21 +282,29 @@ def vitpose_from_state_dict(
         rows, cols = grid
         input_size = (cols * int(ph), rows * int(ph))
     state["backbone.pos_embed"] = fold_cls_pos_embed(pos, num_patches) if with_cls else pos
+    return backbone, (int(input_size[0]), int(input_size[1]))
 
-    # ----- head ---------------------------------------------------------------------------------
-    final = _require(state, "head.final_layer.weight", source, ndim=4)
-    deconv_ids = sorted(int(m.group(1)) for k, v in state.items()
-                        if (m := re.match(r"head\.deconv_layers\.(\d+)\.weight$", k)) and v.ndim == 4)
-    channels = tuple(int(state[f"head.deconv_layers.{i}.weight"].shape[1]) for i in deconv_ids)
-    kernels = tuple(int(state[f"head.deconv_layers.{i}.weight"].shape[-1]) for i in deconv_ids)
+
+def infer_head(state: Mapping[str, torch.Tensor], prefix: str, hf_config: Mapping[str, Any] | None,
+               simple_upsample: int, source: str) -> tuple[HeatmapHeadConfig, int]:
+    """Heatmap head config and keypoint count of the poseforge-named head tensors under ``prefix``."""
+    final = _require(state, f"{prefix}final_layer.weight", source, ndim=4)
+    pattern = re.compile(re.escape(prefix) + r"deconv_layers\.(\d+)\.weight$")
+    deconv_ids = sorted(int(m.group(1)) for k, v in state.items() if (m := pattern.match(k)) and v.ndim == 4)
     if deconv_ids != [3 * i for i in range(len(deconv_ids))]:
         raise PoseforgeError(f"{source}: unexpected deconvolution layout (layers at {deconv_ids})")
+    channels = tuple(int(state[f"{prefix}deconv_layers.{i}.weight"].shape[1]) for i in deconv_ids)
+    kernels = tuple(int(state[f"{prefix}deconv_layers.{i}.weight"].shape[-1]) for i in deconv_ids)
     upsample = 0
     if not deconv_ids:
         upsample = int((hf_config or {}).get("scale_factor", simple_upsample))
     head = HeatmapHeadConfig(deconv_channels=channels, deconv_kernel_sizes=kernels,
                              final_kernel_size=int(final.shape[-1]), input_upsample=upsample)
-    num_keypoints = int(final.shape[0])
+    return head, int(final.shape[0])
+
+
+def resolve_keypoint_set(num_keypoints: int, keypoint_set: str | None, source: str) -> str:
+    """The requested keypoint set (checked against the head) or the one the keypoint count implies."""
     if keypoint_set is None:
         match = match_keypoint_set(None, num_keypoints)
         if match is None:
@@ -271,19 +314,11 @@ def vitpose_from_state_dict(
                                      f"({', '.join(fitting)}); pass keypoint_set")
             raise PoseforgeError(f"{source}: no known keypoint set has {num_keypoints} keypoints "
                                  f"(known: {', '.join(list_keypoint_sets())})")
-        keypoint_set = match.name
-    elif get_keypoint_set(keypoint_set).num_keypoints != num_keypoints:
+        return match.name
+    if get_keypoint_set(keypoint_set).num_keypoints != num_keypoints:
         raise PoseforgeError(f"{source}: the head predicts {num_keypoints} keypoints but '{keypoint_set}' has "
                              f"{get_keypoint_set(keypoint_set).num_keypoints}")
-
-    size = _SIZE_NAMES.get(int(embed_dim), "custom")
-    codec_cfg = dict(codec) if isinstance(codec, dict) else {"name": codec, "sigma": float(sigma)}
-    config = sync_codec(TopDownConfig(
-        name=f"vitpose-{size}{'-simple' if not deconv_ids else ''}", backbone=backbone, head=head,
-        codec=codec_cfg, keypoint_set=keypoint_set, input_size=(int(input_size[0]), int(input_size[1]))))
-    model = model_from_state_dict(config, state, source)
-    model.codec  # noqa: B018  (validates the codec settings before anything is saved)
-    return model
+    return get_keypoint_set(keypoint_set).name
 
 
 def _size_defaults(embed_dim: int, depth: int) -> dict[str, Any]:

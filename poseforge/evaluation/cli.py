@@ -1,7 +1,8 @@
 """``poseforge eval``: score keypoint predictions against COCO-format ground truth.
 
-Today the predictions come as a COCO results file (``--results``); the command is laid out so that
-other sources (a model run on a dataset) are further branches of :func:`run`.
+The predictions come as a COCO results file (``--gt ANN.json --results RES.json``) or from a model
+run over a dataset (``--model RUN_DIR_OR_FILE --data COCO_JSON_OR_DIR|synthetic``, see
+:mod:`poseforge.evaluation.runner`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ log = logging.getLogger("poseforge")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gt", required=True, metavar="ANN.json", help="COCO-format keypoint ground truth")
+    parser.add_argument("--gt", metavar="ANN.json", help="COCO-format keypoint ground truth (with --results)")
     parser.add_argument("--results", metavar="RES.json", help="COCO keypoint results (image_id, category_id, keypoints, score)")
     parser.add_argument("--keypoints", metavar="NAME", help="keypoint set (coco17, wholebody133, ...); inferred from --gt by default")
     parser.add_argument("--json", metavar="OUT", help="also write the stats to this JSON file")
@@ -27,9 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crowdpose", action="store_true", default=None,
                         help="report AP(E)/AP(M)/AP(H) (default: when the images have crowdIndex)")
     parser.add_argument("--backend", choices=BACKENDS, default="faster", help="COCO evaluation backend (default: faster)")
+    model = parser.add_argument_group("run a model (instead of --gt/--results)")
+    model.add_argument("--model", metavar="RUN_DIR_OR_FILE", help="a model folder / .safetensors, a training run folder or a .pt checkpoint")
+    model.add_argument("--data", metavar="COCO_JSON_OR_DIR|synthetic",
+                       help="ground truth to predict on: a COCO keypoint JSON, a dataset folder (its val split), or "
+                            "'synthetic[:seed=S,images=N,size=WxH,people=A-B]' (default: the run's held-out set)")
+    model.add_argument("--boxes", metavar="DETECTIONS.json", help="COCO detection results to crop (default: ground-truth boxes)")
+    model.add_argument("--flip", dest="flip", action="store_true", default=None, help="flip test (default: the model's setting)")
+    model.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
+    model.add_argument("--out", metavar="RESULTS.json", help="write the scored COCO keypoint results here")
+    model.add_argument("--batch-size", type=int, default=64, help="crops per forward pass (default: 64)")
+    model.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding and cropping (default: 2)")
+    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        from .runner import run_model_command
+
+        return run_model_command(args)
+    if args.gt is None:
+        raise PoseforgeError("pass --gt ANN.json --results RES.json, or --model RUN_DIR_OR_FILE --data ...")
     if args.results is not None:
         stats = _evaluate_results_file(args)
     else:

@@ -288,7 +288,12 @@ def add_banner(image: np.ndarray, text: str, *, height: int | None = None,
     strip[:] = np.asarray(background, dtype=np.uint8)
     scale = h / 40
     thickness = max(1, int(round(scale * 1.6)))
-    (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    room = image.shape[1] - int(h * 0.8)
+    if tw > room:  # shrink long titles to fit the width
+        scale *= room / tw
+        thickness = max(1, int(round(scale * 1.6)))
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     cv2.putText(strip, text, (int(h * 0.4), (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (240, 240, 240), thickness,
                 cv2.LINE_AA)
     return np.concatenate([strip, image], axis=0)

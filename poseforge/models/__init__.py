@@ -8,8 +8,10 @@ from .backbones import ViTConfig, VisionTransformer
 from .config import BackboneConfig, HeadConfig, ModelConfig, TopDownConfig, config_from_dict
 from .estimator import PoseEstimator, Predictions, TopDownEstimator, build_model, load_model
 from .heads import HeatmapHead, HeatmapHeadConfig
+from .multitask import MultiTaskTopDownConfig, MultiTaskTopDownEstimator, TaskConfig, TaskModel
 from .zoo import create_model, list_models, model_config
 
 __all__ = ["create_model", "load_model", "list_models", "model_config", "build_model", "config_from_dict",
            "PoseEstimator", "TopDownEstimator", "Predictions", "ModelConfig", "TopDownConfig", "BackboneConfig",
-           "HeadConfig", "ViTConfig", "VisionTransformer", "HeatmapHeadConfig", "HeatmapHead"]
+           "HeadConfig", "ViTConfig", "VisionTransformer", "HeatmapHeadConfig", "HeatmapHead",
+           "MultiTaskTopDownConfig", "MultiTaskTopDownEstimator", "TaskConfig", "TaskModel"]

@@ -323,7 +323,13 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", dtyp
 
     The config comes from ``config.json`` (or, for a lone file, the safetensors metadata); the
     module is built without allocating random weights and the stored tensors are assigned in.
+    ``"bundled"`` loads the small ViTPose shipped with poseforge (stored fp16, loaded as float32
+    unless ``dtype`` says otherwise).
     """
+    if str(path) == "bundled":
+        from ..assets import asset_path
+
+        path, dtype = asset_path("pose"), dtype or torch.float32
     path = Path(path)
     if path.is_dir():
         weights, config_path = path / WEIGHTS_NAME, path / CONFIG_NAME

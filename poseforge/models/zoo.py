@@ -16,6 +16,14 @@ G is the ViT-g/14 shape of Zhai et al. (MLP 6144, ~1.0B backbone parameters) wit
 padded patches; (*) marks poseforge's choices where no official recipe exists. ``vitpose-tiny`` is a
 poseforge-only small model for tests and CPU demos. Every name exists with the classic decoder and
 as ``-simple``; the default codec is UDP heatmaps, sigma 2, heatmaps at 1/4 of the input size.
+
+ViTPose++ (``vitpose++-{s,b,l,h}``) follows the official multi-dataset configs
+(``vitPose+_{size}_coco+aic+mpii+ap10k+apt36k+wholebody_256x192_udp.py``): six tasks in dataset-index
+order (coco, aic, mpii, ap10k, apt36k, wholebody), one PS-FFN expert and one classic decoder per
+task, expert width ``part_features`` S 96, B 192, L 256, H 320 (alpha = 0.25; the official ViTPose+-S
+config file says 192, the released S checkpoint has 96), drop path 0.1 / 0.3 / 0.5 / 0.55 and layer
+decay 0.8 / 0.75 / 0.8 / 0.8. ``vitpose++-tiny`` is poseforge's small CPU model for the three
+synthetic tasks (people ``coco17``, whole bodies ``wholebody133``, quadrupeds ``ap10k17``).
 """
 from __future__ import annotations
 
@@ -29,8 +37,10 @@ from .backbones.vit import ViTConfig
 from .config import HeadConfig, IMAGENET_MEAN, IMAGENET_STD, ModelConfig, TopDownConfig
 from .estimator import PoseEstimator, build_model
 from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER
+from .multitask import MultiTaskTopDownConfig, TaskConfig
 
-__all__ = ["create_model", "list_models", "model_config", "apply_overrides", "VITPOSE_BACKBONES", "HEAD_PRESETS"]
+__all__ = ["create_model", "list_models", "model_config", "apply_overrides", "VITPOSE_BACKBONES", "HEAD_PRESETS",
+           "VITPOSE_PLUS_TASKS", "VITPOSE_PLUS_PART_FEATURES", "SYNTHETIC_TASKS", "vitpose_plus_config"]
 
 VITPOSE_BACKBONES: dict[str, ViTConfig] = {
     "tiny": ViTConfig(embed_dim=192, depth=6, num_heads=3, drop_path_rate=0.0, layer_decay=0.8),
@@ -65,6 +75,39 @@ for _size in VITPOSE_BACKBONES:
     MODELS.register(f"vitpose-{_size}-simple", partial(vitpose_config, _size, "simple"))
 
 
+# Official ViTPose++ tasks in dataset-index order: (name, keypoint set). APT-36K uses AP-10K's keypoints.
+VITPOSE_PLUS_TASKS: tuple[tuple[str, str], ...] = (
+    ("coco", "coco17"), ("aic", "aic14"), ("mpii", "mpii16"), ("ap10k", "ap10k17"), ("apt36k", "ap10k17"),
+    ("wholebody", "wholebody133"))
+# Expert width of the released checkpoints (alpha = 0.25 of the embedding width).
+VITPOSE_PLUS_PART_FEATURES = {"s": 96, "b": 192, "l": 256, "h": 320}
+_VITPOSE_PLUS_LAYER_DECAY = {"s": 0.8, "b": 0.75, "l": 0.8, "h": 0.8}
+# The synthetic mix poseforge renders: people, whole bodies, quadrupeds.
+SYNTHETIC_TASKS: tuple[tuple[str, str], ...] = (("coco", "coco17"), ("wholebody", "wholebody133"), ("ap10k", "ap10k17"))
+
+
+def vitpose_plus_config(size: str, tasks: tuple[tuple[str, str], ...] = VITPOSE_PLUS_TASKS,
+                        moe_variant: str = "ps") -> MultiTaskTopDownConfig:
+    """Config of ViTPose++-``size`` (tiny, s, b, l, h): one expert and one classic decoder per task at 256x192."""
+    base = VITPOSE_BACKBONES[size]
+    part = VITPOSE_PLUS_PART_FEATURES.get(size)
+    backbone = base.replace(num_experts=len(tasks), moe_variant=moe_variant,
+                            part_features=part if moe_variant == "ps" else None,
+                            layer_decay=_VITPOSE_PLUS_LAYER_DECAY.get(size, base.layer_decay))
+    head = _TINY_HEAD if size == "tiny" else CLASSIC_DECODER
+    config = MultiTaskTopDownConfig(
+        name=f"vitpose++-{size}", backbone=backbone, heads=(head,) * len(tasks),
+        tasks=tuple(TaskConfig(name, ks) for name, ks in tasks),
+        codec={"name": "udp", "sigma": 2.0, "input_size": [192, 256], "heatmap_size": [48, 64]},
+        input_size=(192, 256), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return sync_codec(config)
+
+
+for _size in ("s", "b", "l", "h"):
+    MODELS.register(f"vitpose++-{_size}", partial(vitpose_plus_config, _size))
+MODELS.register("vitpose++-tiny", partial(vitpose_plus_config, "tiny", SYNTHETIC_TASKS))
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Names of the registered models matching a shell pattern, e.g. ``list_models("vitpose-*")``."""
     return MODELS.names(pattern)
@@ -97,6 +140,9 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
     top_fields = {f.name for f in dataclasses.fields(config)}
     backbone = getattr(config, "backbone", None)
     head = getattr(config, "head", None)
+    heads = getattr(config, "heads", None)  # multi-task models: head overrides apply to every head
+    if head is None and heads:
+        head = heads[0]
     backbone_fields = {f.name for f in dataclasses.fields(backbone)} if backbone is not None else set()
     head_fields = {f.name for f in dataclasses.fields(head)} if head is not None else set()
     top: dict[str, Any] = {}
@@ -107,7 +153,10 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
         if key == "head" and isinstance(value, str):
             if value not in HEAD_PRESETS:
                 raise PoseforgeError(f"unknown head '{value}'; known: {', '.join(HEAD_PRESETS)}")
-            top["head"] = HEAD_PRESETS[value]
+            if heads:
+                top["heads"] = (HEAD_PRESETS[value],) * len(heads)
+            else:
+                top["head"] = HEAD_PRESETS[value]
         elif key == "codec" and isinstance(value, str):
             codec_changes["name"] = value
         elif key == "codec" and isinstance(value, dict):
@@ -123,12 +172,22 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
         else:
             known = sorted((top_fields | backbone_fields | head_fields | {"sigma"}) - {"type"})
             raise PoseforgeError(f"create_model: unknown override '{key}'; known: {', '.join(known)}")
+    if heads and "tasks" in top:  # new tasks: one head (like the first) and one expert each, unless given
+        top["tasks"] = tuple(TaskConfig(*t) if isinstance(t, (tuple, list)) else t for t in top["tasks"])
+        n = len(top["tasks"])
+        new_heads = tuple(top.get("heads") or heads)
+        top["heads"] = new_heads if len(new_heads) == n else new_heads[:1] * n
+        if getattr(config.backbone, "num_experts", 1) > 1 and "num_experts" not in backbone_changes:
+            backbone_changes["num_experts"] = n
+    if backbone_changes:  # together with the top-level changes: tasks are checked against the experts
+        top["backbone"] = config.backbone.replace(**backbone_changes)
     if top:
         config = config.replace(**top)
-    if backbone_changes:
-        config = config.replace(backbone=config.backbone.replace(**backbone_changes))
     if head_changes:
-        config = config.replace(head=config.head.replace(**head_changes))
+        if heads:
+            config = config.replace(heads=tuple(h.replace(**head_changes) for h in config.heads))
+        else:
+            config = config.replace(head=config.head.replace(**head_changes))
     if codec_changes:
         config = config.replace(codec={**config.codec, **codec_changes})
     return sync_codec(config)
@@ -141,6 +200,8 @@ def sync_codec(config: ModelConfig) -> ModelConfig:
         return config
     codec["input_size"] = list(config.input_size)
     backbone, head = getattr(config, "backbone", None), getattr(config, "head", None)
+    if head is None and getattr(config, "heads", None):
+        head = config.heads[0]
     if hasattr(backbone, "feature_size") and hasattr(head, "output_size"):  # a spatial (heatmap) head
         codec["heatmap_size"] = list(head.output_size(backbone.feature_size(config.input_size)))
     return config.replace(codec=codec)

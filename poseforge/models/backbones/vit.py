@@ -17,15 +17,32 @@ Attention per config (the ViTPose ablations, for high-resolution inputs):
 * any windowed kind plus ``global_blocks``: those block indices use full attention (ViTDet-style
   periodic global blocks, e.g. ``(2, 5, 8, 11)``).
 
-Everything is static-shaped tensor code (no data-dependent Python branches) so that
+ViTPose++ mixture-of-experts FFN (``num_experts > 1``), one expert per task, chosen per sample by a
+dataset index; the batch is grouped by expert once per forward (one stable sort, one host sync) and
+every block runs each expert on its contiguous group of samples (a loop over experts, never over
+samples). Variants (``moe_variant``), all foldable into a plain FFN of the same shape for one task:
+
+* ``"ps"`` (PS-FFN, ViTPose++): ``fc1`` shared; ``fc2`` split into a shared part giving ``C - P``
+  channels and one expert per task giving the last ``P`` channels, concatenated (``P = part_features``,
+  by default ``expert_ratio * C``: 192 of 768 for ViTPose++-B).
+* ``"is"`` (IS-FFN): a shared FFN with ``H - Q`` hidden units plus one independent FFN per task with
+  ``Q`` hidden units (``Q = part_features``, by default ``expert_ratio * H``); outputs summed.
+* ``"i"`` (I-FFN): an independent FFN per task, nothing shared.
+
+Knowledge tokens (ViTPose's token distillation): ``knowledge_tokens`` learned tokens appended to the
+patch tokens (after the position embeddings) and dropped after the last block; a token of another
+width (a teacher's) enters through a linear projection.
+
+Without experts everything is static-shaped tensor code (no data-dependent Python branches) so that
 ``torch.compile(fullgraph=True)`` traces a whole model without graph breaks.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,9 +52,10 @@ from ...errors import PoseforgeError
 from ...registry import BACKBONES
 from ..config import BackboneConfig
 
-__all__ = ["ViTConfig", "VisionTransformer", "ATTENTION_KINDS", "token_grid"]
+__all__ = ["ViTConfig", "VisionTransformer", "ATTENTION_KINDS", "MOE_VARIANTS", "ExpertSegments", "token_grid"]
 
 ATTENTION_KINDS = ("full", "window", "shifted_window", "pooling_window")
+MOE_VARIANTS = ("ps", "is", "i")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +75,13 @@ class ViTConfig(BackboneConfig):
         global_blocks: indices of blocks that use full attention whatever ``attention`` says.
         grad_checkpointing: recompute block activations in backward (saves memory in training).
         layer_decay: recommended layer-wise LR decay rate (used when ``param_groups`` gets none).
+        num_experts: task experts of the mixture-of-experts FFN (``1``: a plain FFN).
+        moe_variant: ``"ps"`` (ViTPose++ PS-FFN), ``"is"`` (IS-FFN) or ``"i"`` (I-FFN); see the module doc.
+        part_features: width each expert owns (PS: output channels, IS: hidden units); ``None`` means
+            ``expert_ratio`` of the embedding (PS) or hidden (IS) width. Checkpoints set it explicitly.
+        expert_ratio: the paper's partition ratio alpha (0.25).
+        knowledge_tokens: learned tokens appended to the patch tokens (knowledge-token distillation).
+        knowledge_dim: width of those tokens (``None``: ``embed_dim``); another width is projected.
     """
 
     embed_dim: int = 768
@@ -75,6 +100,12 @@ class ViTConfig(BackboneConfig):
     global_blocks: tuple[int, ...] = ()
     grad_checkpointing: bool = False
     layer_decay: float = 0.75
+    num_experts: int = 1
+    moe_variant: str = "ps"
+    part_features: int | None = None
+    expert_ratio: float = 0.25
+    knowledge_tokens: int = 0
+    knowledge_dim: int | None = None
     type: str = "vit"
 
     def __post_init__(self) -> None:
@@ -91,10 +122,36 @@ class ViTConfig(BackboneConfig):
             raise PoseforgeError(f"ViTConfig.global_blocks: indices {bad} outside 0..{self.depth - 1}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise PoseforgeError(f"ViTConfig.drop_path_rate: expected a value in [0, 1), got {self.drop_path_rate}")
+        if self.num_experts < 1:
+            raise PoseforgeError(f"ViTConfig.num_experts: expected a positive count, got {self.num_experts}")
+        if self.moe_variant not in MOE_VARIANTS:
+            raise PoseforgeError(f"ViTConfig.moe_variant: unknown variant '{self.moe_variant}'; known: {', '.join(MOE_VARIANTS)}")
+        if not 0.0 < self.expert_ratio < 1.0:
+            raise PoseforgeError(f"ViTConfig.expert_ratio: expected a value in (0, 1), got {self.expert_ratio}")
+        if self.num_experts > 1 and self.moe_variant != "i":
+            limit = self.embed_dim if self.moe_variant == "ps" else self.hidden_dim
+            if not 0 < self.expert_width < limit:
+                raise PoseforgeError(f"ViTConfig.part_features: expected 1..{limit - 1} for the {self.moe_variant} "
+                                     f"variant, got {self.expert_width}")
+        if self.knowledge_tokens < 0 or (self.knowledge_dim is not None and self.knowledge_dim <= 0):
+            raise PoseforgeError(f"ViTConfig: knowledge_tokens must be >= 0 and knowledge_dim positive, got "
+                                 f"{self.knowledge_tokens}, {self.knowledge_dim}")
+        if self.knowledge_tokens and self.attention != "full":
+            raise PoseforgeError(f"ViTConfig.knowledge_tokens: only supported with full attention, not '{self.attention}'")
 
     @property
     def hidden_dim(self) -> int:
         return self.mlp_dim if self.mlp_dim is not None else 4 * self.embed_dim
+
+    @property
+    def expert_width(self) -> int:
+        """Channels (PS) or hidden units (IS) of each task expert; the hidden width for I-FFN."""
+        if self.moe_variant == "i":
+            return self.hidden_dim
+        if self.part_features is not None:
+            return self.part_features
+        full = self.embed_dim if self.moe_variant == "ps" else self.hidden_dim
+        return int(round(self.expert_ratio * full))
 
     def feature_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """``(width, height)`` of the output feature map for an ``(width, height)`` input."""
@@ -137,8 +194,132 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segments: "ExpertSegments | None" = None) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class ExpertSegments:
+    """A batch laid out by expert: rows ``start:end`` of the (sorted) batch use expert ``expert``.
+
+    Build it with :meth:`build` from a dataset index (an int for the whole batch, or one per sample);
+    ``order`` is the stable sort that groups the samples (``None`` when the batch is already grouped),
+    :meth:`sort` / :meth:`unsort` apply it and its inverse to any ``[B, ...]`` tensor.
+    """
+
+    def __init__(self, segments: Sequence[tuple[int, int, int]], order: torch.Tensor | None = None,
+                 inverse: torch.Tensor | None = None) -> None:
+        self.segments = tuple((int(e), int(s), int(t)) for e, s, t in segments)
+        self.order = order
+        self.inverse = inverse
+
+    def __repr__(self) -> str:
+        return f"ExpertSegments({list(self.segments)}, sorted={self.order is not None})"
+
+    @classmethod
+    def build(cls, index: "int | torch.Tensor | Sequence[int]", batch: int, num: int,
+              what: str = "dataset_index") -> "ExpertSegments":
+        """Group ``batch`` samples by ``index`` (values in ``0..num-1``); one host sync for a tensor."""
+        if isinstance(index, torch.Tensor) and index.ndim == 0:
+            index = int(index)
+        if isinstance(index, (int, np.integer)):
+            i = int(index)
+            if not 0 <= i < num:
+                raise PoseforgeError(f"{what}: {i} is outside 0..{num - 1}")
+            return cls(((i, 0, batch),) if batch else ())
+        t = torch.as_tensor(index)
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise PoseforgeError(f"{what}: expected integer indices, got {t.dtype}")
+        t = t.reshape(-1).long()
+        if t.numel() != batch:
+            raise PoseforgeError(f"{what}: expected {batch} values (one per sample), got {t.numel()}")
+        if batch == 0:
+            return cls(())
+        valid = (t >= 0) & (t < num)
+        counts = torch.bincount(torch.where(valid, t, num), minlength=num + 1).tolist()  # the one sync
+        if counts[num]:
+            bad = t[~valid][:5].tolist()
+            raise PoseforgeError(f"{what}: values must be in 0..{num - 1}, got {bad}")
+        used = [(e, c) for e, c in enumerate(counts[:num]) if c]
+        if len(used) == 1:
+            return cls(((used[0][0], 0, batch),))
+        order = torch.argsort(t, stable=True)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(batch, device=t.device)
+        segments, start = [], 0
+        for e, c in used:
+            segments.append((e, start, start + c))
+            start += c
+        return cls(segments, order, inverse)
+
+    def relabel(self, table: Sequence[int]) -> "ExpertSegments":
+        """The same grouping with labels mapped through ``table`` (e.g. task -> expert), order dropped:
+        for a batch that is already sorted."""
+        return ExpertSegments([(table[e], s, t) for e, s, t in self.segments])
+
+    def sort(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.order is None else x.index_select(0, self.order.to(x.device))
+
+    def unsort(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.inverse is None else x.index_select(0, self.inverse.to(x.device))
+
+    def apply(self, modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+        """``modules[label](rows)`` on every segment of the grouped ``x``, concatenated."""
+        if len(self.segments) == 1:
+            return modules[self.segments[0][0]](x)
+        return torch.cat([modules[e](x[s:t]) for e, s, t in self.segments], dim=0)
+
+
+class PartiallySharedMlp(nn.Module):
+    """PS-FFN (ViTPose++): shared ``fc1``; ``fc2`` = shared ``C - P`` channels + the task expert's ``P``."""
+
+    def __init__(self, dim: int, hidden_dim: int, num_experts: int, part_features: int) -> None:
+        super().__init__()
+        self.part_features = part_features
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim - part_features)
+        self.experts = nn.ModuleList(nn.Linear(hidden_dim, part_features) for _ in range(num_experts))
+
+    def forward(self, x: torch.Tensor, segments: ExpertSegments) -> torch.Tensor:
+        h = self.act(self.fc1(x))
+        return torch.cat([self.fc2(h), segments.apply(self.experts, h)], dim=-1)
+
+
+class IndependentSharedMlp(nn.Module):
+    """IS-FFN: a shared FFN (``H - Q`` hidden units) plus the task's own FFN (``Q`` hidden units), summed."""
+
+    def __init__(self, dim: int, hidden_dim: int, num_experts: int, part_features: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim - part_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim - part_features, dim)
+        self.experts = nn.ModuleList(Mlp(dim, part_features) for _ in range(num_experts))
+
+    def forward(self, x: torch.Tensor, segments: ExpertSegments) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x))) + segments.apply(self.experts, x)
+
+
+class IndependentMlp(nn.Module):
+    """I-FFN: one independent FFN per task."""
+
+    def __init__(self, dim: int, hidden_dim: int, num_experts: int) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(Mlp(dim, hidden_dim) for _ in range(num_experts))
+
+    def forward(self, x: torch.Tensor, segments: ExpertSegments) -> torch.Tensor:
+        return segments.apply(self.experts, x)
+
+
+def build_mlp(config: "ViTConfig") -> nn.Module:
+    """The FFN of one block: plain, or the configured mixture-of-experts variant."""
+    dim, hidden, n = config.embed_dim, config.hidden_dim, config.num_experts
+    if n == 1:
+        return Mlp(dim, hidden)
+    if config.moe_variant == "ps":
+        return PartiallySharedMlp(dim, hidden, n, config.expert_width)
+    if config.moe_variant == "is":
+        return IndependentSharedMlp(dim, hidden, n, config.expert_width)
+    return IndependentMlp(dim, hidden, n)
 
 
 def _window_layout(grid: tuple[int, int], window: tuple[int, int], shift: tuple[int, int],
@@ -249,17 +430,18 @@ class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
 
     def __init__(self, dim: int, num_heads: int, hidden_dim: int, qkv_bias: bool, eps: float, drop_path: float,
-                 attention_mode: str = "full", window_size: tuple[int, int] = (8, 8), shift: bool = False) -> None:
+                 attention_mode: str = "full", window_size: tuple[int, int] = (8, 8), shift: bool = False,
+                 mlp: nn.Module | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attention_mode, window_size, shift)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, hidden_dim)
+        self.mlp = mlp if mlp is not None else Mlp(dim, hidden_dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], segments: ExpertSegments | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), grid))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x), segments))
 
 
 class PatchEmbed(nn.Module):
@@ -303,15 +485,21 @@ class VisionTransformer(nn.Module):
         for i in range(config.depth):
             mode, shift = block_attention(config, i)
             blocks.append(Block(config.embed_dim, config.num_heads, config.hidden_dim, config.qkv_bias,
-                                config.layer_norm_eps, rates[i], mode, config.window_size, shift))
+                                config.layer_norm_eps, rates[i], mode, config.window_size, shift, build_mlp(config)))
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.final_norm else nn.Identity()
+        if config.knowledge_tokens:
+            width = config.knowledge_dim or config.embed_dim
+            self.knowledge_token = nn.Parameter(torch.zeros(1, config.knowledge_tokens, width))
+            self.knowledge_proj = nn.Linear(width, config.embed_dim) if width != config.embed_dim else None
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Initialization of the MAE / ViTPose code: truncated normal(0.02) linears and positions."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.config.knowledge_tokens:
+            nn.init.trunc_normal_(self.knowledge_token, std=0.02)
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
@@ -336,7 +524,7 @@ class VisionTransformer(nn.Module):
     # ----- optimization helpers -----------------------------------------------------------------
     def layer_id(self, name: str) -> int:
         """Depth of parameter ``name`` for layer-wise LR decay: 0 embeddings, i+1 block i, depth+1 rest."""
-        if name == "pos_embed" or name.startswith("patch_embed."):
+        if name in ("pos_embed", "knowledge_token") or name.startswith(("patch_embed.", "knowledge_proj.")):
             return 0
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
@@ -344,7 +532,7 @@ class VisionTransformer(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names (besides biases and norms) that get no weight decay."""
-        return {"pos_embed"}
+        return {"pos_embed", "knowledge_token"}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
@@ -359,17 +547,39 @@ class VisionTransformer(nn.Module):
         pe = F.interpolate(pe.float(), size=(rows, cols), mode="bicubic", align_corners=False).to(self.pos_embed.dtype)
         return pe.flatten(2).transpose(1, 2)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def expert_segments(self, dataset_index: "int | torch.Tensor | ExpertSegments | None", batch: int) -> ExpertSegments | None:
+        """How a batch splits over the experts (``None`` for a plain FFN, where the index is ignored)."""
+        if self.config.num_experts == 1:
+            return None
+        if dataset_index is None:
+            raise PoseforgeError(f"this ViT has {self.config.num_experts} task experts: pass dataset_index "
+                                 "(an int for the whole batch or one per sample)")
+        if isinstance(dataset_index, ExpertSegments):
+            return dataset_index
+        return ExpertSegments.build(dataset_index, batch, self.config.num_experts)
+
+    def forward(self, images: torch.Tensor, dataset_index: "int | torch.Tensor | ExpertSegments | None" = None) -> torch.Tensor:
+        """Features ``[B, C, rows, cols]``; ``dataset_index`` picks each sample's expert (MoE FFN only)."""
         x = self.patch_embed(images)
         b, c, rows, cols = x.shape
         x = x.flatten(2).transpose(1, 2) + self.interpolated_pos_embed(rows, cols)
+        segments = self.expert_segments(dataset_index, b)
+        if segments is not None:
+            x = segments.sort(x)
+        if self.config.knowledge_tokens:
+            token = self.knowledge_token if self.knowledge_proj is None else self.knowledge_proj(self.knowledge_token)
+            x = torch.cat([x, token.to(x.dtype).expand(b, -1, -1)], dim=1)
         grid = (rows, cols)
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, grid, use_reentrant=False)
+                x = checkpoint(block, x, grid, segments, use_reentrant=False)
             else:
-                x = block(x, grid)
+                x = block(x, grid, segments)
         x = self.norm(x)
+        if self.config.knowledge_tokens:
+            x = x[:, :rows * cols]
+        if segments is not None:
+            x = segments.unsort(x)
         # [B, N, C] -> [B, C, rows, cols] as a view: the result is channels_last-strided already.
         return x.transpose(1, 2).reshape(b, c, rows, cols)
 

@@ -1,0 +1,100 @@
+"""Does a training config learn poses, or only the mean pose? A short run scored against two references.
+
+Trains ``--config`` (default ``synth-cpu``, with ``--set`` overrides) for ``--steps`` optimizer steps,
+then on the config's held-out synthetic set (ground-truth boxes, flip test) prints the median over
+people of the mean labeled-keypoint error divided by the box height, for
+
+* the trained model,
+* the same network untrained (fresh weights, same seed),
+* the *mean pose*: the average box-normalized pose of the held-out set itself placed in every box
+  (an oracle prior; a model that beats it has learned something about the image),
+
+and the trained model's OKS AP. Ratios are against the mean pose measured in the same run.
+
+    PYTHONPATH=. python benchmarks/learning_probe.py --steps 300 \\
+        --set data.synthetic.image_size=[96,128] --set "model.overrides={input_size: [96, 128]}"
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import platform
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from poseforge.evaluation.runner import EvalSet, evaluate_model, predict_boxes
+from poseforge.models.estimator import build_model
+from poseforge.train.config import load_config
+from poseforge.train.engine import Trainer
+
+
+def _truth(val: EvalSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    instances = val.gt.instances
+    keypoints = np.stack([np.asarray(i.keypoints, dtype=np.float64)[:, :2] for i in instances])
+    labeled = np.stack([np.asarray(i.visibility) > 0 for i in instances])
+    boxes = np.stack([np.asarray(i.bbox, dtype=np.float64) for i in instances])
+    return keypoints, labeled, boxes
+
+
+def _median_error(predicted: np.ndarray, keypoints: np.ndarray, labeled: np.ndarray, boxes: np.ndarray) -> float:
+    distance = np.linalg.norm(predicted - keypoints, axis=-1)
+    per_person = (distance * labeled).sum(1) / np.maximum(labeled.sum(1), 1) / boxes[:, 3]
+    return float(np.median(per_person[labeled.any(1)]))
+
+
+def _model_error(model: torch.nn.Module, val: EvalSet) -> float:
+    keypoints, labeled, boxes = _truth(val)
+    row = {inst.image_id: n for n, inst in enumerate(val.gt.instances)}
+    if len(row) != len(val.gt.instances):
+        raise SystemExit("the learning probe needs a single-person held-out set (data.synthetic.val_people=[1,1])")
+    predicted = np.zeros_like(keypoints)
+    for result in predict_boxes(model, val, flip_test=True, num_workers=0):
+        predicted[row[result["image_id"]]] = np.asarray(result["keypoints"], dtype=np.float64).reshape(-1, 3)[:, :2]
+    return _median_error(predicted, keypoints, labeled, boxes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="synth-cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    overrides = ["data.synthetic.fresh=false", "val_interval=0", "data.num_workers=0", *args.overrides,
+                 f"max_steps={args.steps}"]
+    config = load_config(args.config, overrides)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(config, run_dir, progress=False)
+        start = time.perf_counter()
+        trainer.fit()
+        seconds = time.perf_counter() - start
+    trained = trainer.estimator.eval()
+    val_config = load_config(args.config, [*overrides, "val_interval=1"])
+    from poseforge.train.data import build_val_set
+
+    val = build_val_set(val_config, trained.keypoint_set.name)
+    torch.manual_seed(config.seed)
+    untrained = build_model(trained.config).eval()
+    keypoints, labeled, boxes = _truth(val)
+    normalized = (keypoints - boxes[:, None, :2]) / boxes[:, None, 2:]
+    mean_pose = (normalized * labeled[..., None]).sum(0) / np.maximum(labeled.sum(0), 1)[:, None]
+    mean_error = _median_error(mean_pose[None] * boxes[:, None, 2:] + boxes[:, None, :2], keypoints, labeled, boxes)
+    rows = [("trained", _model_error(trained, val)), ("untrained network", _model_error(untrained, val)),
+            ("mean pose (oracle prior)", mean_error)]
+    ap = evaluate_model(trained, val).stats["AP"]
+    print(f"# learning probe, {datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"# {config.name} {' '.join(args.overrides)}: {args.steps} steps x batch {config.data.batch_size} "
+          f"in {seconds:.0f} s ({args.steps * config.data.batch_size / seconds:.1f} img/s); held-out {len(val)} boxes")
+    print(f"{'model':<28}{'median error / box height':>27}{'vs mean pose':>14}")
+    for name, error in rows:
+        print(f"{name:<28}{error:>27.3f}{error / mean_error:>13.2f}x")
+    print(f"trained model OKS AP: {ap:.4f}")
+
+
+if __name__ == "__main__":
+    main()

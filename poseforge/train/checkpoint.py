@@ -1,0 +1,108 @@
+"""Training checkpoints: atomic writes and exact resume.
+
+A training checkpoint (``last.pt``, ``best.pt``) is one ``torch.save`` dict of plain tensors, numbers
+and strings, so it loads with ``torch.load(weights_only=True)``: model, optimizer, LR schedule, grad
+scaler and EMA states, the RNG states (Python, NumPy, torch CPU and CUDA), the data position (epoch,
+batches done in it) and counters, plus the experiment and model configs. A model folder (``best/``)
+is what ``save_pretrained`` writes and ``load_model`` reads; it is replaced as a whole.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import PoseforgeError
+from ..io import atomic_path
+
+__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state", "replace_directory",
+           "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = 1
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every global random state the training loop draws from, as tensors and plain numbers."""
+    version, keys, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": version, "keys": torch.tensor(keys, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Undo :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(k) for k in py["keys"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` (with a format version) to ``path`` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save({"version": CHECKPOINT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint safely (``weights_only=True``); a bad file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoseforgeError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors of many kinds: report them as one line
+        raise PoseforgeError(f"{path}: not a readable training checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise PoseforgeError(f"{path}: not a poseforge training checkpoint (no 'model' entry)")
+    if state.get("version", 0) > CHECKPOINT_VERSION:
+        raise PoseforgeError(f"{path}: checkpoint format {state['version']} is newer than this poseforge ({CHECKPOINT_VERSION})")
+    return state
+
+
+def replace_directory(target: str | os.PathLike, write: Any) -> Path:
+    """Build a folder with ``write(tmp_folder)`` beside ``target``, then swap it in.
+
+    The old folder is renamed away before the new one is renamed in and deleted afterwards, so at any
+    moment ``target`` is either the complete old folder or the complete new one (a crash between the
+    two renames leaves it missing, with ``.<name>.new`` complete beside it).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    new = target.with_name(f".{target.name}.new")
+    old = target.with_name(f".{target.name}.old")
+    for leftover in (new, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    new.mkdir()
+    try:
+        write(new)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

@@ -1,0 +1,526 @@
+"""Typed experiment configs: frozen dataclasses, YAML files, named presets and ``--set k=v`` overrides.
+
+An experiment is one :class:`TrainConfig`: which model (a zoo name plus ``create_model`` overrides),
+which data, the optimizer, the LR schedule, the loss and the loop settings. It round-trips through
+plain dicts (``to_dict`` / ``from_dict``) and YAML; every value is type-checked on the way in, and an
+unknown field is a one-line :class:`~poseforge.errors.PoseforgeError` that lists the known ones.
+
+A YAML file may start from a preset (``base: synth-cpu``) and change only some fields::
+
+    base: synth-cpu
+    optim: {lr: 1.0e-3}
+    schedule: {epochs: 30}
+
+Overrides address fields by dotted path; the value is parsed as YAML (``optim.lr=1e-4``,
+``schedule.milestones=[20,25]``, ``model.overrides.input_size=[96,128]``, ``data.val=null``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar, Union
+
+from ..data.augment import AugmentConfig
+from ..errors import PoseforgeError
+from ..io import write_bytes_atomic
+
+__all__ = ["ModelSection", "SyntheticSection", "SourceSection", "DataSection", "OptimSection", "ScheduleSection", "LossSection",
+           "EMASection", "TrainConfig", "config_to_dict", "config_from_dict", "apply_overrides", "parse_override",
+           "load_config", "dump_yaml", "save_config"]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    """The model to train.
+
+    Attributes:
+        name: a registered model name (``poseforge.list_models()``), e.g. ``"vitpose-b"``.
+        overrides: ``create_model`` keyword overrides (``input_size``, ``head``, ``drop_path_rate`` ...).
+        init: weights to start from: a model folder or ``.safetensors`` file written by
+            ``save_pretrained`` (``None``: random initialization).
+        pos_embed_init: ``"model"`` (the backbone's own initialization) or ``"sincos"`` (MAE's 2-D
+            sine-cosine layout; speeds up training from scratch). Ignored when ``init`` is given.
+    """
+
+    name: str = "vitpose-tiny"
+    overrides: dict = dataclasses.field(default_factory=dict)
+    init: str | None = None
+    pos_embed_init: str = "model"
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSection:
+    """Synthetic people (``poseforge.data.synth``) used when the data source is ``"synthetic"``.
+
+    Attributes:
+        train_images, val_images: number of rendered images per epoch / in the held-out set.
+        seed, val_seed: the training set and the held-out set are rendered from different seeds.
+        image_size: rendered image ``(width, height)``.
+        people, val_people: ``(min, max)`` figures per image.
+        clutter: props and occluders in the scenes.
+        fresh: render new images every epoch (an endless stream, rendered by the workers); ``False``
+            renders ``train_images`` once, keeps them in memory and reuses them every epoch.
+    """
+
+    train_images: int = 20000
+    val_images: int = 200
+    seed: int = 0
+    val_seed: int = 1_000_003
+    image_size: tuple[int, int] = (192, 256)
+    people: tuple[int, int] = (1, 1)
+    val_people: tuple[int, int] = (1, 1)
+    clutter: bool = True
+    fresh: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSection:
+    """One dataset of a multi-dataset mix (``data.sources``; ViTPose++ models).
+
+    Attributes:
+        task: the model task it trains (name or index); its samples carry that task's dataset index.
+        train: ``"synthetic"`` (rendered with the task's keypoint set and the ``data.synthetic``
+            settings) or an annotation file / dataset folder.
+        val: its validation set: ``"synthetic"``, a file or folder; ``None`` derives it from ``train``.
+        format: file format (``poseforge.data.readers.DATASET_FORMATS``: coco, aic, mpii, crowdpose,
+            wholebody, ap10k, apt36k; ``auto`` guesses).
+        image_root: image folder (default: beside the annotations).
+        ratio: sampling weight in the mix.
+    """
+
+    task: str
+    train: str = "synthetic"
+    val: str | None = None
+    format: str = "auto"
+    image_root: str | None = None
+    ratio: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSection:
+    """Where samples come from and how they are batched and augmented.
+
+    Attributes:
+        train: ``"synthetic"``, a COCO keypoint JSON, or a folder (COCO 2017 layout
+            ``annotations/person_keypoints_train2017.json`` + ``train2017/``, or ``train/annotations.json``
+            as ``poseforge synth`` writes it).
+        val: the same kinds; ``None`` derives it from ``train`` (the held-out synthetic set, or the
+            folder's val split).
+        val_boxes: a COCO detection results JSON for validation (``None``: ground-truth boxes). A
+            relative path is looked up inside the ``train`` folder.
+        batch_size: samples per process and step (the global batch is ``batch_size x processes``).
+        val_batch_size: crops per forward pass in validation.
+        num_workers: DataLoader worker processes (decoding, cropping, rendering).
+        augment: training augmentation (``AugmentConfig``; mmpose's defaults).
+        gpu_augment: crop and augment whole batches on the GPU when training on CUDA.
+        min_labeled: training instances need at least this many labeled keypoints.
+        synthetic: synthetic data settings.
+        sources: a multi-dataset mix (replaces ``train`` / ``val``); each sample carries its dataset
+            index, validation reports AP per dataset (see ``poseforge.train.multitask``).
+    """
+
+    train: str = "synthetic"
+    val: str | None = None
+    val_boxes: str | None = None
+    batch_size: int = 32
+    val_batch_size: int = 64
+    num_workers: int = 2
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    gpu_augment: bool = True
+    min_labeled: int = 1
+    synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
+    sources: tuple[SourceSection, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSection:
+    """AdamW with layer-wise LR decay (groups from ``model.param_groups``).
+
+    Attributes:
+        lr, betas, eps, weight_decay: AdamW settings (no decay on norms, biases, position embeddings).
+        layer_decay: layer-wise LR decay rate; ``None`` takes the backbone config's (ViTPose-B: 0.75).
+        clip_grad: max gradient norm (``0``: no clipping).
+        accumulate: micro-batches per optimizer step.
+        auto_scale_lr: scale ``lr`` by the global batch / ``base_batch_size`` (mmpose ``auto_scale_lr``).
+        base_batch_size: the global batch the recipe's ``lr`` was set for.
+    """
+
+    name: str = "adamw"
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    layer_decay: float | None = None
+    clip_grad: float = 1.0
+    accumulate: int = 1
+    auto_scale_lr: bool = False
+    base_batch_size: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSection:
+    """Epochs and learning-rate schedule: linear warm-up (iterations), then a decay by epoch.
+
+    Attributes:
+        epochs: training length.
+        warmup_iters: optimizer steps of linear warm-up from ``warmup_start x lr``.
+        kind: ``"step"`` (x ``gamma`` at each of ``milestones``), ``"cosine"`` (to ``min_lr_ratio x lr``),
+            ``"linear"`` (to ``min_lr_ratio x lr``) or ``"constant"``.
+        decay_begin_epoch: cosine / linear decay starts here (RTMPose: half-way).
+        steps_per_epoch: optimizer steps per epoch; ``None`` = one pass over the training data.
+    """
+
+    epochs: int = 210
+    warmup_iters: int = 500
+    warmup_start: float = 0.001
+    kind: str = "step"
+    milestones: tuple[int, ...] = (170, 200)
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+    decay_begin_epoch: int = 0
+    steps_per_epoch: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSection:
+    """Training loss. ``name="auto"`` picks it from the model's codec: heatmap codecs (msra, dark,
+    udp) -> ``"keypoint_mse"``, SimCC -> ``"kl_discret"``.
+
+    Attributes:
+        use_target_weight: weight each keypoint by its target weight (visibility inside the crop).
+        beta, label_softmax, label_beta: ``kl_discret`` settings (RTMPose: 10, True, 10).
+        loss_weight: multiplies the loss.
+    """
+
+    name: str = "auto"
+    use_target_weight: bool = True
+    beta: float = 10.0
+    label_softmax: bool = True
+    label_beta: float = 10.0
+    loss_weight: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EMASection:
+    """Exponential moving average of the weights (mmpose ``ExpMomentumEMA``): ``momentum`` 0 = off;
+    the effective momentum starts high and decays to ``momentum`` over ~``gamma`` steps."""
+
+    momentum: float = 0.0
+    gamma: float = 2000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training experiment.
+
+    Attributes:
+        name: the preset or experiment name (used for the default run folder).
+        amp: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"bf16"``, ``"fp16"`` or ``"off"``.
+        val_interval: validate (COCO AP) every N epochs and after the last (``0``: never).
+        flip_test: flip test in validation.
+        save_interval: write the resumable ``last.pt`` every N epochs (and at the end, on a stop).
+        checkpoint_steps: also write ``last.pt`` every N optimizer steps (``0``: off).
+        log_interval: optimizer steps between log lines / metric records.
+        seed: seeds the model initialization, the data order and the augmentation.
+        max_steps: stop (resumably) after this many optimizer steps in total.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        distributed: ``"auto"`` (FSDP for ViT-L/H/G backbones, else DDP), ``"ddp"`` or ``"fsdp"``; only
+            used under torchrun with more than one process.
+        sync_bn: convert BatchNorm to SyncBatchNorm under DDP (where the device supports it: CUDA).
+        compile: ``torch.compile`` the model.
+        threads: CPU intra-op threads (``0``: leave torch's default).
+    """
+
+    name: str = "custom"
+    description: str = ""
+    model: ModelSection = dataclasses.field(default_factory=ModelSection)
+    data: DataSection = dataclasses.field(default_factory=DataSection)
+    optim: OptimSection = dataclasses.field(default_factory=OptimSection)
+    schedule: ScheduleSection = dataclasses.field(default_factory=ScheduleSection)
+    loss: LossSection = dataclasses.field(default_factory=LossSection)
+    ema: EMASection = dataclasses.field(default_factory=EMASection)
+    amp: str = "auto"
+    val_interval: int = 10
+    flip_test: bool = True
+    save_interval: int = 1
+    checkpoint_steps: int = 0
+    log_interval: int = 50
+    seed: int = 0
+    max_steps: int | None = None
+    device: str = "auto"
+    distributed: str = "auto"
+    sync_bn: bool = True
+    compile: bool = False
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check_config(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return apply_overrides(self, changes)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "distributed": ("auto", "ddp", "fsdp")}
+_SCHEDULES = ("step", "cosine", "linear", "constant")
+
+
+def _check_config(c: TrainConfig) -> None:
+    problems = []
+    for name, allowed in _CHOICES.items():
+        if getattr(c, name) not in allowed:
+            problems.append(f"{name}: expected one of {', '.join(allowed)}, got {getattr(c, name)!r}")
+    if c.schedule.kind not in _SCHEDULES:
+        problems.append(f"schedule.kind: expected one of {', '.join(_SCHEDULES)}, got {c.schedule.kind!r}")
+    if c.model.pos_embed_init not in ("model", "sincos"):
+        problems.append(f"model.pos_embed_init: expected model or sincos, got {c.model.pos_embed_init!r}")
+    if c.optim.name != "adamw":
+        problems.append(f"optim.name: only 'adamw' is supported, got {c.optim.name!r}")
+    positive = {"data.batch_size": c.data.batch_size, "data.val_batch_size": c.data.val_batch_size,
+                "optim.accumulate": c.optim.accumulate, "schedule.epochs": c.schedule.epochs,
+                "optim.base_batch_size": c.optim.base_batch_size, "log_interval": c.log_interval}
+    problems += [f"{k}: expected a positive integer, got {v}" for k, v in positive.items() if v < 1]
+    non_negative = {"data.num_workers": c.data.num_workers, "val_interval": c.val_interval,
+                    "save_interval": c.save_interval, "checkpoint_steps": c.checkpoint_steps,
+                    "schedule.warmup_iters": c.schedule.warmup_iters, "threads": c.threads,
+                    "optim.clip_grad": c.optim.clip_grad, "ema.momentum": c.ema.momentum}
+    problems += [f"{k}: expected a value >= 0, got {v}" for k, v in non_negative.items() if v < 0]
+    if not c.optim.lr > 0:
+        problems.append(f"optim.lr: expected a positive number, got {c.optim.lr}")
+    if c.ema.momentum >= 1:
+        problems.append(f"ema.momentum: expected a value in [0, 1), got {c.ema.momentum}")
+    if c.max_steps is not None and c.max_steps < 1:
+        problems.append(f"max_steps: expected a positive integer or null, got {c.max_steps}")
+    if c.schedule.steps_per_epoch is not None and c.schedule.steps_per_epoch < 1:
+        problems.append(f"schedule.steps_per_epoch: expected a positive integer or null, got {c.schedule.steps_per_epoch}")
+    if list(c.schedule.milestones) != sorted(c.schedule.milestones):
+        problems.append(f"schedule.milestones: expected increasing epochs, got {list(c.schedule.milestones)}")
+    s = c.data.synthetic
+    for name, (lo, hi) in (("people", s.people), ("val_people", s.val_people)):
+        if not 1 <= lo <= hi:
+            problems.append(f"data.synthetic.{name}: expected 1 <= min <= max, got {[lo, hi]}")
+    for k, src in enumerate(c.data.sources):
+        if not (src.ratio >= 0 and src.ratio < float("inf")):
+            problems.append(f"data.sources[{k}].ratio: expected a number >= 0, got {src.ratio}")
+    if c.data.sources and not any(src.ratio > 0 for src in c.data.sources):
+        problems.append("data.sources: at least one source needs a positive ratio")
+    if problems:
+        raise PoseforgeError("invalid training config: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------- dict / YAML
+def config_to_dict(config: Any) -> Any:
+    """Plain data (dicts, lists, numbers, strings) of a config dataclass, nested ones included."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (tuple, list)):
+        return [config_to_dict(v) for v in config]
+    if isinstance(config, Mapping):
+        return {str(k): config_to_dict(v) for k, v in config.items()}
+    return config
+
+
+def config_from_dict(data: Mapping[str, Any], cls: type[T] = TrainConfig, where: str = "config") -> T:  # type: ignore[assignment]
+    """Build ``cls`` from plain data; missing fields keep their defaults, unknown ones are an error."""
+    return _build(cls, data, where)
+
+
+def _build(cls: type[T], data: Any, where: str) -> T:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise PoseforgeError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__} {data!r:.60}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise PoseforgeError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check / convert YAML data to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except PoseforgeError as e:
+                errors.append(str(e))
+        raise PoseforgeError(errors[0] if errors else f"{where}: unexpected value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise PoseforgeError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise PoseforgeError(f"{where}: expected {len(args)} values, got {len(value)} ({list(value)})")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise PoseforgeError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise PoseforgeError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+            raise PoseforgeError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PoseforgeError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise PoseforgeError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=1e-4"`` -> ``("optim.lr", 0.0001)``; the value is read as YAML."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise PoseforgeError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise PoseforgeError(f"--set {text!r}: cannot parse the value ({str(e).splitlines()[0]})") from None
+    if isinstance(value, str):
+        value = _yaml_number(value)
+    return key, value
+
+
+def _yaml_number(text: str) -> Any:
+    """YAML 1.1 reads ``1e-4`` as a string; accept the usual float spellings as numbers."""
+    try:
+        return float(text) if any(c in text for c in ".eE") and text.strip().lower() not in ("e", ".") else text
+    except ValueError:
+        return text
+
+
+def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any] | Sequence[str]) -> TrainConfig:
+    """Copy of ``config`` with dotted-path fields replaced: ``{"optim.lr": 1e-4}`` or ``["optim.lr=1e-4"]``.
+
+    Paths into a ``dict`` field (``model.overrides.input_size``) set keys in it; everything else must
+    name an existing field. Values are type-checked like YAML input.
+    """
+    items = [parse_override(o) for o in overrides] if not isinstance(overrides, Mapping) else list(overrides.items())
+    data = config_to_dict(config)
+    for key, value in items:
+        _set_path(config, data, key, value)
+    return config_from_dict(data, type(config))
+
+
+def _set_path(config: Any, data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node, obj = data, config
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if dataclasses.is_dataclass(obj):
+            names = [f.name for f in dataclasses.fields(obj)]
+            if part not in names:
+                prefix = ".".join(parts[:i])
+                raise PoseforgeError(f"unknown config field '{'.'.join(parts[:i + 1])}'; fields of "
+                                     f"{prefix or 'the config'}: {', '.join(names)}")
+            if last:
+                node[part] = config_to_dict(value)
+                return
+            obj = getattr(obj, part)
+            if isinstance(obj, Mapping):  # free-form dict: the rest of the path is one key (or nested keys)
+                sub = node.setdefault(part, {})
+                for p in parts[i + 1:-1]:
+                    sub = sub.setdefault(p, {})
+                    if not isinstance(sub, dict):
+                        raise PoseforgeError(f"config field '{key}': '{p}' is not a mapping")
+                sub[parts[-1]] = config_to_dict(value)
+                return
+            if not dataclasses.is_dataclass(obj):
+                raise PoseforgeError(f"config field '{'.'.join(parts[:i + 1])}' has no sub-fields (in '{key}')")
+            node = node[part]
+
+
+# ---------------------------------------------------------------------------------------------- files
+def dump_yaml(config: TrainConfig) -> str:
+    """The config as YAML text (every field, so a run folder's ``config.yaml`` is self-contained)."""
+    import yaml
+
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None, width=120)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    write_bytes_atomic(path, dump_yaml(config).encode())
+
+
+def load_config(name_or_path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> TrainConfig:
+    """A preset name or a YAML file (optionally ``base: PRESET``), then ``overrides``."""
+    from .presets import get_preset, list_presets
+
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
+        config = _read_yaml_config(path)
+    elif text.lower() in list_presets():
+        config = get_preset(text)
+    else:
+        raise PoseforgeError(f"--config {text}: neither a preset ({', '.join(list_presets())}) nor a YAML file")
+    return apply_overrides(config, overrides) if overrides else config
+
+
+def _read_yaml_config(path: Path) -> TrainConfig:
+    import yaml
+
+    from .presets import get_preset
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise PoseforgeError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PoseforgeError(f"{path}: cannot read config ({e})") from None
+    except yaml.YAMLError as e:
+        raise PoseforgeError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PoseforgeError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return config_from_dict(data, TrainConfig, where=str(path))
+    merged = _deep_merge(config_to_dict(get_preset(str(base))), data)
+    return config_from_dict(merged, TrainConfig, where=str(path))
+
+
+def _deep_merge(base: dict, changes: Mapping[str, Any]) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,159 @@
+"""Knowledge distillation of the ViTPose paper: a small student learns from a larger trained teacher.
+
+* **Output distillation** (:class:`OutputDistillation`): the student's heatmaps are pulled toward the
+  teacher's on the same crops, ``loss = gt_loss + weight * MSE(student, teacher)``; a ``Trainer``
+  ``extra_loss`` hook.
+* **Knowledge-token distillation**: (1) :func:`learn_knowledge_token` appends learnable tokens to a
+  frozen copy of the teacher and trains only them with the ground-truth loss; (2) the student is
+  trained with those tokens appended to its patch tokens, frozen (:func:`token_student_setup`, a
+  ``Trainer`` ``setup_model`` hook). A teacher of another width reaches the student through a
+  trainable linear projection (``ViTConfig.knowledge_dim``); the tokens themselves never change.
+* Both together: the token student with the output loss.
+
+The teacher and the student must share the keypoint set and the input size (the teacher sees the
+student's training crops).
+"""
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import PoseforgeError
+from ..models.estimator import PoseEstimator, build_model
+from .config import TrainConfig
+
+__all__ = ["OutputDistillation", "learn_knowledge_token", "token_student_setup", "check_compatible",
+           "freeze_batchnorm", "teacher_with_tokens", "save_token", "METHODS"]
+
+
+METHODS = ("output", "token", "both")
+
+
+def check_compatible(teacher: PoseEstimator, student: PoseEstimator) -> None:
+    """The teacher can supervise the student: same keypoint set, input size and heatmap size."""
+    problems = []
+    if teacher.keypoint_set.name != student.keypoint_set.name:
+        problems.append(f"keypoint sets {teacher.keypoint_set.name} vs {student.keypoint_set.name}")
+    if tuple(teacher.config.input_size) != tuple(student.config.input_size):
+        problems.append(f"input sizes {tuple(teacher.config.input_size)} vs {tuple(student.config.input_size)}")
+    t_out, s_out = getattr(teacher, "output_size", None), getattr(student, "output_size", None)
+    if t_out is not None and s_out is not None and tuple(t_out) != tuple(s_out):
+        problems.append(f"heatmap sizes {tuple(t_out)} vs {tuple(s_out)}")
+    if problems:
+        raise PoseforgeError(f"teacher {teacher.config.name} and student {student.config.name} differ: "
+                             + "; ".join(problems))
+
+
+def freeze_batchnorm(model: nn.Module) -> nn.Module:
+    """Keep every BatchNorm of a frozen model in eval mode (running statistics), whatever ``train()`` says."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            module.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), module)
+    return model
+
+
+class OutputDistillation:
+    """``extra_loss`` hook: ``weight * MSE(student heatmaps, teacher heatmaps)`` on the batch's crops.
+
+    The teacher runs in eval mode without gradients, on the device of the batch, normalizing the raw
+    crops with its own mean / std.
+    """
+
+    def __init__(self, teacher: PoseEstimator, weight: float = 1.0) -> None:
+        if weight < 0:
+            raise PoseforgeError(f"output distillation weight must be >= 0, got {weight}")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.weight = float(weight)
+
+    def teacher_heatmaps(self, raw_images: Tensor) -> Tensor:
+        device = raw_images.device
+        if next(self.teacher.parameters()).device != device:
+            self.teacher.to(device)
+        with torch.no_grad():
+            return self.teacher(self.teacher.normalize(raw_images)).float()
+
+    def __call__(self, batch: Any, images: Tensor, outputs: Tensor) -> Tensor:
+        target = self.teacher_heatmaps(batch.image)
+        if target.shape != outputs.shape:
+            raise PoseforgeError(f"output distillation: teacher heatmaps {list(target.shape)} vs student "
+                                 f"{list(outputs.shape)}")
+        return self.weight * F.mse_loss(outputs.float(), target)
+
+
+def teacher_with_tokens(teacher: PoseEstimator, tokens: int = 1, seed: int = 0) -> PoseEstimator:
+    """A frozen copy of ``teacher`` with ``tokens`` fresh learnable knowledge tokens (drop path off,
+    BatchNorm on its running statistics); only ``backbone.knowledge_token`` requires gradients."""
+    backbone = teacher.config.backbone
+    if not hasattr(backbone, "knowledge_tokens"):
+        raise PoseforgeError(f"{teacher.config.name}: knowledge tokens need a ViT backbone")
+    config = teacher.config.replace(backbone=backbone.replace(knowledge_tokens=tokens, knowledge_dim=None,
+                                                              drop_path_rate=0.0))
+    torch.manual_seed(seed)
+    model = build_model(config)
+    state = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
+    state["backbone.knowledge_token"] = model.backbone.knowledge_token.detach().clone()
+    model.load_weights(state, source=f"teacher {teacher.config.name}")
+    model.requires_grad_(False)
+    model.backbone.knowledge_token.requires_grad_(True)
+    return freeze_batchnorm(model)
+
+
+def learn_knowledge_token(teacher: PoseEstimator, config: TrainConfig, run_dir: str | os.PathLike, tokens: int = 1,
+                          progress: bool | None = None) -> Tensor:
+    """Stage 1 of token distillation: train only the knowledge tokens of a frozen teacher with the
+    ground-truth loss (``config`` gives data, epochs and learning rate). Returns the tokens
+    ``[1, tokens, teacher width]``; ``run_dir/best`` holds the teacher with its tokens."""
+    from .engine import Trainer
+
+    setup: Callable[[nn.Module], nn.Module] = lambda _built: teacher_with_tokens(teacher, tokens, config.seed)  # noqa: E731
+    trainer = Trainer(config, run_dir, progress=progress, setup_model=setup)
+    trainer.fit()
+    token = trainer.estimator.backbone.knowledge_token.detach().cpu().clone()
+    drift = [n for n, p in trainer.estimator.named_parameters()
+             if n != "backbone.knowledge_token" and not torch.equal(p.detach().cpu(), teacher.state_dict()[n].cpu())]
+    if drift:
+        raise PoseforgeError(f"token learning changed teacher weights: {', '.join(drift[:5])}")
+    return token
+
+
+def token_student_setup(token: Tensor, teacher: PoseEstimator | None = None) -> Callable[[nn.Module], nn.Module]:
+    """``setup_model`` hook of stage 2: put the learned ``token`` into the student (built with
+    ``knowledge_tokens`` and ``knowledge_dim`` matching it) and freeze it."""
+
+    def setup(student: nn.Module) -> nn.Module:
+        backbone = getattr(student, "backbone", None)
+        slot = getattr(backbone, "knowledge_token", None)
+        if slot is None:
+            raise PoseforgeError(f"student {student.config.name}: built without knowledge tokens "
+                                 f"(set model.overrides.knowledge_tokens={token.shape[1]})")
+        if tuple(slot.shape) != tuple(token.shape):
+            raise PoseforgeError(f"student knowledge token {list(slot.shape)} does not fit the learned one "
+                                 f"{list(token.shape)} (knowledge_tokens / knowledge_dim)")
+        if teacher is not None:
+            check_compatible(teacher, student)
+        with torch.no_grad():
+            slot.copy_(token.to(slot.device, slot.dtype))
+        slot.requires_grad_(False)
+        return student
+
+    return setup
+
+
+def save_token(token: Tensor, path: str | os.PathLike) -> Path:
+    """Write the learned tokens as a safetensors file (atomically)."""
+    from safetensors.torch import save_file
+
+    from ..io import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"knowledge_token": token.contiguous()}, str(tmp))
+    return path

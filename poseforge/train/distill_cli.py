@@ -1,0 +1,97 @@
+"""``poseforge distill``: train a small student from a trained teacher (the ViTPose paper's distillation).
+
+    poseforge distill --teacher runs/teacher --student vitpose-tiny --method output --out runs/kd \\
+        --config synth-cpu --set model.overrides.embed_dim=96
+    poseforge distill --teacher runs/teacher --student vitpose-tiny --method token --token-epochs 2 --out runs/kt
+
+``--method output``: ground-truth loss + ``--kd-weight`` x MSE to the teacher's heatmaps.
+``--method token``: learn ``--tokens`` knowledge tokens on the frozen teacher (``OUT/token``, ``--token-epochs``
+at ``--token-lr``), then train the student with them appended and frozen (``OUT/student``).
+``--method both``: the token student with the output loss. The student's training recipe is ``--config``
+(a preset or YAML) with ``--set`` overrides; its keypoint set and input size default to the teacher's.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..errors import PoseforgeError
+
+log = logging.getLogger("poseforge")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="trained teacher: model folder, .safetensors or training run folder")
+    parser.add_argument("--student", required=True, help="student model name (poseforge.list_models()), e.g. vitpose-tiny")
+    parser.add_argument("--method", required=True, choices=["output", "token", "both"], help="distillation method")
+    parser.add_argument("--out", required=True, help="output folder (the student's run in OUT/student)")
+    parser.add_argument("--config", default="synth-cpu", metavar="NAME|FILE.yaml", help="student training recipe (default: synth-cpu)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe field, e.g. --set model.overrides.embed_dim=96 (repeatable)")
+    parser.add_argument("--kd-weight", type=float, default=1.0, help="weight of the output distillation loss (default 1)")
+    parser.add_argument("--tokens", type=int, default=1, help="knowledge tokens to learn (default 1)")
+    parser.add_argument("--token-epochs", type=int, default=2, help="epochs of token learning on the teacher (default 2)")
+    parser.add_argument("--token-lr", type=float, default=1e-3, help="learning rate of token learning (default 1e-3)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..evaluation.runner import load_eval_model
+    from ..models.zoo import model_config
+    from .config import load_config
+    from .distill import (OutputDistillation, check_compatible, learn_knowledge_token, save_token,
+                          token_student_setup)
+    from .engine import Trainer
+
+    if args.tokens < 1 or args.token_epochs < 1:
+        raise PoseforgeError("--tokens and --token-epochs must be >= 1")
+    teacher = load_eval_model(args.teacher)
+    if getattr(teacher, "takes_dataset_index", False):
+        raise PoseforgeError(f"{args.teacher}: a multi-task teacher; merge one task first (poseforge merge-experts)")
+    out = Path(args.out)
+    overrides = [f"model.name={args.student}"]
+    given = " ".join(args.overrides)
+    if "model.overrides.input_size" not in given:
+        overrides.append(f"model.overrides.input_size={list(teacher.config.input_size)}")
+    if "model.overrides.keypoint_set" not in given:
+        overrides.append(f"model.overrides.keypoint_set={teacher.keypoint_set.name}")
+    config = load_config(args.config, overrides + list(args.overrides))
+    config = config.replace(name=f"{config.name}-distill-{args.method}")
+
+    setup = None
+    if args.method in ("token", "both"):
+        token_file = out / "token" / "knowledge_token.safetensors"
+        if token_file.is_file():
+            from safetensors.torch import load_file
+
+            token = load_file(str(token_file))["knowledge_token"]
+            log.info(f"using the knowledge token learned before: {token_file}")
+        else:
+            token_config = config.replace(**{"name": f"{config.name}-token", "schedule.epochs": args.token_epochs,
+                                             "optim.lr": args.token_lr, "optim.weight_decay": 0.0, "ema.momentum": 0.0,
+                                             "schedule.milestones": []})
+            log.info(f"stage 1: learning {args.tokens} knowledge token(s) on the frozen teacher ({args.token_epochs} epochs)")
+            token = learn_knowledge_token(teacher, token_config, out / "token", tokens=args.tokens)
+            save_token(token, token_file)
+        config = config.replace(**{"model.overrides.knowledge_tokens": int(token.shape[1]),
+                                   "model.overrides.knowledge_dim": int(token.shape[2])})
+        setup = token_student_setup(token, teacher)
+    else:
+        def setup(student):  # noqa: E306  (only checks that the teacher fits)
+            check_compatible(teacher, student)
+            return student
+
+    student_width = model_config(config.model.name, **config.model.overrides).backbone.embed_dim
+    extra = OutputDistillation(teacher, args.kd_weight) if args.method in ("output", "both") else None
+    log.info(f"stage {'2' if setup is not None and args.method != 'output' else '1'}: training the student "
+             f"{config.model.name} ({student_width} wide) with {args.method} distillation from {teacher.config.name}")
+    torch.manual_seed(config.seed)
+    trainer = Trainer(config, out / "student", setup_model=setup, extra_loss=extra)
+    summary = trainer.fit()
+    best = summary["best_ap"]
+    print(f"distill ({args.method}): student {config.model.name} in {out / 'student'}: "
+          + (f"best AP {best:.4f} (epoch {summary['best_epoch']}), " if best is not None else "")
+          + f"{summary['steps']} steps in {summary['seconds'] / 60:.1f} min")
+    return 0
