@@ -185,3 +185,23 @@ def test_compiles_without_graph_breaks(attention):
     compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph raises on any graph break
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
+
+
+# ---------------------------------------------------------------------------------------------- conv stem
+@pytest.mark.parametrize("size", [(96, 128), (100, 70)])
+def test_conv_stem_makes_the_grid_it_announces(size):
+    config = ViTConfig(embed_dim=64, depth=2, num_heads=2, stem="conv")
+    vit = VisionTransformer(config, input_size=size).eval()
+    features = vit(torch.randn(2, 3, size[1], size[0]))
+    assert tuple(features.shape[-2:]) == config.token_grid(size) == vit.pos_grid
+    assert config.token_grid(size) == (math.ceil(size[1] / 16), math.ceil(size[0] / 16))
+    widths = [m.out_channels for m in vit.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [8, 16, 32, 64]  # four stride-2 layers for 16 px patches, doubling to the width
+    assert vit.layer_id("patch_embed.stem.0.weight") == vit.layer_id("pos_embed")  # decayed like patchify
+
+
+def test_conv_stem_errors():
+    with pytest.raises(PoseforgeError, match="stem"):
+        ViTConfig(stem="hybrid")
+    with pytest.raises(PoseforgeError, match="power-of-two"):
+        ViTConfig(stem="conv", patch_size=14)

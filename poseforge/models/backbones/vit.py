@@ -66,6 +66,11 @@ class ViTConfig(BackboneConfig):
         embed_dim, depth, num_heads: width, number of blocks, attention heads.
         mlp_dim: hidden width of the MLP; ``None`` means ``4 * embed_dim``.
         patch_size, patch_padding: patch embedding convolution (ViTPose: 16 and 2).
+        stem: ``"patch"`` (ViTPose: one ``patch_size`` convolution) or ``"conv"``: stride-2 3x3
+            convolution + BatchNorm + ReLU layers down to ``patch_size``, then a 1x1 projection (Xiao et
+            al., "Early convolutions help transformers see better", 2021). The convolutional stem is
+            for training from scratch, where a patchify stem learns slowly; the token grid is
+            ``ceil(size / patch_size)`` and ``patch_padding`` is unused.
         qkv_bias: bias in the fused query/key/value projection.
         layer_norm_eps: LayerNorm epsilon (official ViTPose and mmpretrain: 1e-6).
         final_norm: LayerNorm after the last block.
@@ -90,6 +95,7 @@ class ViTConfig(BackboneConfig):
     mlp_dim: int | None = None
     patch_size: int = 16
     patch_padding: int = 2
+    stem: str = "patch"
     in_channels: int = 3
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
@@ -113,6 +119,10 @@ class ViTConfig(BackboneConfig):
             raise PoseforgeError(f"ViTConfig: embed_dim, depth and num_heads must be positive, got {self.embed_dim}, {self.depth}, {self.num_heads}")
         if self.embed_dim % self.num_heads:
             raise PoseforgeError(f"ViTConfig: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.stem not in ("patch", "conv"):
+            raise PoseforgeError(f"ViTConfig.stem: unknown stem '{self.stem}'; known: patch, conv")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise PoseforgeError(f"ViTConfig.stem: the conv stem needs a power-of-two patch_size, got {self.patch_size}")
         if self.attention not in ATTENTION_KINDS:
             raise PoseforgeError(f"ViTConfig.attention: unknown kind '{self.attention}'; known: {', '.join(ATTENTION_KINDS)}")
         if min(self.window_size) <= 0:
@@ -153,9 +163,16 @@ class ViTConfig(BackboneConfig):
         full = self.embed_dim if self.moe_variant == "ps" else self.hidden_dim
         return int(round(self.expert_ratio * full))
 
+    def token_grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """Token grid ``(rows, cols)`` of an ``(width, height)`` input."""
+        if self.stem == "conv":
+            w, h = input_size
+            return -(-h // self.patch_size), -(-w // self.patch_size)  # each stride-2 layer rounds up
+        return token_grid(input_size, self.patch_size, self.patch_padding)
+
     def feature_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """``(width, height)`` of the output feature map for an ``(width, height)`` input."""
-        rows, cols = token_grid(input_size, self.patch_size, self.patch_padding)
+        rows, cols = self.token_grid(input_size)
         return cols, rows
 
 
@@ -453,6 +470,26 @@ class PatchEmbed(nn.Module):
         return self.proj(x)
 
 
+class ConvStem(nn.Module):
+    """``log2(patch_size)`` stride-2 3x3 conv-BN-ReLU layers (widths doubling up to ``embed_dim``),
+    then a 1x1 projection ``proj`` to ``embed_dim`` (see :class:`ViTConfig` ``stem``)."""
+
+    def __init__(self, in_channels: int, embed_dim: int, patch_size: int) -> None:
+        super().__init__()
+        steps = patch_size.bit_length() - 1
+        widths = [max(embed_dim >> (steps - 1 - i), 8) for i in range(steps)]
+        layers: list[nn.Module] = []
+        for width in widths:
+            layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            in_channels = width
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.stem(x))
+
+
 def block_attention(config: ViTConfig, index: int) -> tuple[str, bool]:
     """``(mode, shifted)`` of block ``index``: mode is ``full``, ``window`` or ``pool``."""
     if config.attention == "full" or index in config.global_blocks:
@@ -477,8 +514,11 @@ class VisionTransformer(nn.Module):
         self.config = config
         self.out_channels = config.embed_dim
         self.grad_checkpointing = config.grad_checkpointing
-        self.patch_embed = PatchEmbed(config.in_channels, config.embed_dim, config.patch_size, config.patch_padding)
-        self.pos_grid = token_grid(input_size, config.patch_size, config.patch_padding)
+        if config.stem == "conv":
+            self.patch_embed: nn.Module = ConvStem(config.in_channels, config.embed_dim, config.patch_size)
+        else:
+            self.patch_embed = PatchEmbed(config.in_channels, config.embed_dim, config.patch_size, config.patch_padding)
+        self.pos_grid = config.token_grid(input_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], config.embed_dim))
         rates = [config.drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
         blocks = []
