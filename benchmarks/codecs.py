@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
 from typing import Callable
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 
 from poseforge.codecs import MSRAHeatmap, UDPHeatmap
+
+from _common import cpu_name  # benchmarks/_common.py (the script's folder is on sys.path)
 
 INPUT_SIZE = (192, 256)  # (w, h)
 HEATMAP_SIZE = (48, 64)  # (W, H)
@@ -117,15 +118,6 @@ def network_like_heatmaps(codec, batch: int, device: torch.device, seed: int) ->
     maps = maps + 0.02 * torch.randn(maps.shape, generator=gen)
     return maps.to(device)
 
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from poseforge.evaluation.runner import EvalSet, evaluate_model, predict_boxes
+from poseforge.evaluation.runner import EvalSet, evaluate_model, height_normalized_errors, model_height_error
 from poseforge.models.estimator import build_model
 from poseforge.train.config import load_config
 from poseforge.train.engine import Trainer
@@ -38,23 +38,6 @@ def _truth(val: EvalSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     labeled = np.stack([np.asarray(i.visibility) > 0 for i in instances])
     boxes = np.stack([np.asarray(i.bbox, dtype=np.float64) for i in instances])
     return keypoints, labeled, boxes
-
-
-def _median_error(predicted: np.ndarray, keypoints: np.ndarray, labeled: np.ndarray, boxes: np.ndarray) -> float:
-    distance = np.linalg.norm(predicted - keypoints, axis=-1)
-    per_person = (distance * labeled).sum(1) / np.maximum(labeled.sum(1), 1) / boxes[:, 3]
-    return float(np.median(per_person[labeled.any(1)]))
-
-
-def _model_error(model: torch.nn.Module, val: EvalSet) -> float:
-    keypoints, labeled, boxes = _truth(val)
-    row = {inst.image_id: n for n, inst in enumerate(val.gt.instances)}
-    if len(row) != len(val.gt.instances):
-        raise SystemExit("the learning probe needs a single-person held-out set (data.synthetic.val_people=[1,1])")
-    predicted = np.zeros_like(keypoints)
-    for result in predict_boxes(model, val, flip_test=True, num_workers=0):
-        predicted[row[result["image_id"]]] = np.asarray(result["keypoints"], dtype=np.float64).reshape(-1, 3)[:, :2]
-    return _median_error(predicted, keypoints, labeled, boxes)
 
 
 def main() -> None:
@@ -82,8 +65,9 @@ def main() -> None:
     keypoints, labeled, boxes = _truth(val)
     normalized = (keypoints - boxes[:, None, :2]) / boxes[:, None, 2:]
     mean_pose = (normalized * labeled[..., None]).sum(0) / np.maximum(labeled.sum(0), 1)[:, None]
-    mean_error = _median_error(mean_pose[None] * boxes[:, None, 2:] + boxes[:, None, :2], keypoints, labeled, boxes)
-    rows = [("trained", _model_error(trained, val)), ("untrained network", _model_error(untrained, val)),
+    mean_error = float(np.median(height_normalized_errors(mean_pose[None] * boxes[:, None, 2:] + boxes[:, None, :2],
+                                                          keypoints, labeled, boxes)))
+    rows = [("trained", model_height_error(trained, val)), ("untrained network", model_height_error(untrained, val)),
             ("mean pose (oracle prior)", mean_error)]
     ap = evaluate_model(trained, val).stats["AP"]
     print(f"# learning probe, {datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "

@@ -17,32 +17,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
-import statistics
-import time
-from typing import Callable
 
 import torch
 
 from poseforge.models import create_model
 from poseforge.models.merge import merge_experts
 
+from _common import cpu_name, race  # benchmarks/_common.py (the script's folder is on sys.path)
 
-def race(runners: dict[str, Callable[[], torch.Tensor]], batch: int, repeats: int, warmup: int,
-         sync: Callable[[], None]) -> dict[str, float]:
-    """Median images/s of each runner, interleaving their repeats."""
-    for fn in runners.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, fn in runners.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: batch / statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -57,7 +39,7 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     batch = args.batch or (128 if cuda else 8)
     print(f"merged_speed benchmark, {datetime.date.today()}, torch {torch.__version__}, "
-          f"{torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()}, "
+          f"{torch.cuda.get_device_name() if cuda else cpu_name()}, "
           f"{torch.get_num_threads()} threads")
 
     torch.manual_seed(0)

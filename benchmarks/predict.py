@@ -22,7 +22,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the poseforge commands do (see poseforge.inference.cli)
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -38,22 +37,8 @@ from poseforge.inference.synthetic_video import crossing_clip
 from poseforge.inference.tracking import PoseTracker
 from poseforge.inference.video import VideoReader, VideoWriter
 
+from _common import cpu_name, load_average  # benchmarks/_common.py (the script's folder is on sys.path)
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load() -> str:
-    try:
-        return "load avg %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        return "load avg n/a"
 
 
 def end_to_end(predictor: Predictor, video: Path) -> tuple[float, dict[str, float], int]:
@@ -137,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"poseforge predict benchmark | torch {torch.__version__} | {cpu_name()} | {os.cpu_count()} CPUs | "
-          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} | {load()}")
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} | {load_average()}")
     clip = crossing_clip(args.frames, (640, 480))
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "two_people.mp4"
@@ -154,7 +139,7 @@ def main() -> None:
                         len(clip.frames), args.repeats)
         else:
             print("\n(no CUDA device: GPU section skipped)")
-    print(f"\n{load()}")
+    print(f"\n{load_average()}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import time
 
@@ -40,22 +39,8 @@ from poseforge.data.synth.render import cast_rays
 from poseforge.data.synth.scene import build_scenes
 from poseforge.data.synth.shapes import to_camera
 
+from _common import cpu_name, load_average  # benchmarks/_common.py (the script's folder is on sys.path)
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load() -> str:
-    try:
-        return "load avg %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        return "load avg n/a"
 
 
 def images_per_second(ds: SyntheticPoseDataset, start: int, images: int, batch: int, repeats: int) -> tuple[float, float]:
@@ -150,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(1)
     print(f"poseforge synthetic renderer benchmark ({datetime.date.today()})")
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}; {load()} at start")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}; {load_average()} at start")
     crops = SyntheticPoseDataset(10 ** 7, seed=0, image_size=(192, 256), people=(1, 1), keypoint_set="coco17", dense=True)
     scenes = SyntheticPoseDataset(10 ** 7, seed=0, image_size=(640, 480), people=(1, 4), keypoint_set="coco17", dense=True)
     start = 1000
@@ -178,7 +163,7 @@ def main() -> None:
               f"({g_rate / crop_rate:.0f}x one CPU process)")
     else:
         print("CUDA: not available on this machine (the same code runs there; see tests/test_synth.py)")
-    print(f"{load()} at end")
+    print(f"{load_average()} at end")
 
 
 if __name__ == "__main__":

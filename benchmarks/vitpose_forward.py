@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import platform
-import statistics
-import time
 from typing import Callable
 
 import torch
 
 from poseforge.convert import vitpose_from_state_dict
+
+from _common import cpu_name, race  # benchmarks/_common.py (the script's folder is on sys.path)
 
 
 def build_models(classic: bool = True):
@@ -40,25 +39,6 @@ def build_models(classic: bool = True):
     return hf, hf_sdpa, pf
 
 
-def timed(fn: Callable[[], torch.Tensor], sync: Callable[[], None]) -> float:
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
-
-
-def race(runners: dict[str, Callable[[], torch.Tensor]], batch: int, repeats: int, warmup: int,
-         sync: Callable[[], None]) -> dict[str, float]:
-    """Median images/s of each runner, interleaving their repeats."""
-    for fn in runners.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, fn in runners.items():
-            times[name].append(timed(fn, sync))
-    return {name: batch / statistics.median(t) for name, t in times.items()}
 
 
 def report(title: str, results: dict[str, float], reference: str) -> None:
@@ -118,7 +98,7 @@ def main() -> None:
     import transformers
 
     print(f"vitpose_forward benchmark, {datetime.date.today()}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, {platform.processor() or platform.machine()}")
+          f"transformers {transformers.__version__}, {cpu_name()}")
     hf, hf_sdpa, pf = build_models()
     if not args.skip_cpu:
         cpu_section(hf, hf_sdpa, pf, args.cpu_batch, args.repeats)

@@ -577,3 +577,16 @@ def test_pck_auc_epe_nms_equal_mmpose_oracle(shared_dir, tmp_path):
     assert any(len(keep) < groups.shape[1] for keep in expected["nms"])  # NMS really suppresses
     for g in range(groups.shape[0]):
         assert oks_nms_indices(groups[g], scores[g], areas[g], sigmas, 0.9).tolist() == expected["nms"][g]
+
+
+def test_height_normalized_errors_average_labeled_keypoints_per_person():
+    from poseforge.evaluation.runner import height_normalized_errors
+
+    truth = np.zeros((3, 4, 2))
+    predicted = truth.copy()
+    predicted[0, :, 0] += 10.0  # 10 px off on a 100 px tall box -> 0.1
+    predicted[1, 0] += [30.0, 40.0]  # 50 px off on the only labeled keypoint of a 200 px box -> 0.25
+    predicted[1, 1:] += 1000.0  # unlabeled keypoints do not count
+    labeled = np.array([[True] * 4, [True, False, False, False], [False] * 4])  # the third person has none
+    boxes = np.array([[0, 0, 50, 100], [0, 0, 50, 200], [0, 0, 50, 100]], dtype=float)
+    np.testing.assert_allclose(height_normalized_errors(predicted, truth, labeled, boxes), [0.1, 0.25])

@@ -10,28 +10,16 @@ from poseforge.convert import convert_checkpoint, detect_format, vitpose_from_st
 from poseforge.errors import PoseforgeError
 from poseforge.models import MultiTaskTopDownEstimator, load_model
 
+from hf_fixtures import random_hf_vitpose
+
 TOL = 1e-4
 
 
 def hf_moe(hidden: int, layers: int, heads: int, experts: int, part: int, num_labels: int = 17,
            image_size: tuple[int, int] = (128, 96), seed: int = 0):
     """A random ``VitPoseForPoseEstimation`` with ``experts`` task experts (noise on every parameter)."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(seed)
-    backbone = transformers.VitPoseBackboneConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                                                  image_size=list(image_size), out_indices=[layers], num_experts=experts,
-                                                  part_features=part)
-    config = transformers.VitPoseConfig(backbone_config=backbone, num_labels=num_labels)
-    model = transformers.VitPoseForPoseEstimation(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn_like(b) * 0.1)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand_like(b) + 0.5)
-    return model
+    return random_hf_vitpose(seed, num_labels, image_size, hidden_size=hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, out_indices=[layers], num_experts=experts, part_features=part)
 
 
 def hf_heatmaps(model, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from .coco import evaluate_keypoints
 from .postprocess import oks_nms, rescore_results
 
 __all__ = ["EvalSet", "EvalResult", "coco_eval_set", "synthetic_eval_set", "find_coco_split", "read_detections",
-           "predict_boxes", "evaluate_model", "load_eval_model", "parse_synthetic_spec", "run_model_command"]
+           "predict_boxes", "evaluate_model", "height_normalized_errors", "model_height_error", "load_eval_model", "parse_synthetic_spec", "run_model_command"]
 
 log = logging.getLogger("poseforge")
 
@@ -457,3 +457,31 @@ def _synthetic_defaults(model_path: str, model: torch.nn.Module) -> dict[str, An
                             clutter=s.clutter)
             break
     return defaults
+
+
+def height_normalized_errors(predicted: np.ndarray, keypoints: np.ndarray, labeled: np.ndarray,
+                             boxes: np.ndarray) -> np.ndarray:
+    """Per person: mean pixel error of the labeled keypoints / box height (people with none labeled
+    are left out). ``predicted``, ``keypoints``: (N, K, 2); ``labeled``: (N, K) bool; ``boxes``: (N, 4) xywh."""
+    predicted, keypoints = np.asarray(predicted, np.float64), np.asarray(keypoints, np.float64)
+    labeled, boxes = np.asarray(labeled, bool), np.asarray(boxes, np.float64)
+    distance = np.linalg.norm(predicted - keypoints, axis=-1)
+    per_person = (distance * labeled).sum(1) / np.maximum(labeled.sum(1), 1) / np.maximum(boxes[:, 3], 1e-9)
+    return per_person[labeled.any(1)]
+
+
+def model_height_error(model: torch.nn.Module, data: EvalSet, *, flip_test: bool | None = True) -> float:
+    """Median over people of :func:`height_normalized_errors` for ``model`` in ``data``'s ground-truth
+    boxes: a scale-free localization error that moves long before OKS AP does."""
+    truth = {}
+    for inst in data.gt.instances:
+        if inst.image_id in truth:
+            raise PoseforgeError(f"{data.name}: model_height_error needs one person per image")
+        truth[inst.image_id] = inst
+    rows = [(np.asarray(r["keypoints"], np.float64).reshape(-1, 3)[:, :2], truth[r["image_id"]])
+            for r in predict_boxes(model, data, flip_test=flip_test, num_workers=0)]
+    if not rows:
+        raise PoseforgeError(f"{data.name}: no boxes to score")
+    return float(np.median(height_normalized_errors(
+        np.stack([p for p, _ in rows]), np.stack([np.asarray(i.keypoints)[:, :2] for _, i in rows]),
+        np.stack([np.asarray(i.visibility) > 0 for _, i in rows]), np.stack([np.asarray(i.bbox) for _, i in rows]))))

@@ -11,10 +11,10 @@ one-line :class:`~poseforge.errors.PoseforgeError` naming the field.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
-from typing import Any, ClassVar, Mapping, TypeVar, Union
+from typing import Any, ClassVar, Mapping, TypeVar
 
+from ..coerce import coerce
 from ..errors import PoseforgeError
 from ..registry import BACKBONES, ESTIMATORS, HEADS, Registry
 
@@ -153,57 +153,14 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+def _build_config(cls: type, value: Any, where: str) -> Any:
+    return value if isinstance(value, cls) else cls.from_dict(value, where)
+
+
+def _is_config(tp: type) -> bool:
+    return issubclass(tp, ConfigBase)
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Coerce JSON data to the annotated type ``tp`` (tuples, optionals, nested configs)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except PoseforgeError as e:
-                errors.append(str(e))
-        raise PoseforgeError(errors[0] if errors else f"{where}: got {value!r}")
-    if isinstance(tp, type) and issubclass(tp, ConfigBase):
-        if isinstance(value, tp):
-            return value
-        return tp.from_dict(value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise PoseforgeError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise PoseforgeError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if tp is dict or origin is dict:
-        if not isinstance(value, Mapping):
-            raise PoseforgeError(f"{where}: expected an object, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise PoseforgeError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise PoseforgeError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PoseforgeError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise PoseforgeError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
+    return coerce(value, tp, where, _build_config, _is_config)

@@ -112,6 +112,7 @@ class PoseEstimator(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self._codec: Any = None
         self._init_normalization()
 
     def _init_normalization(self, device: torch.device | str | None = None) -> None:
@@ -121,7 +122,27 @@ class PoseEstimator(nn.Module):
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
 
+    def _check_codec_heatmap_size(self, output_size: tuple[int, int] | None) -> None:
+        """The codec's ``heatmap_size`` (if any) must be the head's spatial ``output_size``."""
+        codec_heatmap = getattr(self.config, "codec", {}).get("heatmap_size")
+        if codec_heatmap is not None and output_size is not None and tuple(codec_heatmap) != tuple(output_size):
+            raise PoseforgeError(f"{self.config.name}: codec heatmap_size {tuple(codec_heatmap)} does not match the head "
+                                 f"output {tuple(output_size)} for input {tuple(self.config.input_size)}")
+
     # ----- properties ---------------------------------------------------------------------------
+    @property
+    def codec(self) -> Any:
+        """The codec built from ``config.codec`` (``poseforge.codecs.create_codec``), made on first use."""
+        if self._codec is None:
+            if not getattr(self.config, "codec", None):
+                raise PoseforgeError(f"{self.config.name}: the config has no codec")
+            from ..codecs import create_codec
+
+            # JSON stores sizes as lists; codecs take (w, h) tuples.
+            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in self.config.codec.items()}
+            self._codec = create_codec(**kwargs)
+        return self._codec
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -246,25 +267,8 @@ class TopDownEstimator(PoseEstimator):
                                                 feature_size=feature_size, input_size=config.input_size)
         # (width, height) of spatial outputs (heatmaps); None for heads without a spatial output.
         self.output_size = self.head.output_size(feature_size) if hasattr(self.head, "output_size") else None
-        codec_heatmap = config.codec.get("heatmap_size")
-        if codec_heatmap is not None and self.output_size is not None and tuple(codec_heatmap) != tuple(self.output_size):
-            raise PoseforgeError(f"{config.name}: codec heatmap_size {tuple(codec_heatmap)} does not match the head's "
-                                 f"output {self.output_size} for input {tuple(config.input_size)}")
+        self._check_codec_heatmap_size(self.output_size)
         self.register_buffer("flip_index", torch.as_tensor(self.keypoint_set.flip_index, dtype=torch.long), persistent=False)
-        self._codec = None
-
-    @property
-    def codec(self) -> Any:
-        """The codec built from ``config.codec`` (``poseforge.codecs.create_codec``), made on first use."""
-        if self._codec is None:
-            if not self.config.codec:
-                raise PoseforgeError(f"{self.config.name}: the config has no codec")
-            from ..codecs import create_codec
-
-            # JSON stores sizes as lists; codecs take (w, h) tuples.
-            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in self.config.codec.items()}
-            self._codec = create_codec(**kwargs)
-        return self._codec
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Raw head output for normalized crops (cast to the weights' dtype)."""

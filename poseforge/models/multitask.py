@@ -153,30 +153,14 @@ class MultiTaskTopDownEstimator(PoseEstimator):
                    for h in range(len(config.heads))]
         self.heads = MultiTaskHeads(config.heads, self.backbone.out_channels, outputs, feature_size, config.input_size)
         self.output_size = self.heads.output_size(feature_size)
-        codec_heatmap = config.codec.get("heatmap_size")
-        if codec_heatmap is not None and self.output_size is not None and tuple(codec_heatmap) != tuple(self.output_size):
-            raise PoseforgeError(f"{config.name}: codec heatmap_size {tuple(codec_heatmap)} does not match the heads' "
-                                 f"output {self.output_size} for input {tuple(config.input_size)}")
+        self._check_codec_heatmap_size(self.output_size)
         self.max_keypoints = max(ks.num_keypoints for ks in self.keypoint_sets)
         self._head_of = [config.head_index(i) for i in range(len(config.tasks))]
         self._expert_of = [config.expert_index(i) for i in range(len(config.tasks))]
-        self._codec = None
 
     @property
     def num_tasks(self) -> int:
         return len(self.config.tasks)
-
-    @property
-    def codec(self) -> Any:
-        """The codec built from ``config.codec``, made on first use."""
-        if self._codec is None:
-            if not self.config.codec:
-                raise PoseforgeError(f"{self.config.name}: the config has no codec")
-            from ..codecs import create_codec
-
-            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in self.config.codec.items()}
-            self._codec = create_codec(**kwargs)
-        return self._codec
 
     def num_keypoints_per_task(self) -> torch.Tensor:
         """``[T]`` keypoint counts (for per-task loss normalization of padded outputs)."""

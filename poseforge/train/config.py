@@ -17,11 +17,11 @@ Overrides address fields by dotted path; the value is parsed as YAML (``optim.lr
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeVar, Union
+from typing import Any, Mapping, Sequence, TypeVar
 
+from ..coerce import coerce
 from ..data.augment import AugmentConfig
 from ..errors import PoseforgeError
 from ..io import write_bytes_atomic
@@ -345,60 +345,9 @@ def _build(cls: type[T], data: Any, where: str) -> T:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check / convert YAML data to the annotated type ``tp``."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, where)
-            except PoseforgeError as e:
-                errors.append(str(e))
-        raise PoseforgeError(errors[0] if errors else f"{where}: unexpected value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise PoseforgeError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise PoseforgeError(f"{where}: expected {len(args)} values, got {len(value)} ({list(value)})")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if tp is dict or origin is dict:
-        if not isinstance(value, Mapping):
-            raise PoseforgeError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise PoseforgeError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
-            raise PoseforgeError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PoseforgeError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise PoseforgeError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
+    return coerce(value, tp, where, _build)
 
 
-# ---------------------------------------------------------------------------------------------- overrides
 def parse_override(text: str) -> tuple[str, Any]:
     """``"optim.lr=1e-4"`` -> ``("optim.lr", 0.0001)``; the value is read as YAML."""
     import yaml
