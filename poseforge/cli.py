@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command_parser.add_argument("-v", "--verbose", action="store_true", help="debug log output and full tracebacks on errors")
     module.add_arguments(command_parser)
     args = command_parser.parse_args(argv[1:])
+    args.command_line = ["poseforge", *argv]  # as typed, for records such as an export's training.json
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
         return int(module.run(args) or 0)

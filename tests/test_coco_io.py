@@ -107,3 +107,14 @@ def test_atomic_write_has_usual_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) & 0o044 == 0o044  # group/other readable
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+
+
+def test_saved_weights_have_usual_permissions(tmp_path):
+    """safetensors recreates the file it writes: the atomic rename must still leave it readable by all."""
+    import stat
+
+    from poseforge.models import create_model
+
+    create_model("vitpose-tiny").save_pretrained(tmp_path / "m")
+    for name in ("model.safetensors", "config.json"):
+        assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) & 0o044 == 0o044, name

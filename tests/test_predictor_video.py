@@ -94,8 +94,7 @@ def _ids_per_person(clip, results) -> dict[int, list[int]]:
 
 def test_box_weighted_track_ids_survive_a_crossing(clip, clip_file):
     """Detector boxes from the video, a tracker leaning on box IoU (velocity-predicted): one id per person
-    through the crossing. (With the default 50/50 IoU/OKS weighting the bundled pose model's keypoints are
-    too rough today and swap the ids for one frame: the xfail test below.)"""
+    through the crossing."""
     predictor = Predictor("bundled", detector="bundled", device="cpu", flip_test=False,
                           tracker=PoseTracker("coco17", iou_weight=0.8))
     results = list(predictor.predict_video(clip_file))
@@ -105,8 +104,6 @@ def test_box_weighted_track_ids_survive_a_crossing(clip, clip_file):
     assert len(set(ids[0])) == 1 and len(set(ids[1])) == 1 and set(ids[0]) != set(ids[1]), ids
 
 
-@pytest.mark.xfail(strict=True, reason="needs an accurate bundled pose model (issue 6's learning problem is open): "
-                   "its keypoints are near the mean pose, so OKS association swaps ids for a frame")
 def test_track_ids_survive_a_crossing(clip, clip_file):
     predictor = Predictor("bundled", detector="bundled", device="cpu", flip_test=False)
     results = list(predictor.predict_video(clip_file))

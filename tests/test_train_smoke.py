@@ -57,9 +57,33 @@ def test_smoke_learns_fast(tmp_path, capsys):
     """A shortened smoke run (half the epochs) for the default suite."""
     epochs = get_preset("smoke").schedule.epochs // 2
     run = tmp_path / "smoke"
+    shipped = tmp_path / "shipped"
     assert main(["train", "--config", "smoke", "--out", str(run), "--set", f"schedule.epochs={epochs}",
-                 "--set", f"val_interval={epochs}"]) == 0
+                 "--set", f"val_interval={epochs}", "--export", str(shipped)]) == 0
     _check_run(run, capsys)
+    _check_export(run, shipped)
+
+
+def _check_export(run, shipped):
+    """--export ships the best model as fp16 weights that predict like it, with a record of how it was made."""
+    import torch
+    from safetensors import safe_open
+
+    from poseforge.models import load_model
+
+    with safe_open(str(shipped / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+    assert torch.float16 in dtypes and torch.float32 not in dtypes, dtypes
+    record = json.loads((shipped / "training.json").read_text())
+    best_ap = max(r["AP"] for r in _records(run) if r["kind"] == "val")
+    assert record["validation"]["AP"] == pytest.approx(best_ap)
+    assert record["command"].startswith("poseforge train --config smoke") and "--export" in record["command"]
+    assert record["config"]["name"] == "smoke" and record["training_minutes"] >= 0
+    best, exported = load_model(run / "best").eval(), load_model(shipped).float().eval()
+    x = torch.rand(2, 3, *reversed(best.config.input_size), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        reference, output = best(x), exported(x)
+    assert (output - reference).abs().max() <= 2e-2 * reference.abs().max() + 1e-4
 
 
 @pytest.mark.slow

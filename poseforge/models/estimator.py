@@ -171,14 +171,16 @@ class PoseEstimator(nn.Module):
         return ((x - self.pixel_mean) / self.pixel_std).to(self.dtype)
 
     # ----- save / load --------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``model.safetensors`` (config also in its metadata) and ``config.json`` atomically."""
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write ``model.safetensors`` (config also in its metadata) and ``config.json`` atomically;
+        ``dtype`` (e.g. ``torch.float16``, to ship small weights) casts the floating-point tensors."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().to("cpu").contiguous()
+                 for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": "pt", _CONFIG_METADATA_KEY: json.dumps(config)})
         write_json_atomic(directory / CONFIG_NAME, config, indent=2)

@@ -3,6 +3,7 @@
     poseforge train --config smoke --out runs/smoke
     poseforge train --config vitpose-b-coco --data /data/coco --set optim.lr=1e-4 --set data.batch_size=32
     poseforge train --out runs/smoke --resume
+    poseforge train --config synth-cpu --out runs/pose --export my-model   # + best model as fp16
     torchrun --nproc_per_node 8 -m poseforge.cli train --config vitpose-l-coco --data /data/coco
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config field, e.g. --set optim.lr=1e-4 (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument("--export", metavar="DIR", help="after training, write the best model to DIR as fp16 weights "
+                                                        "with a training.json (command, config, validation scores)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +70,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{status}: {summary['epochs']} epochs, {summary['steps']} steps in {summary['seconds'] / 60:.1f} min; "
               + (f"best AP {best:.4f} (epoch {summary['best_epoch']}); " if best is not None else "")
               + f"run folder {out}")
+        if args.export:
+            import shlex
+
+            from .export import export_run
+
+            typed = getattr(args, "command_line", None)
+            record = export_run(out, args.export, command=shlex.join(typed) if typed else None)
+            print(f"exported {record['what']} to {args.export}")
     from .distributed import cleanup_distributed
 
     cleanup_distributed()
