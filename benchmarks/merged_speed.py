@@ -26,7 +26,6 @@ from poseforge.models.merge import merge_experts
 from _common import cpu_name, race  # benchmarks/_common.py (the script's folder is on sys.path)
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="b", choices=["tiny", "s", "b", "l", "h"])

@@ -15,7 +15,7 @@ from poseforge.convert import convert_checkpoint, detect_format, read_checkpoint
 from poseforge.errors import PoseforgeError
 from poseforge.models import load_model
 
-from hf_fixtures import random_hf_vitpose
+from hf_fixtures import hf_to_official, random_hf_vitpose
 
 TOL = 1e-4
 
@@ -66,30 +66,6 @@ def test_hugging_face_small_custom_shapes(tmp_path, simple):
 
 
 # ----------------------------------------------------------------------------- official and mmpose-1.x layouts
-def hf_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a HF VitPose state dict to the ViTAE-Transformer/ViTPose (mmpose 0.x) layout."""
-    out = {}
-    for key, value in state.items():
-        if ".attention.attention.key." in key or ".attention.attention.value." in key:
-            continue
-        new = (key.replace("backbone.embeddings.patch_embeddings.projection", "backbone.patch_embed.proj")
-               .replace("backbone.embeddings.position_embeddings", "backbone.pos_embed")
-               .replace("backbone.encoder.layer.", "backbone.blocks.")
-               .replace(".layernorm_before.", ".norm1.").replace(".layernorm_after.", ".norm2.")
-               .replace(".attention.output.dense.", ".attn.proj.")
-               .replace("backbone.layernorm.", "backbone.last_norm.")
-               .replace("head.deconv1.", "keypoint_head.deconv_layers.0.").replace("head.batchnorm1.", "keypoint_head.deconv_layers.1.")
-               .replace("head.deconv2.", "keypoint_head.deconv_layers.3.").replace("head.batchnorm2.", "keypoint_head.deconv_layers.4.")
-               .replace("head.conv.", "keypoint_head.final_layer."))
-        if ".attention.attention.query." in key:
-            kind = key.rsplit(".", 1)[1]
-            prefix = key.split(".attention.attention.")[0]
-            value = torch.cat([state[f"{prefix}.attention.attention.{p}.{kind}"] for p in ("query", "key", "value")])
-            new = new.replace(".attention.attention.query.", ".attn.qkv.")
-        out[new] = value
-    return out
-
-
 def official_to_mmpose(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename the official layout to mmpose 1.x (mmpretrain VisionTransformer without class token)."""
     out = {}

@@ -10,7 +10,7 @@ from poseforge.convert import convert_checkpoint, detect_format, vitpose_from_st
 from poseforge.errors import PoseforgeError
 from poseforge.models import MultiTaskTopDownEstimator, load_model
 
-from hf_fixtures import random_hf_vitpose
+from hf_fixtures import hf_to_official, random_hf_vitpose
 
 TOL = 1e-4
 
@@ -79,30 +79,6 @@ def test_expert_width_comes_from_the_weights_not_the_config(tmp_path):
 
 
 # ----------------------------------------------------------------------------- official ViTPose++ layout
-def hf_to_official(state: dict[str, torch.Tensor], head_prefix: str = "keypoint_head.") -> dict[str, torch.Tensor]:
-    """Rename a HF VitPose (MoE) state dict to ViTAE-Transformer/ViTPose's ViTMoE + TopDownMoE keys."""
-    out = {}
-    for key, value in state.items():
-        if ".attention.attention.key." in key or ".attention.attention.value." in key:
-            continue
-        new = (key.replace("backbone.embeddings.patch_embeddings.projection", "backbone.patch_embed.proj")
-               .replace("backbone.embeddings.position_embeddings", "backbone.pos_embed")
-               .replace("backbone.encoder.layer.", "backbone.blocks.")
-               .replace(".layernorm_before.", ".norm1.").replace(".layernorm_after.", ".norm2.")
-               .replace(".attention.output.dense.", ".attn.proj.")
-               .replace("backbone.layernorm.", "backbone.last_norm.")
-               .replace("head.deconv1.", head_prefix + "deconv_layers.0.").replace("head.batchnorm1.", head_prefix + "deconv_layers.1.")
-               .replace("head.deconv2.", head_prefix + "deconv_layers.3.").replace("head.batchnorm2.", head_prefix + "deconv_layers.4.")
-               .replace("head.conv.", head_prefix + "final_layer."))
-        if ".attention.attention.query." in key:
-            kind = key.rsplit(".", 1)[1]
-            prefix = key.split(".attention.attention.")[0]
-            value = torch.cat([state[f"{prefix}.attention.attention.{p}.{kind}"] for p in ("query", "key", "value")])
-            new = new.replace(".attention.attention.query.", ".attn.qkv.")
-        out[new] = value
-    return out
-
-
 @pytest.fixture(scope="module")
 def official_six():
     """Six HF reference models sharing one 6-expert backbone, each with the head of one official task

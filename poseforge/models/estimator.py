@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -94,10 +94,11 @@ def _average_outputs(a: Any, b: Any) -> Any:
     return type(a)(_average_outputs(x, y) for x, y in zip(a, b))
 
 
-def _to_float(outputs: Any) -> Any:
+def outputs_to_float(outputs: Any) -> Any:
+    """fp32 copies of a head's output: one tensor or a tuple of tensors (SimCC's x and y)."""
     if isinstance(outputs, torch.Tensor):
         return outputs.float()
-    return type(outputs)(_to_float(o) for o in outputs)
+    return type(outputs)(outputs_to_float(o) for o in outputs)
 
 
 class PoseEstimator(nn.Module):
@@ -247,6 +248,30 @@ class PoseEstimator(nn.Module):
             self.head.to(memory_format=torch.channels_last)
         return self
 
+    def _predict_crops(self, images: torch.Tensor | np.ndarray, flip_test: bool | None,
+                       forward: Callable[[torch.Tensor], Any], flip_index: torch.Tensor) -> Predictions:
+        """The shared predict path: normalize and check crops, run ``forward`` in eval mode (on the crops and
+        their mirror images when flip testing), fold the flipped output back and decode with the codec."""
+        x = self.normalize(images)
+        w, h = self.config.input_size
+        if tuple(x.shape[-2:]) != (h, w):
+            raise PoseforgeError(f"images: expected {w}x{h} crops (width x height) for {self.config.name}, "
+                                 f"got {x.shape[-1]}x{x.shape[-2]}")
+        flip_test = self.config.flip_test if flip_test is None else flip_test
+        n = x.shape[0]
+        was_training = self.training
+        self.eval()
+        try:
+            outputs = forward(torch.cat([x, x.flip(-1)]) if flip_test else x)
+        finally:
+            self.train(was_training)
+        outputs = outputs_to_float(outputs)
+        if flip_test:
+            outputs, flipped = _split_outputs(outputs, n)
+            outputs = _average_outputs(outputs, self.codec.flip_back(flipped, flip_index.to(x.device)))
+        keypoints, scores = self.codec.decode(outputs)
+        return Predictions(keypoints, scores)
+
 
 @ESTIMATORS.register("topdown")
 class TopDownEstimator(PoseEstimator):
@@ -283,25 +308,7 @@ class TopDownEstimator(PoseEstimator):
         With ``flip_test`` (default: ``config.flip_test``) the horizontally flipped crops go through
         the same forward pass and the codec's ``flip_back`` output is averaged in.
         """
-        x = self.normalize(images)
-        w, h = self.config.input_size
-        if tuple(x.shape[-2:]) != (h, w):
-            raise PoseforgeError(f"images: expected {w}x{h} crops (width x height) for {self.config.name}, "
-                                 f"got {x.shape[-1]}x{x.shape[-2]}")
-        flip_test = self.config.flip_test if flip_test is None else flip_test
-        n = x.shape[0]
-        was_training = self.training
-        self.eval()
-        try:
-            outputs = self(torch.cat([x, x.flip(-1)]) if flip_test else x)
-        finally:
-            self.train(was_training)
-        outputs = _to_float(outputs)
-        if flip_test:
-            outputs, flipped = _split_outputs(outputs, n)
-            outputs = _average_outputs(outputs, self.codec.flip_back(flipped, self.flip_index))
-        keypoints, scores = self.codec.decode(outputs)
-        return Predictions(keypoints, scores)
+        return self._predict_crops(images, flip_test, self, self.flip_index)
 
 
 def build_model(config: ModelConfig | Mapping[str, Any]) -> PoseEstimator:

@@ -28,7 +28,7 @@ from ..keypoints import KeypointSet, get_keypoint_set
 from ..registry import BACKBONES, ESTIMATORS
 from .backbones.vit import ExpertSegments
 from .config import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, ConfigBase, HeadConfig, ModelConfig, TopDownConfig
-from .estimator import PoseEstimator, Predictions, _average_outputs, _split_outputs, _to_float
+from .estimator import PoseEstimator, Predictions
 from .heads.multitask import MultiTaskHeads
 
 __all__ = ["TaskConfig", "MultiTaskTopDownConfig", "MultiTaskTopDownEstimator", "TaskModel"]
@@ -186,26 +186,8 @@ class MultiTaskTopDownEstimator(PoseEstimator):
     def predict(self, images: torch.Tensor | np.ndarray, flip_test: bool | None = None, task: "int | str" = 0) -> Predictions:
         """Keypoints of task ``task`` in uint8 / 0-255 RGB crops ``[B,3,h,w]`` (flip test as ``TopDownEstimator``)."""
         t = self.config.task_index(task)
-        x = self.normalize(images)
-        w, h = self.config.input_size
-        if tuple(x.shape[-2:]) != (h, w):
-            raise PoseforgeError(f"images: expected {w}x{h} crops (width x height) for {self.config.name}, "
-                                 f"got {x.shape[-1]}x{x.shape[-2]}")
-        flip_test = self.config.flip_test if flip_test is None else flip_test
-        n = x.shape[0]
-        was_training = self.training
-        self.eval()
-        try:
-            outputs = self(torch.cat([x, x.flip(-1)]) if flip_test else x, t)
-        finally:
-            self.train(was_training)
-        outputs = _to_float(outputs)
-        if flip_test:
-            outputs, flipped = _split_outputs(outputs, n)
-            flip_index = torch.as_tensor(self.keypoint_sets[t].flip_index, dtype=torch.long, device=x.device)
-            outputs = _average_outputs(outputs, self.codec.flip_back(flipped, flip_index))
-        keypoints, scores = self.codec.decode(outputs)
-        return Predictions(keypoints, scores)
+        flip_index = torch.as_tensor(self.keypoint_sets[t].flip_index, dtype=torch.long)
+        return self._predict_crops(images, flip_test, lambda x: self(x, t), flip_index)
 
     def task_model(self, task: "int | str") -> "TaskModel":
         """A single-task view (shares this model's weights) usable wherever a plain top-down model is."""

@@ -45,16 +45,17 @@ from ..errors import PoseforgeError
 from ..evaluation.coco import format_table
 from ..evaluation.runner import EvalSet, evaluate_model
 from ..io import write_bytes_atomic
+from ..models.estimator import outputs_to_float
 from .checkpoint import capture_rng_state, load_checkpoint, replace_directory, restore_rng_state, save_checkpoint
 from .config import TrainConfig, config_to_dict, save_config
 from .curves import write_curves
-from .data import (ResumableBatchSampler, SyntheticSource, TopDownSamples, build_train_source, build_val_set, gpu_batch,
+from .data import (ResumableBatchSampler, TopDownSamples, build_train_source, build_val_set, gpu_batch,
                    make_loader, sample_seed)
 from .distributed import (DistInfo, all_reduce_mean, barrier, choose_strategy, init_distributed, wrap_model)
 from .ema import ModelEMA
 from .init import init_position_embeddings
 from .losses import build_loss
-from .optim import LRSchedule, build_optimizer, unwrap_model
+from .optim import LRSchedule, build_optimizer
 
 __all__ = ["Trainer", "resolve_device"]
 
@@ -69,12 +70,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PoseforgeError(f"device '{name}' requested but CUDA is not available")
     return device
-
-
-def _to_float(outputs: Any) -> Any:
-    if isinstance(outputs, Tensor):
-        return outputs.float()
-    return type(outputs)(_to_float(o) for o in outputs)
 
 
 class Trainer:
@@ -347,7 +342,7 @@ class Trainer:
             targets["dataset_index"] = batch.dataset_index
         with autocast:
             outputs = self.forward_model(images, *inputs)
-        outputs = _to_float(outputs)
+        outputs = outputs_to_float(outputs)
         loss = self.loss_fn(outputs, targets)
         if self.extra_loss is not None:
             loss = loss + self.extra_loss(batch, images, outputs)
