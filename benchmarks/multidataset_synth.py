@@ -30,8 +30,10 @@ import torch
 # The recipe of the measured run: ViTPose++-tiny at 96x128 (4 blocks, convolutional stem: it learns from
 # scratch where the patchify stem does not, see RESULTS.md), three synthetic tasks, CPU.
 DEFAULT_SETTINGS = [
-    "model.name=vitpose++-tiny", "model.overrides.input_size=[96,128]", "model.overrides.depth=4",
-    "model.overrides.stem=conv", "model.pos_embed_init=sincos", "optim.lr=1e-3",
+    "model.name=vitpose++-tiny", "model.overrides={input_size: [96, 128], depth: 4, stem: conv}",
+    "model.pos_embed_init=sincos", "optim.lr=1e-3", "schedule.steps_per_epoch=null",
+    "data.augment.rotate_factor=40", "data.augment.rotate_prob=0.6", "data.augment.scale_factor=[0.5,1.5]",
+    "data.augment.half_body_prob=0.3",
     "data.sources=[{task: coco}, {task: wholebody}, {task: ap10k}]",
     "data.synthetic.image_size=[96,128]", "data.synthetic.train_images=2048", "data.synthetic.val_images=100",
     "data.synthetic.fresh=false", "data.num_workers=1", "schedule.epochs=8", "val_interval=4",

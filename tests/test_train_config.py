@@ -139,3 +139,17 @@ def test_example_config_files_load():
     for path in files:
         config = load_config(path)
         assert config.name and config.name != "custom", path
+
+
+def test_synth_cpu_preset_is_the_bundled_models_recipe():
+    """``poseforge train --config synth-cpu`` reproduces the bundled pose model: the preset equals the config
+    recorded in the shipped training.json (the description aside: it now states the measured result)."""
+    import json
+
+    from poseforge.assets import asset_path
+
+    shipped = json.loads((asset_path("pose") / "training.json").read_text())
+    preset = config_to_dict(get_preset("synth-cpu"))
+    recorded = dict(shipped["config"])
+    assert recorded.pop("description") and preset.pop("description")
+    assert preset == recorded

@@ -10,8 +10,8 @@
   the model zoo (``poseforge.models.zoo``) and are read from there.
 * ``smoke``: a tiny ViTPose on a small set of synthetic people, CPU, about a minute: loss falls and
   held-out AP rises (a test in the default suite).
-* ``synth-cpu``: a small ViTPose trained on synthetic people on a 2-core CPU in under an hour to
-  AP >= 0.70 on a held-out synthetic set (single person, ground-truth boxes).
+* ``synth-cpu``: the bundled pose model's recipe, a small ViTPose trained on synthetic people on a
+  2-core CPU in under an hour (held-out AP 0.198 measured; the issue's goal is 0.70).
 * ``synth-gpu``: ViTPose-S on synthetic people rendered on the GPU, under 20 minutes.
 """
 from __future__ import annotations
@@ -67,18 +67,25 @@ def _smoke() -> TrainConfig:
 
 
 def _synth_cpu() -> TrainConfig:
+    # The bundled pose model's recipe (benchmarks/RESULTS.md): the conv stem down to stride 8 learns from
+    # scratch on this budget where the 16 px patchify stem stays at the mean pose.
     return TrainConfig(
         name="synth-cpu",
-        description="a small ViTPose on synthetic people, 2-core CPU, < 60 minutes, held-out AP >= 0.70",
-        model=ModelSection(name="vitpose-tiny", overrides={"input_size": [144, 192]}),
+        description="the bundled model: a small ViTPose (conv stem, patch 8) on synthetic people, 2-core CPU, "
+                    "~56 minutes, held-out AP 0.198 measured (goal 0.70)",
+        model=ModelSection(name="vitpose-tiny", pos_embed_init="sincos",
+                           overrides={"input_size": [96, 128], "stem": "conv", "patch_size": 8, "embed_dim": 128,
+                                      "num_heads": 4, "deconv_channels": [128], "deconv_kernel_sizes": [4]}),
         data=DataSection(train="synthetic", batch_size=32, val_batch_size=64, num_workers=1,
-                         augment=AugmentConfig(rotate_factor=40.0),
-                         synthetic=SyntheticSection(train_images=8192, val_images=200, seed=0, val_seed=1_000_003,
-                                                    image_size=(144, 192), people=(1, 1), val_people=(1, 1))),
-        optim=OptimSection(lr=2e-3, weight_decay=0.05, layer_decay=1.0, clip_grad=1.0),
-        schedule=ScheduleSection(epochs=12, warmup_iters=100, warmup_start=0.01, kind="cosine", min_lr_ratio=0.02,
-                                 milestones=()),
-        val_interval=3, flip_test=True, log_interval=25, seed=0, threads=2,
+                         augment=AugmentConfig(rotate_factor=30.0, rotate_prob=0.5, scale_factor=(0.7, 1.3),
+                                               half_body_prob=0.15),
+                         synthetic=SyntheticSection(train_images=8192, val_images=100, seed=0, val_seed=1_000_003,
+                                                    image_size=(96, 128), people=(1, 1), val_people=(1, 1),
+                                                    fresh=False)),
+        optim=OptimSection(lr=1e-3, weight_decay=0.05, layer_decay=1.0, clip_grad=1.0),
+        schedule=ScheduleSection(epochs=13, steps_per_epoch=250, warmup_iters=100, warmup_start=0.01, kind="cosine",
+                                 min_lr_ratio=0.02, milestones=()),
+        val_interval=1, flip_test=True, log_interval=25, seed=0, threads=2,
     )
 
 
