@@ -22,17 +22,6 @@ from ..io import write_json_atomic
 __all__ = ["export_run"]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise PoseforgeError(f"{path}: line {n} is not JSON ({e.msg})") from None
-    return records
-
-
 def export_run(run_dir: str | Path, export_dir: str | Path, command: str | None = None,
                dtype: torch.dtype = torch.float16) -> dict[str, Any]:
     """Write the best model of ``run_dir`` to ``export_dir`` in ``dtype`` with a ``training.json``;
@@ -40,6 +29,7 @@ def export_run(run_dir: str | Path, export_dir: str | Path, command: str | None 
     from ..models import load_model
     from .checkpoint import load_checkpoint
     from .config import config_to_dict, load_config
+    from .curves import read_metrics
 
     run = Path(run_dir)
     best_dir = run / "best"
@@ -47,7 +37,7 @@ def export_run(run_dir: str | Path, export_dir: str | Path, command: str | None 
         raise PoseforgeError(f"{run}: no best model to export (best/model.safetensors is missing; was validation on?)")
     config = load_config(run / "config.yaml")
     best = json.loads((best_dir / "training.json").read_text()) if (best_dir / "training.json").is_file() else {}
-    records = _read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
+    records = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
     vals = [r for r in records if r.get("kind") == "val"]
     best_val = next((r for r in reversed(vals) if r.get("epoch") == best.get("epoch")), vals[-1] if vals else {})
     seconds = float(load_checkpoint(run / "last.pt")["elapsed"]) if (run / "last.pt").is_file() else None
@@ -63,7 +53,7 @@ def export_run(run_dir: str | Path, export_dir: str | Path, command: str | None 
         "command": command or f"poseforge train --config {run / 'config.yaml'}",
         "training_minutes": round(seconds / 60, 1) if seconds is not None else None,
         "validation": {"set": held_out, "flip_test": config.flip_test,
-                       **{k: v for k, v in best_val.items() if k not in ("kind",)}},
+                       **{k: v for k, v in best_val.items() if k != "kind"}},
         "config": config_to_dict(config),
     }
     write_json_atomic(Path(export_dir) / "training.json", record, indent=2)
