@@ -37,6 +37,7 @@ from .backbones.vit import ViTConfig
 from .config import HeadConfig, IMAGENET_MEAN, IMAGENET_STD, ModelConfig, TopDownConfig
 from .estimator import PoseEstimator, build_model
 from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER
+from .heads.simcc import SIMCC_HEAD, simcc_codec
 from .multitask import MultiTaskTopDownConfig, TaskConfig
 
 __all__ = ["create_model", "list_models", "model_config", "apply_overrides", "VITPOSE_BACKBONES", "HEAD_PRESETS",
@@ -52,7 +53,8 @@ VITPOSE_BACKBONES: dict[str, ViTConfig] = {
 }
 
 # Head shorthands accepted by ``create_model(..., head="simple")``; later families add theirs.
-HEAD_PRESETS: dict[str, HeadConfig] = {"classic": CLASSIC_DECODER, "simple": SIMPLE_DECODER}
+# ``simcc`` switches the codec to SimCC as well (see ``sync_codec``).
+HEAD_PRESETS: dict[str, HeadConfig] = {"classic": CLASSIC_DECODER, "simple": SIMPLE_DECODER, "simcc": SIMCC_HEAD}
 
 _TINY_HEAD = dataclasses.replace(CLASSIC_DECODER, deconv_channels=(128, 128))
 
@@ -143,6 +145,8 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
     heads = getattr(config, "heads", None)  # multi-task models: head overrides apply to every head
     if head is None and heads:
         head = heads[0]
+    if isinstance(overrides.get("head"), str) and overrides["head"] in HEAD_PRESETS:
+        head = HEAD_PRESETS[overrides["head"]]  # head field overrides apply to the new head
     backbone_fields = {f.name for f in dataclasses.fields(backbone)} if backbone is not None else set()
     head_fields = {f.name for f in dataclasses.fields(head)} if head is not None else set()
     top: dict[str, Any] = {}
@@ -194,14 +198,23 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
 
 
 def sync_codec(config: ModelConfig) -> ModelConfig:
-    """Set the codec's ``input_size`` (and ``heatmap_size`` for heatmap heads) from the model's shapes."""
+    """Set the codec's ``input_size`` (and ``heatmap_size`` for heatmap heads) from the model's shapes.
+
+    A SimCC head needs the ``simcc`` codec: a heatmap codec is replaced by RTMPose's SimCC settings
+    for the input size (:func:`~poseforge.models.heads.simcc.simcc_codec`), and the codec's
+    ``split_ratio`` follows the head's.
+    """
     codec = dict(getattr(config, "codec", {}) or {})
     if not codec:
         return config
-    codec["input_size"] = list(config.input_size)
     backbone, head = getattr(config, "backbone", None), getattr(config, "head", None)
     if head is None and getattr(config, "heads", None):
         head = config.heads[0]
+    if getattr(head, "type", None) == "simcc":
+        if codec.get("name") != "simcc":
+            codec = simcc_codec(config.input_size, head.split_ratio)
+        codec["split_ratio"] = head.split_ratio
+    codec["input_size"] = list(config.input_size)
     if hasattr(backbone, "feature_size") and hasattr(head, "output_size"):  # a spatial (heatmap) head
         codec["heatmap_size"] = list(head.output_size(backbone.feature_size(config.input_size)))
     return config.replace(codec=codec)

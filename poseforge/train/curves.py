@@ -34,6 +34,17 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks per decade in ``[lo, hi]``; every mantissa 1..9 when the range spans less than
+    about a decade (a loss falling from 1.1 to 0.55 would otherwise get a single tick)."""
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1, 2, 5), range(1, 10)):
+        ticks = [t for t in (float(f"{m}e{e}") for e in decades for m in mantissas) if lo <= t <= hi]
+        if len(ticks) >= 3:
+            return ticks
+    return ticks or [lo, hi]
+
+
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
         return [lo]
@@ -126,9 +137,7 @@ def draw_curves(records: Iterable[dict[str, Any]], title: str = "", size: tuple[
     if len(train):
         lo, hi = float(losses.min()), float(losses.max())
         panel = _Panel(image, (70, top, half - 30, bottom), (0.0, float(steps.max())), (lo * 0.9, hi * 1.1), log_y=True)
-        decades = [10 ** e * m for e in range(math.floor(math.log10(lo * 0.9)), math.ceil(math.log10(hi * 1.1)) + 1)
-                   for m in (1, 2, 5)]
-        ticks = [t for t in decades if lo * 0.9 <= t <= hi * 1.1] or [lo, hi]
+        ticks = _log_ticks(lo * 0.9, hi * 1.1)
         panel.frame("training loss (log scale)", "step", ticks, _nice_ticks(0.0, float(steps.max())))
         panel.line(steps, losses, _LOSS, 1)
         panel.line(steps, _smooth(losses, max(1, len(losses) // 25)), _SMOOTH, 2)

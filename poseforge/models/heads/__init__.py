@@ -1,4 +1,6 @@
 """Heads, registered by config ``type`` in ``poseforge.registry.HEADS``."""
 from .heatmap import CLASSIC_DECODER, SIMPLE_DECODER, HeatmapHead, HeatmapHeadConfig
+from .simcc import SIMCC_HEAD, SimCCHead, SimCCHeadConfig, simcc_codec
 
-__all__ = ["CLASSIC_DECODER", "SIMPLE_DECODER", "HeatmapHead", "HeatmapHeadConfig"]
+__all__ = ["CLASSIC_DECODER", "SIMPLE_DECODER", "HeatmapHead", "HeatmapHeadConfig", "SIMCC_HEAD", "SimCCHead",
+           "SimCCHeadConfig", "simcc_codec"]

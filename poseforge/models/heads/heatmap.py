@@ -19,10 +19,24 @@ from ...errors import PoseforgeError
 from ...registry import HEADS
 from ..config import HeadConfig
 
-__all__ = ["HeatmapHeadConfig", "HeatmapHead", "CLASSIC_DECODER", "SIMPLE_DECODER", "head_preset"]
+__all__ = ["HeatmapHeadConfig", "HeatmapHead", "CLASSIC_DECODER", "SIMPLE_DECODER", "head_preset", "deconv_layers",
+           "DECONV_KERNELS"]
 
 # kernel -> (padding, output_padding) giving an exact 2x upsampling with stride 2.
 _DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}
+DECONV_KERNELS = tuple(_DECONV_PADDING)
+
+
+def deconv_layers(in_channels: int, channels: tuple[int, ...], kernels: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    """``[ConvTranspose stride 2, BN, ReLU]`` per entry (mmpose's layout) and the output channel count."""
+    layers: list[nn.Module] = []
+    for out_channels, kernel in zip(channels, kernels):
+        padding, output_padding = _DECONV_PADDING[kernel]
+        layers += [nn.ConvTranspose2d(in_channels, out_channels, kernel, stride=2, padding=padding,
+                                      output_padding=output_padding, bias=False),
+                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+        in_channels = out_channels
+    return nn.Sequential(*layers), in_channels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,15 +97,7 @@ class HeatmapHead(nn.Module):
         super().__init__()
         self.config = config
         self.num_outputs = num_outputs
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for out_channels, kernel in zip(config.deconv_channels, config.deconv_kernel_sizes):
-            padding, output_padding = _DECONV_PADDING[kernel]
-            layers += [nn.ConvTranspose2d(channels, out_channels, kernel, stride=2, padding=padding,
-                                          output_padding=output_padding, bias=False),
-                       nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
-            channels = out_channels
-        self.deconv_layers = nn.Sequential(*layers)
+        self.deconv_layers, channels = deconv_layers(in_channels, config.deconv_channels, config.deconv_kernel_sizes)
         k = config.final_kernel_size
         self.final_layer = nn.Conv2d(channels, num_outputs, k, padding=k // 2)
         self.reset_parameters()

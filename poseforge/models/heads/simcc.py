@@ -1,0 +1,122 @@
+"""SimCC head: keypoints as two 1-D classifications over x and y bins (Li et al., "SimCC: a Simple
+Coordinate Classification Perspective for Human Pose Estimation", ECCV 2022; the head family of
+RTMPose / DWPose).
+
+``features [B,C,h,w]`` -> optional stride-2 deconvolutions -> a ``final_kernel_size`` convolution to
+one map per keypoint -> each map flattened -> LayerNorm + Linear to ``hidden_dim`` + GELU -> two
+linear classifiers over ``round(w_in * split_ratio)`` x bins and ``round(h_in * split_ratio)`` y bins.
+Decoded by the ``simcc`` codec (argmax per axis, ``split_ratio`` bins per input pixel), so
+localisation is not limited to a heatmap's stride; trained with the KL loss of RTMPose.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...errors import PoseforgeError
+from ...registry import HEADS
+from ..config import HeadConfig
+from .heatmap import DECONV_KERNELS, deconv_layers
+
+__all__ = ["SimCCHeadConfig", "SimCCHead", "SIMCC_HEAD", "simcc_codec"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SimCCHeadConfig(HeadConfig):
+    """SimCC head configuration (output count follows the model's keypoint set).
+
+    Attributes:
+        deconv_channels, deconv_kernel_sizes: optional stride-2 deconvolution blocks before the
+            keypoint maps (as the heatmap head's); finer maps give the classifiers more to read.
+        final_kernel_size: kernel of the convolution to one map per keypoint (odd).
+        hidden_dim: width of the per-keypoint feature the classifiers read (0: classify the
+            flattened map directly, as the original SimCC head).
+        split_ratio: bins per input pixel (the ``simcc`` codec's ``split_ratio``; kept in step by
+            the model zoo).
+    """
+
+    deconv_channels: tuple[int, ...] = ()
+    deconv_kernel_sizes: tuple[int, ...] = ()
+    final_kernel_size: int = 1
+    hidden_dim: int = 256
+    split_ratio: float = 2.0
+    type: str = "simcc"
+
+    def __post_init__(self) -> None:
+        if len(self.deconv_channels) != len(self.deconv_kernel_sizes):
+            raise PoseforgeError(f"SimCCHeadConfig: {len(self.deconv_channels)} deconv_channels but "
+                                 f"{len(self.deconv_kernel_sizes)} deconv_kernel_sizes")
+        bad = [k for k in self.deconv_kernel_sizes if k not in DECONV_KERNELS]
+        if bad:
+            raise PoseforgeError(f"SimCCHeadConfig.deconv_kernel_sizes: unsupported kernel(s) {bad}; use 2, 3 or 4")
+        if self.final_kernel_size % 2 != 1:
+            raise PoseforgeError(f"SimCCHeadConfig.final_kernel_size: expected an odd kernel, got {self.final_kernel_size}")
+        if self.hidden_dim < 0:
+            raise PoseforgeError(f"SimCCHeadConfig.hidden_dim: expected >= 0, got {self.hidden_dim}")
+        if not self.split_ratio > 0:
+            raise PoseforgeError(f"SimCCHeadConfig.split_ratio: expected > 0, got {self.split_ratio}")
+
+    def num_bins(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """``(x bins, y bins)`` for an ``(width, height)`` input (rounded half to even, as the codec)."""
+        return int(np.around(input_size[0] * self.split_ratio)), int(np.around(input_size[1] * self.split_ratio))
+
+
+SIMCC_HEAD = SimCCHeadConfig()
+
+
+def simcc_codec(input_size: tuple[int, int], split_ratio: float = 2.0) -> dict:
+    """The ``simcc`` codec settings of RTMPose scaled to ``input_size``: label sigma (4.9, 5.66) bins at
+    192x256 input, growing with the square root of the input size, unnormalized labels."""
+    scale = float(np.sqrt(input_size[0] * input_size[1] / (192 * 256)))
+    sigma = [round(4.9 * scale * split_ratio / 2, 2), round(5.66 * scale * split_ratio / 2, 2)]
+    return {"name": "simcc", "input_size": list(input_size), "sigma": sigma, "split_ratio": split_ratio, "normalize": False}
+
+
+@HEADS.register("simcc")
+class SimCCHead(nn.Module):
+    """``forward(features [B,C,h,w]) -> (x_logits [B,K,Wx], y_logits [B,K,Hy])``."""
+
+    config_class = SimCCHeadConfig
+
+    def __init__(self, config: SimCCHeadConfig, in_channels: int, num_outputs: int,
+                 feature_size: tuple[int, int] | None = None, input_size: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        if feature_size is None or input_size is None:
+            raise PoseforgeError("SimCCHead needs the backbone's feature_size and the model's input_size")
+        self.config = config
+        self.num_outputs = num_outputs
+        self.deconv_layers, channels = deconv_layers(in_channels, config.deconv_channels, config.deconv_kernel_sizes)
+        k = config.final_kernel_size
+        self.final_layer = nn.Conv2d(channels, num_outputs, k, padding=k // 2)
+        scale = 2 ** len(config.deconv_channels)
+        flat = feature_size[0] * scale * feature_size[1] * scale
+        hidden = config.hidden_dim or flat
+        self.mlp = (nn.Sequential(nn.LayerNorm(flat), nn.Linear(flat, hidden), nn.GELU()) if config.hidden_dim
+                    else nn.LayerNorm(flat))
+        bins_x, bins_y = config.num_bins(input_size)
+        self.cls_x = nn.Linear(hidden, bins_x)
+        self.cls_y = nn.Linear(hidden, bins_y)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Normal(0.001) deconvolutions (as the heatmap head), PyTorch's default for the keypoint-map
+        convolution (its maps are layer-normalized next, so they must not start near zero),
+        truncated-normal(0.02) linears, zero biases."""
+        for m in self.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, std=0.001)
+            elif isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+            elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
+                nn.init.ones_(m.weight)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.final_layer(self.deconv_layers(features))
+        x = self.mlp(maps.flatten(2))
+        return self.cls_x(x), self.cls_y(x)

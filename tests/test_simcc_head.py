@@ -1,0 +1,109 @@
+"""The SimCC head on a ViT: shapes, codec kept in step, save/load, flip test, a trainable chain."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from poseforge.errors import PoseforgeError
+from poseforge.models import create_model, load_model
+from poseforge.models.heads import SimCCHeadConfig
+from poseforge.train import Trainer
+from poseforge.train.losses import KLDiscretLoss
+
+SMALL = dict(input_size=(48, 64), stem="conv", patch_size=8, embed_dim=32, depth=2, num_heads=2)
+
+
+def simcc_model(**overrides):
+    torch.manual_seed(0)
+    return create_model("vitpose-tiny", head="simcc", **{**SMALL, **overrides})
+
+
+def test_outputs_one_logit_per_bin_and_the_codec_follows_the_head():
+    model = simcc_model(split_ratio=1.5, hidden_dim=16)
+    x_logits, y_logits = model(torch.randn(3, 3, 64, 48))
+    assert x_logits.shape == (3, 17, 72) and y_logits.shape == (3, 17, 96)
+    codec = model.codec
+    assert codec.name == "simcc" and codec.split_ratio == 1.5 and codec.num_bins == (72, 96)
+    assert codec.input_size == (48, 64) and codec.normalize is False
+    # A heatmap model switched to SimCC by name: RTMPose's sigma scaled to the input (half of 192x256 here).
+    assert create_model("vitpose-tiny", head="simcc", input_size=(96, 128)).config.codec["sigma"] == [2.45, 2.83]
+
+
+def test_deconvolutions_feed_finer_maps_and_hidden_dim_zero_classifies_the_map():
+    model = simcc_model(deconv_channels=(16,), deconv_kernel_sizes=(4,), hidden_dim=0)
+    assert model.head.cls_x.in_features == (6 * 2) * (8 * 2)  # 48x64 input, stride 8 tokens, one 2x deconv
+    x_logits, y_logits = model(torch.randn(2, 3, 64, 48))
+    assert x_logits.shape == (2, 17, 96) and y_logits.shape == (2, 17, 128)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(deconv_channels=(8,), deconv_kernel_sizes=()), "deconv_kernel_sizes"),
+    (dict(deconv_channels=(8,), deconv_kernel_sizes=(5,)), "unsupported kernel"),
+    (dict(final_kernel_size=2), "odd kernel"),
+    (dict(hidden_dim=-1), "hidden_dim"),
+    (dict(split_ratio=0.0), "split_ratio"),
+])
+def test_bad_head_settings_are_one_line_errors(bad, message):
+    with pytest.raises(PoseforgeError, match=message):
+        SimCCHeadConfig(**bad)
+
+
+def test_save_and_load_give_the_same_predictions(tmp_path):
+    model = simcc_model().eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["head"]["type"] == "simcc"
+    crops = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
+    a, b = model.predict(crops), loaded.predict(crops)
+    assert torch.equal(a.keypoints, b.keypoints) and torch.equal(a.scores, b.scores)
+
+
+def test_flip_test_averages_the_mirrored_pass():
+    model = simcc_model().eval()
+    crops = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
+    with torch.no_grad():
+        x = model.normalize(crops)
+        xs, ys = model(x)
+        fx, fy = model(x.flip(-1))
+    fx, fy = fx[:, model.flip_index].flip(-1), fy[:, model.flip_index]
+    expected = model.codec.decode(((xs + fx) / 2, (ys + fy) / 2))
+    got = model.predict(crops, flip_test=True)
+    assert torch.equal(got.keypoints, expected[0]) and torch.allclose(got.scores, expected[1])
+    assert not torch.equal(got.keypoints, model.predict(crops, flip_test=False).keypoints)
+
+
+def test_the_head_learns_keypoints_through_the_codec_and_kl_loss():
+    """Overfit 8 crops: if x and y, bins or the label/decode scale disagreed, the error would stay large."""
+    torch.manual_seed(0)
+    model = simcc_model(hidden_dim=64)
+    crops = torch.randn(8, 3, 64, 48)
+    keypoints = torch.rand(8, 17, 2) * torch.tensor([47.0, 63.0])
+    targets = model.codec.encode(keypoints, torch.ones(8, 17))
+    loss_fn = KLDiscretLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        loss = loss_fn(model(crops), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        decoded, _ = model.codec.decode(model(crops))
+    error = (decoded - keypoints).norm(dim=-1)
+    assert error.median() < 1.0, f"median error {error.median():.2f} px after overfitting"
+
+
+def test_the_engine_trains_a_simcc_model_with_the_kl_loss(tmp_path):
+    from tests.test_train_engine import tiny_config, train_losses
+
+    overrides = "model.overrides={input_size: [48, 64], stem: conv, patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2, head: simcc}"
+    trainer = Trainer(tiny_config(overrides), tmp_path / "run", progress=False)
+    assert type(trainer.loss_fn).__name__ == "KLDiscretLoss"
+    trainer.fit()
+    losses = train_losses(tmp_path / "run")
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    model = load_model(tmp_path / "run" / "best")
+    assert model.config.head.type == "simcc" and model.config.codec["name"] == "simcc"
