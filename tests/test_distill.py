@@ -66,6 +66,34 @@ def test_teacher_and_student_must_fit():
         OutputDistillation(teacher)(FakeBatch(torch.zeros(1, 3, 64, 48)), None, torch.zeros(1, 17, 8, 6))
 
 
+def test_simcc_output_distillation_is_the_kl_of_the_bin_distributions():
+    teacher = teacher_model(head="simcc", stem="conv", patch_size=8)
+    student = student_model(head="simcc", stem="conv", patch_size=8).train()
+    check_compatible(teacher, student)
+    raw = (torch.rand(2, 3, 64, 48) * 255).round()
+    kd = OutputDistillation(teacher, weight=0.5)
+    outputs = student(student.normalize(raw))
+    loss = kd(FakeBatch(raw), None, outputs)
+    with torch.no_grad():
+        target = teacher(teacher.normalize(raw))
+    expected = 0.0
+    for s, t in zip(outputs, target):  # KL(q || p) per keypoint and axis, by its definition
+        p, q = torch.softmax(10 * s.flatten(0, 1), 1), torch.softmax(10 * t.flatten(0, 1), 1)
+        expected = expected + (q * (q.log() - p.log())).sum(1).mean()
+    torch.testing.assert_close(loss, 0.5 * expected)
+    assert float(loss.detach()) > 0
+    loss.backward()
+    assert student.head.cls_x.weight.grad.abs().sum() > 0 and all(p.grad is None for p in teacher.parameters())
+    assert float(kd(FakeBatch(raw), None, target)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_heatmap_and_simcc_models_cannot_distill_into_each_other():
+    with pytest.raises(PoseforgeError, match="codecs simcc vs udp"):
+        check_compatible(teacher_model(head="simcc"), student_model())
+    with pytest.raises(PoseforgeError, match="different kinds of head"):
+        OutputDistillation(teacher_model(head="simcc"))(FakeBatch(torch.zeros(1, 3, 64, 48)), None, torch.zeros(1, 17, 16, 12))
+
+
 # ----------------------------------------------------------------------------- knowledge tokens
 def test_teacher_with_tokens_freezes_everything_but_the_token():
     teacher = teacher_model()
@@ -117,7 +145,7 @@ def test_trainer_extra_loss_hook_adds_the_distillation_term(tmp_path):
     base = teacher_free._forward_loss(batch)
     total = with_kd._forward_loss(batch)  # same seed: the same initial student
     outputs = with_kd.estimator(with_kd.estimator.normalize(batch.image))
-    expected = 2.0 * F.mse_loss(outputs, kd.teacher_heatmaps(batch.image))
+    expected = 2.0 * F.mse_loss(outputs, kd.teacher_outputs(batch.image))
     torch.testing.assert_close(total - base, expected, rtol=1e-4, atol=1e-7)
 
 

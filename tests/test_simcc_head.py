@@ -107,3 +107,8 @@ def test_the_engine_trains_a_simcc_model_with_the_kl_loss(tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     model = load_model(tmp_path / "run" / "best")
     assert model.config.head.type == "simcc" and model.config.codec["name"] == "simcc"
+
+
+def test_multi_task_models_refuse_a_simcc_head_in_one_line():
+    with pytest.raises(PoseforgeError, match="multi-task models take heatmap heads, got simcc"):
+        create_model("vitpose++-tiny", head="simcc")

@@ -127,8 +127,9 @@ def create_model(name: str, **overrides: Any) -> PoseEstimator:
     ``overrides`` may name any field of the model config (``keypoint_set="wholebody133"``,
     ``input_size=(288, 384)`` as (width, height), ``flip_test``, ``mean``/``std``), of its backbone
     config (``drop_path_rate``, ``attention="window"``, ``window_size``, ``global_blocks``,
-    ``grad_checkpointing`` ...) or of its head config; plus ``head="simple"|"classic"`` (or a head
-    config), ``codec="udp"|"msra"|"dark"`` (or a full codec dict) and ``sigma``. The head's output
+    ``grad_checkpointing`` ...) or of its head config; plus ``head="simple"|"classic"|"simcc"`` (or a
+    head config; ``simcc`` also switches the codec to SimCC), ``codec="udp"|"msra"|"dark"`` (or a
+    full codec dict) and ``sigma``. The head's output
     count follows the keypoint set; the codec's input and heatmap sizes follow the input size.
     """
     model = build_model(model_config(name, **overrides))

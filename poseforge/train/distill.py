@@ -1,8 +1,9 @@
 """Knowledge distillation of the ViTPose paper: a small student learns from a larger trained teacher.
 
-* **Output distillation** (:class:`OutputDistillation`): the student's heatmaps are pulled toward the
-  teacher's on the same crops, ``loss = gt_loss + weight * MSE(student, teacher)``; a ``Trainer``
-  ``extra_loss`` hook.
+* **Output distillation** (:class:`OutputDistillation`): the student's outputs are pulled toward the
+  teacher's on the same crops, ``loss = gt_loss + weight * D(student, teacher)``; a ``Trainer``
+  ``extra_loss`` hook. ``D`` is the MSE for heatmap heads and, for SimCC heads, the KL divergence of
+  the student's bin distributions from the teacher's (the logit distillation of DWPose).
 * **Knowledge-token distillation**: (1) :func:`learn_knowledge_token` appends learnable tokens to a
   frozen copy of the teacher and trains only them with the ground-truth loss; (2) the student is
   trained with those tokens appended to its patch tokens, frozen (:func:`token_student_setup`, a
@@ -25,10 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import PoseforgeError
-from ..models.estimator import PoseEstimator, build_model
+from ..models.estimator import PoseEstimator, build_model, outputs_to_float
 from .config import TrainConfig
 
-__all__ = ["OutputDistillation", "learn_knowledge_token", "token_student_setup", "check_compatible",
+__all__ = ["OutputDistillation", "simcc_distillation_loss", "learn_knowledge_token", "token_student_setup", "check_compatible",
            "freeze_batchnorm", "teacher_with_tokens", "save_token", "METHODS"]
 
 
@@ -36,8 +37,13 @@ METHODS = ("output", "token", "both")
 
 
 def check_compatible(teacher: PoseEstimator, student: PoseEstimator) -> None:
-    """The teacher can supervise the student: same keypoint set, input size and heatmap size."""
+    """The teacher can supervise the student: same keypoint set, input size, codec and heatmap size."""
     problems = []
+    t_codec, s_codec = teacher.config.codec, student.config.codec
+    if _output_kind(t_codec) != _output_kind(s_codec):
+        problems.append(f"codecs {t_codec.get('name')} vs {s_codec.get('name')}")
+    elif _output_kind(t_codec) == "simcc" and t_codec.get("split_ratio") != s_codec.get("split_ratio"):
+        problems.append(f"SimCC split ratios {t_codec.get('split_ratio')} vs {s_codec.get('split_ratio')}")
     if teacher.keypoint_set.name != student.keypoint_set.name:
         problems.append(f"keypoint sets {teacher.keypoint_set.name} vs {student.keypoint_set.name}")
     if tuple(teacher.config.input_size) != tuple(student.config.input_size):
@@ -59,8 +65,24 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def _output_kind(codec: dict) -> str:
+    return "simcc" if codec.get("name") == "simcc" else "heatmap"
+
+
+def simcc_distillation_loss(student: tuple[Tensor, Tensor], teacher: tuple[Tensor, Tensor], beta: float = 10.0) -> Tensor:
+    """``KL(softmax(beta * teacher) || softmax(beta * student))`` per keypoint and axis, averaged over
+    keypoints and the batch, summed over the x and y axes (``beta`` as in the SimCC training loss)."""
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student, teacher):
+        log_p = F.log_softmax(s.float().flatten(0, 1) * beta, dim=1)
+        log_q = F.log_softmax(t.float().flatten(0, 1) * beta, dim=1)
+        total = total + F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
+    return total
+
+
 class OutputDistillation:
-    """``extra_loss`` hook: ``weight * MSE(student heatmaps, teacher heatmaps)`` on the batch's crops.
+    """``extra_loss`` hook: ``weight * D(student outputs, teacher outputs)`` on the batch's crops, with
+    ``D`` the MSE of heatmaps or, for SimCC outputs (a pair of logits), :func:`simcc_distillation_loss`.
 
     The teacher runs in eval mode without gradients, on the device of the batch, normalizing the raw
     crops with its own mean / std.
@@ -72,19 +94,26 @@ class OutputDistillation:
         self.teacher = teacher.eval().requires_grad_(False)
         self.weight = float(weight)
 
-    def teacher_heatmaps(self, raw_images: Tensor) -> Tensor:
+    def teacher_outputs(self, raw_images: Tensor) -> Tensor | tuple[Tensor, ...]:
         device = raw_images.device
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
         with torch.no_grad():
-            return self.teacher(self.teacher.normalize(raw_images)).float()
+            return outputs_to_float(self.teacher(self.teacher.normalize(raw_images)))
 
-    def __call__(self, batch: Any, images: Tensor, outputs: Tensor) -> Tensor:
-        target = self.teacher_heatmaps(batch.image)
-        if target.shape != outputs.shape:
-            raise PoseforgeError(f"output distillation: teacher heatmaps {list(target.shape)} vs student "
-                                 f"{list(outputs.shape)}")
-        return self.weight * F.mse_loss(outputs.float(), target)
+    def __call__(self, batch: Any, images: Tensor, outputs: Tensor | tuple[Tensor, ...]) -> Tensor:
+        target = self.teacher_outputs(batch.image)
+        if isinstance(target, Tensor) != isinstance(outputs, Tensor):
+            raise PoseforgeError("output distillation: the teacher and the student have different kinds of head "
+                                 "(heatmaps vs SimCC)")
+        shapes = ([list(target.shape)], [list(outputs.shape)]) if isinstance(target, Tensor) else \
+            ([list(t.shape) for t in target], [list(o.shape) for o in outputs])
+        if shapes[0] != shapes[1]:
+            kind = "heatmaps" if isinstance(target, Tensor) else "SimCC logits"
+            raise PoseforgeError(f"output distillation: teacher {kind} {shapes[0]} vs student {shapes[1]}")
+        if isinstance(target, Tensor):
+            return self.weight * F.mse_loss(outputs.float(), target)
+        return self.weight * simcc_distillation_loss(tuple(outputs), tuple(target))
 
 
 def teacher_with_tokens(teacher: PoseEstimator, tokens: int = 1, seed: int = 0) -> PoseEstimator:

@@ -44,6 +44,10 @@ class MultiTaskHeads(nn.ModuleList):
                  feature_size: tuple[int, int], input_size: tuple[int, int]) -> None:
         if len(configs) != len(num_outputs):
             raise PoseforgeError(f"MultiTaskHeads: {len(configs)} head configs but {len(num_outputs)} output counts")
+        # Mixed batches are zero-padded to one keypoint count and trained with the task-balanced heatmap loss.
+        other = sorted({c.type for c in configs} - {"heatmap"})
+        if other:
+            raise PoseforgeError(f"MultiTaskHeads: multi-task models take heatmap heads, got {', '.join(other)}")
         super().__init__(HEADS.get(c.type)(c, in_channels=in_channels, num_outputs=int(k), feature_size=feature_size,
                                            input_size=input_size) for c, k in zip(configs, num_outputs))
         self.num_outputs = tuple(int(k) for k in num_outputs)
