@@ -112,3 +112,11 @@ def test_the_engine_trains_a_simcc_model_with_the_kl_loss(tmp_path):
 def test_multi_task_models_refuse_a_simcc_head_in_one_line():
     with pytest.raises(PoseforgeError, match="multi-task models take heatmap heads, got simcc"):
         create_model("vitpose++-tiny", head="simcc")
+
+
+def test_switching_back_to_a_heatmap_head_restores_heatmap_codecs():
+    from poseforge.models.zoo import apply_overrides, model_config
+
+    simcc = model_config("vitpose-tiny", head="simcc", input_size=(48, 64))
+    back = apply_overrides(simcc, {"head": "classic"})
+    assert back.codec == {"name": "udp", "sigma": 2.0, "input_size": [48, 64], "heatmap_size": [12, 16]}

@@ -129,8 +129,8 @@ def create_model(name: str, **overrides: Any) -> PoseEstimator:
     config (``drop_path_rate``, ``attention="window"``, ``window_size``, ``global_blocks``,
     ``grad_checkpointing`` ...) or of its head config; plus ``head="simple"|"classic"|"simcc"`` (or a
     head config; ``simcc`` also switches the codec to SimCC), ``codec="udp"|"msra"|"dark"`` (or a
-    full codec dict) and ``sigma``. The head's output
-    count follows the keypoint set; the codec's input and heatmap sizes follow the input size.
+    full codec dict) and ``sigma``. The head's output count follows the keypoint set; the codec's
+    input and heatmap sizes follow the input size.
     """
     model = build_model(model_config(name, **overrides))
     if getattr(model.config, "codec", None):
@@ -203,7 +203,8 @@ def sync_codec(config: ModelConfig) -> ModelConfig:
 
     A SimCC head needs the ``simcc`` codec: a heatmap codec is replaced by RTMPose's SimCC settings
     for the input size (:func:`~poseforge.models.heads.simcc.simcc_codec`), and the codec's
-    ``split_ratio`` follows the head's.
+    ``split_ratio`` follows the head's. A heatmap head given back a ``simcc`` codec gets ViTPose's UDP
+    heatmaps (sigma 2).
     """
     codec = dict(getattr(config, "codec", {}) or {})
     if not codec:
@@ -215,6 +216,8 @@ def sync_codec(config: ModelConfig) -> ModelConfig:
         if codec.get("name") != "simcc":
             codec = simcc_codec(config.input_size, head.split_ratio)
         codec["split_ratio"] = head.split_ratio
+    elif codec.get("name") == "simcc" and hasattr(head, "output_size"):
+        codec = {"name": "udp", "sigma": 2.0}
     codec["input_size"] = list(config.input_size)
     if hasattr(backbone, "feature_size") and hasattr(head, "output_size"):  # a spatial (heatmap) head
         codec["heatmap_size"] = list(head.output_size(backbone.feature_size(config.input_size)))
