@@ -20,11 +20,10 @@ from ...registry import HEADS
 from ..config import HeadConfig
 
 __all__ = ["HeatmapHeadConfig", "HeatmapHead", "CLASSIC_DECODER", "SIMPLE_DECODER", "head_preset", "deconv_layers",
-           "DECONV_KERNELS"]
+           "check_decoder"]
 
 # kernel -> (padding, output_padding) giving an exact 2x upsampling with stride 2.
 _DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}
-DECONV_KERNELS = tuple(_DECONV_PADDING)
 
 
 def deconv_layers(in_channels: int, channels: tuple[int, ...], kernels: tuple[int, ...]) -> tuple[nn.Sequential, int]:
@@ -37,6 +36,20 @@ def deconv_layers(in_channels: int, channels: tuple[int, ...], kernels: tuple[in
                    nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
         in_channels = out_channels
     return nn.Sequential(*layers), in_channels
+
+
+def check_decoder(config: HeadConfig) -> None:
+    """One-line errors for a head config's ``deconv_channels`` / ``deconv_kernel_sizes`` /
+    ``final_kernel_size`` (the fields the heatmap and SimCC heads share)."""
+    name = type(config).__name__
+    channels, kernels = config.deconv_channels, config.deconv_kernel_sizes  # type: ignore[attr-defined]
+    if len(channels) != len(kernels):
+        raise PoseforgeError(f"{name}: {len(channels)} deconv_channels but {len(kernels)} deconv_kernel_sizes")
+    bad = [k for k in kernels if k not in _DECONV_PADDING]
+    if bad:
+        raise PoseforgeError(f"{name}.deconv_kernel_sizes: unsupported kernel(s) {bad}; use 2, 3 or 4")
+    if config.final_kernel_size % 2 != 1:  # type: ignore[attr-defined]
+        raise PoseforgeError(f"{name}.final_kernel_size: expected an odd kernel, got {config.final_kernel_size}")  # type: ignore[attr-defined]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +70,7 @@ class HeatmapHeadConfig(HeadConfig):
     type: str = "heatmap"
 
     def __post_init__(self) -> None:
-        if len(self.deconv_channels) != len(self.deconv_kernel_sizes):
-            raise PoseforgeError(f"HeatmapHeadConfig: {len(self.deconv_channels)} deconv_channels but "
-                                 f"{len(self.deconv_kernel_sizes)} deconv_kernel_sizes")
-        bad = [k for k in self.deconv_kernel_sizes if k not in _DECONV_PADDING]
-        if bad:
-            raise PoseforgeError(f"HeatmapHeadConfig.deconv_kernel_sizes: unsupported kernel(s) {bad}; use 2, 3 or 4")
-        if self.final_kernel_size % 2 != 1:
-            raise PoseforgeError(f"HeatmapHeadConfig.final_kernel_size: expected an odd kernel, got {self.final_kernel_size}")
+        check_decoder(self)
 
     def output_size(self, feature_size: tuple[int, int]) -> tuple[int, int]:
         """``(width, height)`` of the heatmaps for ``(width, height)`` features."""

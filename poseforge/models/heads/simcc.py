@@ -19,7 +19,7 @@ from torch import nn
 from ...errors import PoseforgeError
 from ...registry import HEADS
 from ..config import HeadConfig
-from .heatmap import DECONV_KERNELS, deconv_layers
+from .heatmap import check_decoder, deconv_layers
 
 __all__ = ["SimCCHeadConfig", "SimCCHead", "SIMCC_HEAD", "simcc_codec"]
 
@@ -46,14 +46,7 @@ class SimCCHeadConfig(HeadConfig):
     type: str = "simcc"
 
     def __post_init__(self) -> None:
-        if len(self.deconv_channels) != len(self.deconv_kernel_sizes):
-            raise PoseforgeError(f"SimCCHeadConfig: {len(self.deconv_channels)} deconv_channels but "
-                                 f"{len(self.deconv_kernel_sizes)} deconv_kernel_sizes")
-        bad = [k for k in self.deconv_kernel_sizes if k not in DECONV_KERNELS]
-        if bad:
-            raise PoseforgeError(f"SimCCHeadConfig.deconv_kernel_sizes: unsupported kernel(s) {bad}; use 2, 3 or 4")
-        if self.final_kernel_size % 2 != 1:
-            raise PoseforgeError(f"SimCCHeadConfig.final_kernel_size: expected an odd kernel, got {self.final_kernel_size}")
+        check_decoder(self)
         if self.hidden_dim < 0:
             raise PoseforgeError(f"SimCCHeadConfig.hidden_dim: expected >= 0, got {self.hidden_dim}")
         if not self.split_ratio > 0:
