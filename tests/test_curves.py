@@ -1,9 +1,10 @@
-"""The training-curve figure: loss-axis ticks that label narrow ranges, and a drawing of both panels."""
+"""The training-curve figure: loss-axis ticks that label narrow ranges, distinct step labels, and a drawing
+of both panels."""
 from __future__ import annotations
 
 import numpy as np
 
-from poseforge.train.curves import _log_ticks, draw_curves
+from poseforge.train.curves import _fmt, _log_ticks, _nice_ticks, draw_curves
 
 
 def test_log_ticks_use_1_2_5_per_decade_over_wide_ranges():
@@ -14,6 +15,12 @@ def test_log_ticks_use_1_2_5_per_decade_over_wide_ranges():
 def test_log_ticks_label_a_loss_that_spans_less_than_a_decade():
     ticks = _log_ticks(0.52, 1.21)  # a SimCC KL loss falling from 1.1 to 0.57
     assert ticks == [0.6, 0.7, 0.8, 0.9, 1]
+
+
+def test_tick_labels_of_a_step_axis_are_distinct():
+    labels = [_fmt(t) for t in _nice_ticks(0.0, 2500.0)]
+    assert labels == ["0", "500", "1k", "1.5k", "2k", "2.5k"]
+    assert _fmt(3_250_000) == "3.25M" and _fmt(0.005) == "5e-03" and _fmt(0.25) == "0.25"
 
 
 def test_draw_curves_draws_both_panels():

@@ -194,7 +194,7 @@ def _bundled_on_held_out_scenes(model="bundled"):
 
 
 def test_bundled_model_is_trained():
-    """The bundled weights localize far better than the same network untrained (measured: 0.084 vs 0.45
+    """The bundled weights localize far better than the same network untrained (measured: 0.071 vs 0.44
     of the box height, median), through the whole predictor path (boxes, crops, flip test, decoding)."""
     from poseforge.models import load_model
     from poseforge.models.estimator import build_model
@@ -207,12 +207,12 @@ def test_bundled_model_is_trained():
 
 
 def test_bundled_model_is_far_above_chance_on_synthetic_scenes():
-    """Held-out scenes, ground-truth boxes: measured AP 0.114 / AP50 0.39 (the model at the mean pose: ~0.001)."""
+    """Held-out scenes, ground-truth boxes: measured AP 0.116 / AP50 0.51 (the model at the mean pose: ~0.001)."""
     from poseforge.evaluation import coco_metric
 
     gt, results, _ = _bundled_on_held_out_scenes()
     stats = coco_metric(gt, results, "coco17")
-    assert stats["AP"] > 0.05 and stats["AP50"] > 0.25, stats
+    assert stats["AP"] > 0.05 and stats["AP50"] > 0.35, stats
 
 
 def test_bundled_models_ship_small_with_their_training_record():

@@ -56,11 +56,13 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def _fmt(v: float) -> str:
+    """Short tick label: 1500 -> "1.5k" (``.0e`` would label 1500, 2000 and 2500 all "2e+03")."""
     if v == 0:
         return "0"
-    if abs(v) >= 1000 or abs(v) < 0.01:
-        return f"{v:.0e}"
-    return f"{v:.3g}"
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.0e}" if abs(v) < 0.01 else f"{v:.3g}"
 
 
 class _Panel:

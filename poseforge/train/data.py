@@ -90,7 +90,12 @@ class SyntheticSource:
         self.name = f"synthetic(seed={seed})"
         self._cache: list[tuple[PoseInstance, np.ndarray]] | None = None
         if cache:  # images without a visible person (rare) are left out of the cached set
-            self._cache = [pair for pair in self._render(range(num_images), substitute=False) if pair is not None]
+            # Chunk by chunk, so that the dense maps (depth, normals, parts: ~8x the image bytes) of one
+            # chunk at a time are alive, not those of the whole set.
+            step = self.dataset.batch_size
+            self._cache = [pair for s in range(0, num_images, step)
+                           for pair in self._render(range(s, min(s + step, num_images)), substitute=False)
+                           if pair is not None]
             if not self._cache:
                 raise PoseforgeError(f"synthetic training set (seed {seed}): no image with a visible person")
 
@@ -114,7 +119,7 @@ class SyntheticSource:
                 out.append(None)
                 continue
             inst = people[rendered.index % len(people)]
-            out.append((inst.copy(image=None, extras={}), rendered.image))
+            out.append((inst.copy(image=None, extras={}), rendered.image.copy()))  # not a view of the chunk
         if substitute and any(pair is None for pair in out):
             raise PoseforgeError(f"synthetic images (seed {self.dataset.seed}): no visible person near {list(indices)[:4]}")
         return out
