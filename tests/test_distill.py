@@ -39,14 +39,21 @@ class FakeBatch:
 
 
 # ----------------------------------------------------------------------------- output distillation
-def test_output_distillation_is_mse_to_the_teacher_and_trains_only_the_student():
-    teacher, student = teacher_model(), student_model().train()
-    raw = (torch.rand(3, 3, 64, 48) * 255).round()
+def distill_once(teacher, student, raw):
+    """``OutputDistillation(teacher, weight=0.5)`` and its loss on the student's outputs for ``raw`` pixels,
+    with those outputs and the teacher's."""
     kd = OutputDistillation(teacher, weight=0.5)
     outputs = student(student.normalize(raw))
     loss = kd(FakeBatch(raw), None, outputs)
     with torch.no_grad():
         target = teacher(teacher.normalize(raw))
+    return kd, loss, outputs, target
+
+
+def test_output_distillation_is_mse_to_the_teacher_and_trains_only_the_student():
+    teacher, student = teacher_model(), student_model().train()
+    raw = (torch.rand(3, 3, 64, 48) * 255).round()
+    kd, loss, outputs, target = distill_once(teacher, student, raw)
     torch.testing.assert_close(loss, 0.5 * F.mse_loss(outputs, target))
     assert target.abs().max() > 0.05
     loss.backward()
@@ -71,11 +78,7 @@ def test_simcc_output_distillation_is_the_kl_of_the_bin_distributions():
     student = student_model(head="simcc", stem="conv", patch_size=8).train()
     check_compatible(teacher, student)
     raw = (torch.rand(2, 3, 64, 48) * 255).round()
-    kd = OutputDistillation(teacher, weight=0.5)
-    outputs = student(student.normalize(raw))
-    loss = kd(FakeBatch(raw), None, outputs)
-    with torch.no_grad():
-        target = teacher(teacher.normalize(raw))
+    kd, loss, outputs, target = distill_once(teacher, student, raw)
     expected = 0.0
     for s, t in zip(outputs, target):  # KL(q || p) per keypoint and axis, by its definition
         p, q = torch.softmax(10 * s.flatten(0, 1), 1), torch.softmax(10 * t.flatten(0, 1), 1)
