@@ -5,7 +5,7 @@ For each model (a model folder, a run folder or a checkpoint) this predicts in t
 tolerance ``s * 2 * sigma`` (``s`` = sqrt of the person's area; an error of that size gives OKS 0.61)
 and the mean per-keypoint OKS. Models are compared on the same people in the same run.
 
-    PYTHONPATH=. python benchmarks/keypoint_errors.py runs/sc1 runs/p8 --size 96x128 --images 100
+    PYTHONPATH=. python benchmarks/keypoint_errors.py runs/sc3 poseforge/assets/pose --images 100
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def keypoint_table(model: torch.nn.Module, data) -> tuple[np.ndarray, np.ndarray
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="model folders, run folders or checkpoints")
-    parser.add_argument("--size", default="96x128", help="held-out image size WxH (default 96x128)")
+    parser.add_argument("--size", default="192x256", help="held-out image size WxH (default 192x256, the synth-cpu preset)")
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1_000_003, help="held-out seed (the presets' val_seed)")
     args = parser.parse_args()

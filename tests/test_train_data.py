@@ -63,22 +63,31 @@ def synthetic():
 def test_cached_synthetic_set_is_rendered_in_chunks_and_keeps_only_images(monkeypatch):
     """The cache renders chunk by chunk (the dense maps of a whole set at 192x256 would be ~10 GB), gives
     the same pixels and labels as rendering on demand, and holds no dense maps or chunk-sized views."""
-    from functools import partialmethod
-
     from poseforge.data.synth import SyntheticPoseDataset
 
     calls: list[int] = []
     render_batch = SyntheticPoseDataset.render_batch
-    monkeypatch.setattr(SyntheticPoseDataset, "__init__", partialmethod(SyntheticPoseDataset.__init__, batch_size=4))
     monkeypatch.setattr(SyntheticPoseDataset, "render_batch",
                         lambda self, indices: calls.append(len(list(indices))) or render_batch(self, indices))
-    cached = SyntheticSource(10, seed=5, image_size=(48, 64), people=(1, 1), cache=True)
+    cached = SyntheticSource(10, seed=5, image_size=(48, 64), people=(1, 1), cache=True, render_workers=0,
+                             render_batch=4)
     assert calls == [4, 4, 2]
     on_demand = SyntheticSource(10, seed=5, image_size=(48, 64), people=(1, 1))
     assert len(cached) == 10
     for (record, image), (expected, expected_image) in zip(cached.load(range(10)), on_demand.load(range(10))):
         assert np.array_equal(image, expected_image) and np.array_equal(record.keypoints, expected.keypoints)
         assert image.base is None and record.extras == {}
+
+
+def test_cached_synthetic_set_renders_the_same_in_worker_processes():
+    """Two render processes give the in-process cache: same images, records and order."""
+    options = dict(seed=7, image_size=(48, 64), people=(1, 1), cache=True, render_batch=3)
+    alone = SyntheticSource(11, render_workers=0, **options)
+    pooled = SyntheticSource(11, render_workers=2, **options)
+    assert len(pooled) == len(alone) == 11
+    for (record, image), (expected, expected_image) in zip(pooled.load(range(11)), alone.load(range(11))):
+        assert np.array_equal(image, expected_image) and np.array_equal(record.keypoints, expected.keypoints)
+        assert record.image_id == expected.image_id and np.array_equal(record.bbox, expected.bbox)
 
 
 def test_samples_depend_only_on_their_key(synthetic):

@@ -15,6 +15,7 @@ and N processes with batch B see the samples one process with batch N*B sees.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -77,27 +78,51 @@ class CocoSource:
 class SyntheticSource:
     """Procedural people: sample ``i`` is a person in synthetic image ``i`` (one image per sample, so
     an epoch of ``N`` samples in a fresh stream renders ``N`` new images). ``cache=True`` renders all
-    images once, now, and serves them from memory."""
+    images once, now (on the CPU in ``render_workers`` processes, default one per usable core), and
+    serves them from memory. ``render_batch``: images per vectorized render call (default: by size)."""
 
     def __init__(self, num_images: int, seed: int, image_size: Sequence[int], people: Sequence[int],
                  keypoint_set: str = "coco17", clutter: bool = True, device: str | torch.device = "cpu",
-                 cache: bool = False) -> None:
+                 cache: bool = False, render_workers: int | None = None, render_batch: int | None = None) -> None:
         from ..data.synth import SyntheticPoseDataset
 
         self.dataset = SyntheticPoseDataset(num_images, seed=seed, image_size=tuple(image_size), people=tuple(people),
-                                            keypoint_set=keypoint_set, clutter=clutter, device=device)
+                                            keypoint_set=keypoint_set, clutter=clutter, device=device,
+                                            batch_size=render_batch)
+        # What a worker process needs to build the same (uncached, CPU) source.
+        self._options = dict(num_images=num_images, seed=seed, image_size=tuple(image_size), people=tuple(people),
+                             keypoint_set=keypoint_set, clutter=clutter, render_batch=render_batch)
         self.keypoint_set = self.dataset.keypoint_set
         self.name = f"synthetic(seed={seed})"
         self._cache: list[tuple[PoseInstance, np.ndarray]] | None = None
         if cache:  # images without a visible person (rare) are left out of the cached set
-            # Chunk by chunk, so that the dense maps (depth, normals, parts: ~8x the image bytes) of one
-            # chunk at a time are alive, not those of the whole set.
-            step = self.dataset.batch_size
-            self._cache = [pair for s in range(0, num_images, step)
-                           for pair in self._render(range(s, min(s + step, num_images)), substitute=False)
-                           if pair is not None]
+            self._cache = self._render_cache(render_workers)
             if not self._cache:
                 raise PoseforgeError(f"synthetic training set (seed {seed}): no image with a visible person")
+
+    def _render_cache(self, workers: int | None) -> list[tuple[PoseInstance, np.ndarray]]:
+        """Every image's ``(record, image)``, rendered chunk by chunk so that the dense maps (depth,
+        normals, parts: ~8x the image bytes) of one chunk at a time are alive, not those of the whole
+        set; on the CPU in ``workers`` processes (default: one per usable core), in order."""
+        from ..data.synth.parallel import render_pool, render_progress, usable_cores
+
+        n, step = len(self.dataset), self.dataset.batch_size
+        chunks = [list(range(s, min(s + step, n))) for s in range(0, n, step)]
+        if self.dataset.device.type != "cpu":
+            workers = 0
+        workers = min(usable_cores() if workers is None else workers, len(chunks))
+        log.info(f"rendering {n} synthetic training images ({self.name}, "
+                 f"{'%d processes' % workers if workers > 1 else 'in-process'})")
+        cache: list[tuple[PoseInstance, np.ndarray]] = []
+        start = time.perf_counter()
+        with render_progress(n, "rendering the training set") as advance, render_pool(workers) as pool:
+            parts = (pool.map(_render_chunk, [self._options] * len(chunks), chunks) if pool is not None
+                     else (self._render(c, substitute=False) for c in chunks))
+            for chunk, pairs in zip(chunks, parts):
+                cache.extend(pair for pair in pairs if pair is not None)
+                advance(len(chunk))
+        log.info(f"rendered {n} images in {time.perf_counter() - start:.0f} s")
+        return cache
 
     def __len__(self) -> int:
         return len(self._cache) if self._cache is not None else len(self.dataset)
@@ -147,6 +172,13 @@ class SyntheticSource:
         return {"image": b.image.permute(0, 3, 1, 2).contiguous(), "bbox": torch.where(valid[:, None], bbox, whole),
                 "keypoints": b.keypoints[rows, slot].float(),
                 "visibility": b.visibility[rows, slot].float() * valid[:, None]}
+
+
+def _render_chunk(options: dict[str, Any], indices: list[int]) -> list[Any]:
+    """One cache chunk, in a worker process (its source is built once per process)."""
+    from ..data.synth.parallel import built_once
+
+    return built_once(SyntheticSource, options)._render(indices, substitute=False)
 
 
 def _trainable(instances: Sequence[PoseInstance]) -> list[PoseInstance]:

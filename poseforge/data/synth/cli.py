@@ -17,20 +17,17 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
-import torch
 
 from ...errors import PoseforgeError
 from ...io import write_bytes_atomic
 from ..coco import write_coco
 from .dataset import RenderedImage, SyntheticPoseDataset
 from .labels import mask_to_rle
+from .parallel import built_once, render_pool, render_progress
 
 log = logging.getLogger("poseforge")
 
@@ -76,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="crop: one figure fills the frame; scene: a group at random distance (default: crop for --people 1)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per vectorized render call (default: by size)")
     parser.add_argument("--workers", type=int, default=0,
-                        help="render in this many processes (one CPU core each; output is identical; default 0: in-process)")
+                        help="render in this many processes (one CPU core each; output is identical; default 0 or 1: in-process)")
 
 
 def _encode(image: np.ndarray, fmt: str, quality: int = JPEG_QUALITY) -> bytes:
@@ -130,20 +127,10 @@ def sheets(samples: list[RenderedImage], dataset: SyntheticPoseDataset) -> tuple
     return people, dense
 
 
-_WORKER: dict = {}
-
-
-def _dataset(options: dict) -> SyntheticPoseDataset:
-    return SyntheticPoseDataset(**options)
-
-
 def _render_files(options: dict, indices: list[int], fmt: str, dense: bool, keep: int) -> list[tuple]:
     """Render images and encode their files (runs in worker processes too): per image its index,
     ``{relative path: bytes}``, COCO-ready records and (for the first ``keep``) the RenderedImage."""
-    key = repr(sorted(options.items()))
-    if _WORKER.get("key") != key:
-        _WORKER.update(key=key, dataset=_dataset(options))
-    dataset = _WORKER["dataset"]
+    dataset = built_once(SyntheticPoseDataset, options)
     out = []
     for r in dataset.render_batch(indices):
         stem = f"{r.index:08d}"
@@ -163,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     options = dict(num_images=args.num_images, seed=args.seed, image_size=args.size, people=args.people,
                    keypoint_set=args.keypoints, dense=False, device=args.device, framing=args.framing,
                    batch_size=args.batch_size)
-    dataset = _dataset(options)
+    dataset = SyntheticPoseDataset(**options)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise PoseforgeError(f"{out}: exists and is not a folder")
@@ -177,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     batches = [list(range(s, min(s + dataset.batch_size, args.num_images)))
                for s in range(0, args.num_images, dataset.batch_size)]
     start = time.perf_counter()
-    with _progress(args.num_images) as advance, _pool(args.workers) as pool:
+    with render_progress(args.num_images) as advance, render_pool(args.workers) as pool:
         jobs = (pool.map(_render_files, [options] * len(batches), batches, [args.format] * len(batches),
                          [args.dense] * len(batches), [keep] * len(batches))
                 if pool is not None else (_render_files(options, b, args.format, args.dense, keep) for b in batches))
@@ -204,50 +191,3 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextmanager
-def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes (each rendering on one thread), or None for in-process rendering."""
-    if workers <= 0:
-        yield None
-        return
-    with ProcessPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        yield pool
-
-
-class _progress:
-    """A rich progress bar on stderr (plain log lines when rich is unavailable or output is not a terminal)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._bar = None
-
-    def __enter__(self):
-        try:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-            from rich.console import Console
-
-            console = Console(stderr=True)
-            if console.is_terminal:
-                self._bar = Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     console=console, transient=True)
-        except ImportError:  # rich is a dependency, but keep working without it
-            self._bar = None
-        if self._bar is not None:
-            self._bar.__enter__()
-            task = self._bar.add_task("render", total=self.total)
-            return lambda n: self._bar.advance(task, n)
-        self._done = 0
-        self._last = time.perf_counter()
-
-        def advance(n: int) -> None:
-            self._done += n
-            now = time.perf_counter()
-            if now - self._last > 5 or self._done == self.total:
-                log.info(f"rendered {self._done}/{self.total} images")
-                self._last = now
-
-        return advance
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

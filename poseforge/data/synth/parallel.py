@@ -1,0 +1,86 @@
+"""Rendering many synthetic images: a process pool (one thread per process), the dataset each worker
+builds once, and a progress display."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+import torch
+
+log = logging.getLogger("poseforge")
+
+T = TypeVar("T")
+_BUILT: dict[str, Any] = {}  # per process: the last object built_once made
+
+
+def built_once(factory: Callable[..., T], options: dict[str, Any]) -> T:
+    """``factory(**options)``, made once per process and reused while the options stay the same: a
+    worker process renders many chunks of one dataset."""
+    key = f"{factory.__module__}.{factory.__qualname__}:{sorted(options.items())!r}"
+    if key not in _BUILT:
+        _BUILT.clear()
+        _BUILT[key] = factory(**options)
+    return _BUILT[key]
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def render_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes (each rendering on one thread: the renderer's ops are too small to gain from
+    intra-op threads), or None for in-process rendering when ``workers <= 1``."""
+    if workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        yield pool
+
+
+class render_progress:
+    """``with render_progress(total, what) as advance: advance(n)`` — a rich progress bar on stderr, or
+    log lines every few seconds when rich is unavailable or stderr is not a terminal (a run's log file)."""
+
+    def __init__(self, total: int, what: str = "rendering") -> None:
+        self.total, self.what = total, what
+        self._bar = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        try:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            console = Console(stderr=True)
+            if console.is_terminal:
+                self._bar = Progress(TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     console=console, transient=True)
+        except ImportError:  # rich is a dependency, but keep working without it
+            self._bar = None
+        if self._bar is not None:
+            self._bar.__enter__()
+            task = self._bar.add_task("render", total=self.total)
+            return lambda n: self._bar.advance(task, n)
+        done, last = 0, time.perf_counter()
+
+        def advance(n: int) -> None:
+            nonlocal done, last
+            done += n
+            now = time.perf_counter()
+            if now - last > 10 or done == self.total:
+                log.info(f"{self.what}: {done}/{self.total} images")
+                last = now
+
+        return advance
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
