@@ -104,10 +104,10 @@ class SyntheticSource:
         """Every image's ``(record, image)``, rendered chunk by chunk so that the dense maps (depth,
         normals, parts: ~8x the image bytes) of one chunk at a time are alive, not those of the whole
         set; on the CPU in ``workers`` processes (default: one per usable core), in order."""
-        from ..data.synth.parallel import render_pool, render_progress, usable_cores
+        from ..data.synth.parallel import index_chunks, render_pool, render_progress, usable_cores
 
-        n, step = len(self.dataset), self.dataset.batch_size
-        chunks = [list(range(s, min(s + step, n))) for s in range(0, n, step)]
+        n = len(self.dataset)
+        chunks = index_chunks(n, self.dataset.batch_size)
         if self.dataset.device.type != "cpu":
             workers = 0
         workers = min(usable_cores() if workers is None else workers, len(chunks))

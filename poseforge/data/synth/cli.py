@@ -27,7 +27,7 @@ from ...io import write_bytes_atomic
 from ..coco import write_coco
 from .dataset import RenderedImage, SyntheticPoseDataset
 from .labels import mask_to_rle
-from .parallel import built_once, render_pool, render_progress
+from .parallel import built_once, index_chunks, render_pool, render_progress
 
 log = logging.getLogger("poseforge")
 
@@ -161,8 +161,7 @@ def run(args: argparse.Namespace) -> int:
         dense_dir.mkdir(parents=True, exist_ok=True)
     images, instances, samples = [], [], []
     keep = 16 if args.contact_sheet else 0
-    batches = [list(range(s, min(s + dataset.batch_size, args.num_images)))
-               for s in range(0, args.num_images, dataset.batch_size)]
+    batches = index_chunks(args.num_images, dataset.batch_size)
     start = time.perf_counter()
     with render_progress(args.num_images) as advance, render_pool(args.workers) as pool:
         jobs = (pool.map(_render_files, [options] * len(batches), batches, [args.format] * len(batches),

@@ -27,6 +27,11 @@ def built_once(factory: Callable[..., T], options: dict[str, Any]) -> T:
     return _BUILT[key]
 
 
+def index_chunks(count: int, size: int) -> list[list[int]]:
+    """``0 .. count-1`` in consecutive chunks of ``size`` (the last may be shorter): one render call each."""
+    return [list(range(s, min(s + size, count))) for s in range(0, count, size)]
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     try:
