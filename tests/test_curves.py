@@ -23,6 +23,13 @@ def test_tick_labels_of_a_step_axis_are_distinct():
     assert _fmt(3_250_000) == "3.25M" and _fmt(0.005) == "5e-03" and _fmt(0.25) == "0.25"
 
 
+def test_epoch_axis_ticks_are_whole_epochs():
+    assert _nice_ticks(0.0, 11.0, integer=True) == [0, 2, 4, 6, 8, 10]
+    assert _nice_ticks(0.0, 3.0, integer=True) == [0, 1, 2, 3]
+    assert _nice_ticks(0.0, 210.0, integer=True) == [0, 50, 100, 150, 200]
+    assert 2.5 in _nice_ticks(0.0, 11.0)  # a step axis may take half steps
+
+
 def test_draw_curves_draws_both_panels():
     records = [{"kind": "train", "step": s, "loss": 1.1 - 0.5 * s / 100} for s in range(1, 101)]
     records += [{"kind": "val", "epoch": e, "AP": 0.1 * e} for e in (1, 2, 3)]

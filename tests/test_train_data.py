@@ -90,6 +90,18 @@ def test_cached_synthetic_set_renders_the_same_in_worker_processes():
         assert record.image_id == expected.image_id and np.array_equal(record.bbox, expected.bbox)
 
 
+def test_torchrun_ranks_on_one_machine_share_the_render_cores(monkeypatch):
+    from poseforge.data.synth import parallel
+
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 8)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert parallel.cores_per_process() == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert parallel.cores_per_process() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert parallel.cores_per_process() == 1
+
+
 def test_samples_depend_only_on_their_key(synthetic):
     transform = TopDownTransform((48, 64), "coco17", augment=AugmentConfig())
     samples = TopDownSamples(synthetic, transform, seed=0)

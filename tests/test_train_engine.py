@@ -42,6 +42,8 @@ def test_run_folder_contents(tmp_path):
     vals = val_records(run)
     assert [v["epoch"] for v in vals] == [1, 2] and all(0.0 <= v["AP"] <= 1.0 for v in vals)
     assert summary["best_ap"] == max(v["AP"] for v in vals)
+    # time spent building the model and rendering the data is reported apart from the training loop's
+    assert 0 < summary["setup_seconds"] == load_checkpoint(run / "last.pt")["setup_seconds"]
     best = load_model(run / "best")
     state = load_checkpoint(run / "best.pt")
     assert all(torch.equal(best.state_dict()[k], v) for k, v in state["model"].items())
@@ -65,7 +67,9 @@ def test_resume_is_exact(tmp_path, stop_at):
     summary = Trainer(tiny_config(*sets, f"max_steps={stop_at}"), part, progress=False).fit()
     assert summary["stopped_early"] and summary["steps"] == stop_at
     assert load_checkpoint(part / "last.pt")["step"] == stop_at
-    Trainer(tiny_config(*sets), part, resume=True, progress=False).fit()
+    first_setup = load_checkpoint(part / "last.pt")["setup_seconds"]
+    resumed = Trainer(tiny_config(*sets), part, resume=True, progress=False).fit()
+    assert resumed["setup_seconds"] > first_setup  # both sessions' set-up counted
     assert train_losses(part) == train_losses(full)  # bitwise: floats compared exactly
     assert len(train_losses(full)) == 8
     model_a, ema_a, opt_a = _final_state(full)

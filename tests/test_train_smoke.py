@@ -79,6 +79,7 @@ def _check_export(run, shipped):
     assert record["validation"]["AP"] == pytest.approx(best_ap)
     assert record["command"].startswith("poseforge train --config smoke") and "--export" in record["command"]
     assert record["config"]["name"] == "smoke" and record["training_minutes"] >= 0
+    assert record["setup_minutes"] >= 0  # rendering the cached set, reported apart
     best, exported = load_model(run / "best").eval(), load_model(shipped).float().eval()
     x = torch.rand(2, 3, *reversed(best.config.input_size), generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():

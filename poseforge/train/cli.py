@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if trainer.dist.is_main:
         best = summary["best_ap"]
         status = "stopped at max_steps" if summary["stopped_early"] else "done"
-        print(f"{status}: {summary['epochs']} epochs, {summary['steps']} steps in {summary['seconds'] / 60:.1f} min; "
+        print(f"{status}: {summary['epochs']} epochs, {summary['steps']} steps in {summary['seconds'] / 60:.1f} min "
+              f"(+ {summary['setup_seconds'] / 60:.1f} min building model and data); "
               + (f"best AP {best:.4f} (epoch {summary['best_epoch']}); " if best is not None else "")
               + f"run folder {out}")
         if args.export:

@@ -45,12 +45,17 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
     return ticks or [lo, hi]
 
 
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+def _nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
+    """About ``count`` round ticks in ``[lo, hi]``; ``integer``: whole-number steps only (epochs)."""
     if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
         return [lo]
     raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    if integer:  # the whole-number step whose tick count is nearest count + 1 (0..11 -> step 2, not 5)
+        mag = 10 ** math.floor(math.log10(max(raw, 1.0)))
+        step = min((m * mag for m in (1, 2, 5, 10)), key=lambda s: abs(math.floor((hi - lo) / s) - count))
+    else:
+        mag = 10 ** math.floor(math.log10(raw))
+        step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step) * step
     return [first + i * step for i in range(int((hi - first) / step) + 1)]
 
@@ -150,7 +155,8 @@ def draw_curves(records: Iterable[dict[str, Any]], title: str = "", size: tuple[
         aps = np.array([r["AP"] for r in val], float)
         x_hi = float(max(epochs.max(), 1.0))
         panel = _Panel(image, (half + 70, top, width - 30, bottom), (0.0, x_hi), (0.0, 1.0))
-        panel.frame(f"validation AP (best {aps.max():.3f})", "epoch", [0, 0.2, 0.4, 0.6, 0.8, 1.0], _nice_ticks(0.0, x_hi))
+        panel.frame(f"validation AP (best {aps.max():.3f})", "epoch", [0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                    _nice_ticks(0.0, x_hi, integer=True))
         panel.line(epochs, aps, _AP, 2, dots=True)
     else:
         cv2.putText(image, "no validation yet", (half + 80, height // 2), _FONT, 0.5, _TEXT, 1, cv2.LINE_AA)

@@ -103,14 +103,15 @@ class SyntheticSource:
     def _render_cache(self, workers: int | None) -> list[tuple[PoseInstance, np.ndarray]]:
         """Every image's ``(record, image)``, rendered chunk by chunk so that the dense maps (depth,
         normals, parts: ~8x the image bytes) of one chunk at a time are alive, not those of the whole
-        set; on the CPU in ``workers`` processes (default: one per usable core), in order."""
-        from ..data.synth.parallel import index_chunks, render_pool, render_progress, usable_cores
+        set; on the CPU in ``workers`` processes (default: one per usable core, shared among torchrun's
+        local ranks), in order."""
+        from ..data.synth.parallel import cores_per_process, index_chunks, render_pool, render_progress
 
         n = len(self.dataset)
         chunks = index_chunks(n, self.dataset.batch_size)
         if self.dataset.device.type != "cpu":
             workers = 0
-        workers = min(usable_cores() if workers is None else workers, len(chunks))
+        workers = min(cores_per_process() if workers is None else workers, len(chunks))
         log.info(f"rendering {n} synthetic training images ({self.name}, "
                  f"{'%d processes' % workers if workers > 1 else 'in-process'})")
         cache: list[tuple[PoseInstance, np.ndarray]] = []

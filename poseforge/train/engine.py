@@ -90,6 +90,7 @@ class Trainer:
                  extra_loss: Callable[[Batch, Tensor, Any], Tensor] | None = None) -> None:
         from ..models import create_model, load_model
 
+        setup_start = time.perf_counter()
         self.config = config
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.device)
@@ -204,6 +205,7 @@ class Trainer:
         self.best_ap = -math.inf
         self.best_epoch = -1
         self.elapsed = 0.0  # training seconds before this process (resumed runs)
+        self.setup_seconds = 0.0  # seconds spent building model and data (rendering a cached set), all sessions
         self._fit_start: float | None = None
         self.last_stats: dict[str, float] = {}
         self.stopped_early = False
@@ -219,6 +221,7 @@ class Trainer:
             save_config(config, self.run_dir / "config.yaml")
             if self.metrics_path.exists():
                 self.metrics_path.unlink()
+        self.setup_seconds += time.perf_counter() - setup_start
         log.info(f"{config.name}: {model.config.name} ({model.num_parameters() / 1e6:.2f}M parameters) on {self.device}"
                  f"{f' x {self.dist.world_size} processes ({self.strategy})' if self.dist.enabled else ''}; "
                  f"{self.source.name}: {self.steps_per_epoch} steps/epoch x {config.schedule.epochs} epochs, "
@@ -252,7 +255,8 @@ class Trainer:
         self.stopped_early = self.epoch < config.schedule.epochs
         summary = {"run_dir": str(self.run_dir), "steps": self.step, "epochs": self.epoch,
                    "best_ap": self.best_ap if self.best_ap > -math.inf else None, "best_epoch": self.best_epoch,
-                   "last_stats": self.last_stats, "seconds": self._elapsed(), "stopped_early": self.stopped_early}
+                   "last_stats": self.last_stats, "seconds": self._elapsed(), "setup_seconds": self.setup_seconds,
+                   "stopped_early": self.stopped_early}
         barrier()
         return summary
 
@@ -461,6 +465,7 @@ class Trainer:
             "rng": capture_rng_state(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_ap": self.best_ap, "best_epoch": self.best_epoch, "elapsed": self._elapsed(),
+            "setup_seconds": self.setup_seconds,
             "world_size": self.dist.world_size,
             "config": config_to_dict(self.config),
             "model_config": self.estimator.config.to_dict(),
@@ -515,6 +520,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
         self.best_ap, self.best_epoch = float(state["best_ap"]), int(state["best_epoch"])
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.setup_seconds += float(state.get("setup_seconds", 0.0))
         if self.dist.is_main and self.metrics_path.exists():  # drop records written after the checkpoint
             kept = [line for line in self.metrics_path.read_text().splitlines() if _keep_record(line, self.step, self.epoch)]
             write_bytes_atomic(self.metrics_path, ("\n".join(kept) + "\n" if kept else "").encode())

@@ -40,7 +40,8 @@ def export_run(run_dir: str | Path, export_dir: str | Path, command: str | None 
     records = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
     vals = [r for r in records if r.get("kind") == "val"]
     best_val = next((r for r in reversed(vals) if r.get("epoch") == best.get("epoch")), vals[-1] if vals else {})
-    seconds = float(load_checkpoint(run / "last.pt")["elapsed"]) if (run / "last.pt").is_file() else None
+    last = load_checkpoint(run / "last.pt") if (run / "last.pt").is_file() else {}
+    seconds, setup = last.get("elapsed"), last.get("setup_seconds")
     model = load_model(best_dir)
     model.save_pretrained(export_dir, dtype=dtype)
     s = config.data.synthetic
@@ -51,7 +52,9 @@ def export_run(run_dir: str | Path, export_dir: str | Path, command: str | None 
         "what": f"{model.config.name} ({model.num_parameters() / 1e6:.2f}M parameters, "
                 f"{model.config.input_size[0]}x{model.config.input_size[1]}), {str(dtype).removeprefix('torch.')} weights",
         "command": command or f"poseforge train --config {run / 'config.yaml'}",
-        "training_minutes": round(seconds / 60, 1) if seconds is not None else None,
+        "training_minutes": round(float(seconds) / 60, 1) if seconds is not None else None,
+        # building the model and data (rendering a cached synthetic set) before the first step
+        "setup_minutes": round(float(setup) / 60, 1) if setup is not None else None,
         "validation": {"set": held_out, "flip_test": config.flip_test,
                        **{k: v for k, v in best_val.items() if k != "kind"}},
         "config": config_to_dict(config),

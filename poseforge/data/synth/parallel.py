@@ -40,6 +40,13 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cores_per_process() -> int:
+    """Usable cores divided among the processes that torchrun started on this machine
+    (``LOCAL_WORLD_SIZE``), so that ranks rendering at once do not oversubscribe the cores."""
+    local_processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+    return max(usable_cores() // local_processes, 1)
+
+
 @contextmanager
 def render_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     """Worker processes (each rendering on one thread: the renderer's ops are too small to gain from
