@@ -5,7 +5,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 
 def cpu_name() -> str:
@@ -49,3 +49,35 @@ def race(runners: dict[str, Callable[[], object]], items: int, repeats: int, war
         for name, fn in runners.items():
             times[name].append(timed(fn, sync))
     return {name: items / statistics.median(t) for name, t in times.items()}
+
+
+def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], None], Any]:
+    """One trainer step of a training config's model, as a closure, and the model: codec targets,
+    forward, the config's loss, backward, gradient clipping and the trainer's AdamW update, on a fixed
+    random batch (``batch`` crops, default the config's) with keypoints inside the crops."""
+    import torch
+
+    from poseforge.models import create_model
+    from poseforge.train import build_loss, build_optimizer
+
+    torch.manual_seed(0)
+    model = create_model(config.model.name, **config.model.overrides).train()
+    optimizer = build_optimizer(model, config.optim)
+    loss_fn = build_loss(model.codec.name, config.loss)
+    w, h = model.config.input_size
+    b, k = batch or config.data.batch_size, model.keypoint_set.num_keypoints
+    images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8)
+    keypoints = torch.rand(b, k, 2) * torch.tensor([w - 1.0, h - 1.0])
+    visible = torch.ones(b, k)
+    clip = config.optim.clip_grad
+
+    def step() -> None:
+        targets = model.codec.encode(keypoints, visible)
+        loss = loss_fn(model(model.normalize(images)), targets)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step, model

@@ -32,9 +32,11 @@ from pathlib import Path
 
 import torch
 
-from poseforge.train import build_loss, build_optimizer, load_config
+from poseforge.train import load_config
 from poseforge.train.data import ResumableBatchSampler, TopDownSamples, build_train_source, make_loader
 from poseforge.data.transforms import TopDownTransform
+
+from _common import training_step  # benchmarks/_common.py (the script's folder is on sys.path)
 
 
 def loader_rate(config, workers: int, batches: int, repeats: int) -> float:
@@ -64,26 +66,8 @@ def loader_rate(config, workers: int, batches: int, repeats: int) -> float:
 
 def model_rate(config, batches: int, repeats: int) -> float:
     """Median training images/s of the config's model on random batches of the loader's shape."""
-    from poseforge.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model(config.model.name, **config.model.overrides).train()
-    optimizer = build_optimizer(model, config.optim)
-    loss_fn = build_loss(model.codec.name, config.loss)
-    w, h = model.config.input_size
-    b, k = config.data.batch_size, model.keypoint_set.num_keypoints
-    images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8)
-    keypoints = torch.rand(b, k, 2) * torch.tensor([w - 1.0, h - 1.0])
-    visible = torch.ones(b, k)
-
-    def step() -> None:
-        targets = model.codec.encode(keypoints, visible)
-        loss = loss_fn(model(model.normalize(images)), targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad or 1e9)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    step, _ = training_step(config)
+    b = config.data.batch_size
     for _ in range(2):
         step()
     rates = []

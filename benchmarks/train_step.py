@@ -1,9 +1,10 @@
 """Training-step speed of a preset's model against variants of it, measured in one run.
 
 One step is what the trainer does per batch once the batch is on the device: codec targets, forward,
-the preset's loss, backward, gradient clipping and the AdamW update (random crops, keypoints inside
-them). The data loader, logging and validation are left out, so a variant's ratio here is an upper
-bound on its ratio in a real run. Variants are ``--set`` overrides of the preset; the steps are
+the preset's loss, backward, gradient clipping and the trainer's AdamW update (random crops,
+keypoints inside them; the same step as ``benchmarks/loader.py``'s model rate). The data loader,
+logging and validation are left out, so a variant's ratio here is an upper bound on its ratio in a
+real run. Variants are ``--set`` overrides of the preset; the steps are
 interleaved so that a noisy neighbour slows every model alike, and throughput is the median images/s.
 
     PYTHONPATH=. python benchmarks/train_step.py [--config synth-cpu] [--repeats 7] \\
@@ -13,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-from typing import Callable
 
 import torch
 
-from poseforge.models import create_model
-from poseforge.train.config import TrainConfig, apply_overrides
-from poseforge.train.losses import build_loss
-from poseforge.train.presets import get_preset
+from poseforge.train import load_config
 
-from _common import cpu_name, load_average, race  # benchmarks/_common.py (the script's folder is on sys.path)
+from _common import cpu_name, load_average, race, training_step  # benchmarks/_common.py (on sys.path)
 
 # The synth-cpu probes of benchmarks/RESULTS.md (sc9, sc10) and two other ways to shrink the transformer.
 DEFAULT_VARIANTS = {
@@ -33,32 +30,9 @@ DEFAULT_VARIANTS = {
 }
 
 
-def make_step(config: TrainConfig, batch: int, seed: int = 0) -> tuple[Callable[[], None], int]:
-    """A closure running one training step of ``config``'s model, and the model's parameter count."""
-    torch.manual_seed(seed)
-    model = create_model(config.model.name, **config.model.overrides)
-    loss_fn = build_loss(model.codec.name, config.loss)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    width, height = model.config.input_size
-    images = torch.randn(batch, 3, height, width)
-    keypoints = torch.rand(batch, model.keypoint_set.num_keypoints, 2) * torch.tensor([width - 1.0, height - 1.0])
-    visible = torch.ones(batch, model.keypoint_set.num_keypoints)
-
-    def step() -> None:
-        targets = model.codec.encode(keypoints, visible)
-        loss = loss_fn(model(images), targets)
-        loss.backward()
-        if config.optim.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_grad)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step, sum(p.numel() for p in model.parameters())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="synth-cpu", help="training preset (default synth-cpu)")
+    parser.add_argument("--config", default="synth-cpu", help="preset or YAML file (default: synth-cpu)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=K=V;K=V",
                         help="a named variant: ';'-separated --set overrides (default: the probes in RESULTS)")
     parser.add_argument("--batch", type=int, default=None, help="crops per step (default: the preset's batch)")
@@ -66,7 +40,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's)")
     args = parser.parse_args()
 
-    preset = get_preset(args.config)
+    preset = load_config(args.config)
     variants = dict(DEFAULT_VARIANTS)
     if args.variant:
         variants = {spec.split("=", 1)[0]: spec.split("=", 1)[1].split(";") for spec in args.variant}
@@ -79,7 +53,8 @@ def main() -> None:
 
     runners, params = {}, {}
     for name, overrides in {args.config: [], **variants}.items():
-        runners[name], params[name] = make_step(apply_overrides(preset, overrides), batch)
+        runners[name], model = training_step(load_config(args.config, overrides), batch)
+        params[name] = sum(p.numel() for p in model.parameters())
     speeds = race(runners, items=batch, repeats=args.repeats, warmup=2)
     reference = speeds[args.config]
     for name, speed in speeds.items():
