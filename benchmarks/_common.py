@@ -53,12 +53,14 @@ def race(runners: dict[str, Callable[[], object]], items: int, repeats: int, war
 
 def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], None], Any]:
     """One trainer step of a training config's model, as a closure, and the model: codec targets,
-    forward, the config's loss, backward, gradient clipping and the trainer's AdamW update, on a fixed
-    random batch (``batch`` crops, default the config's) with keypoints inside the crops."""
+    forward, the config's loss, backward, gradient clipping, the trainer's AdamW update and, when the
+    config turns it on, the EMA update, on a fixed random batch (``batch`` crops, default the config's)
+    with keypoints inside the crops."""
     import torch
 
     from poseforge.models import create_model
     from poseforge.train import build_loss, build_optimizer
+    from poseforge.train.ema import ModelEMA
 
     torch.manual_seed(0)
     model = create_model(config.model.name, **config.model.overrides).train()
@@ -70,6 +72,7 @@ def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], N
     keypoints = torch.rand(b, k, 2) * torch.tensor([w - 1.0, h - 1.0])
     visible = torch.ones(b, k)
     clip = config.optim.clip_grad
+    ema = ModelEMA(model, config.ema.momentum, config.ema.gamma) if config.ema.momentum > 0 else None
 
     def step() -> None:
         targets = model.codec.encode(keypoints, visible)
@@ -79,5 +82,7 @@ def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], N
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model)
 
     return step, model

@@ -1,10 +1,10 @@
 """Training-step speed of a preset's model against variants of it, measured in one run.
 
 One step is what the trainer does per batch once the batch is on the device: codec targets, forward,
-the preset's loss, backward, gradient clipping and the trainer's AdamW update (random crops,
-keypoints inside them; the same step as ``benchmarks/loader.py``'s model rate). The data loader,
-logging and validation are left out, so a variant's ratio here is an upper bound on its ratio in a
-real run. Variants are ``--set`` overrides of the preset; the steps are
+the preset's loss, backward, gradient clipping, the trainer's AdamW update and the EMA update where a
+config turns it on (random crops, keypoints inside them; the same step as ``benchmarks/loader.py``'s
+model rate). The data loader, logging and validation are left out, so a variant's ratio here is an
+upper bound on its ratio in a real run. Variants are ``--set`` overrides of the preset; the steps are
 interleaved so that a noisy neighbour slows every model alike, and throughput is the median images/s.
 
     PYTHONPATH=. python benchmarks/train_step.py [--config synth-cpu] [--repeats 7] \\
@@ -21,12 +21,14 @@ from poseforge.train import load_config
 
 from _common import cpu_name, load_average, race, training_step  # benchmarks/_common.py (on sys.path)
 
-# The synth-cpu probes of benchmarks/RESULTS.md (sc9, sc10) and two other ways to shrink the transformer.
+# The synth-cpu probes of benchmarks/RESULTS.md (sc9, sc10, sc12's EMA) and two other ways to shrink
+# the transformer.
 DEFAULT_VARIANTS = {
     "width 192, 6 heads (sc9)": ["model.overrides.embed_dim=192", "model.overrides.num_heads=6"],
     "width 96 (sc10)": ["model.overrides.embed_dim=96", "model.overrides.deconv_channels=[96]"],
     "depth 4": ["model.overrides.depth=4"],
     "MLP 256": ["model.overrides.mlp_dim=256"],
+    "EMA of the weights (sc12)": ["ema.momentum=0.003", "ema.gamma=300"],
 }
 
 
