@@ -36,19 +36,18 @@ class Predictions:
     tolerance: np.ndarray  # [N, K] s * 2 * sigma (pixels)
     records: list[dict]  # the COCO result records (keypoint and box scores)
 
+    def error(self, predicted: np.ndarray | None = None) -> np.ndarray:
+        """Pixel error [N, K] (NaN where unlabeled) of ``predicted`` (default: the predictions)."""
+        distance = np.linalg.norm((self.predicted if predicted is None else predicted) - self.labels, axis=-1)
+        return np.where(self.visibility > 0, distance, np.nan)
+
     def keypoint_oks(self, predicted: np.ndarray | None = None) -> np.ndarray:
-        """Per-keypoint OKS [N, K] (NaN where unlabeled) of ``predicted`` (default: the predictions)."""
-        error = np.linalg.norm((self.predicted if predicted is None else predicted) - self.labels, axis=-1)
-        return np.where(self.visibility > 0, np.exp(-error ** 2 / (2 * self.tolerance ** 2)), np.nan)
+        """Per-keypoint OKS [N, K] (NaN where unlabeled)."""
+        return np.exp(-self.error(predicted) ** 2 / (2 * self.tolerance ** 2))
 
     def person_oks(self, predicted: np.ndarray | None = None) -> np.ndarray:
         """COCO's per-person OKS [N]: the mean over labeled keypoints."""
         return np.nanmean(self.keypoint_oks(predicted), axis=1)
-
-    @property
-    def error(self) -> np.ndarray:
-        """Pixel error [N, K] (NaN where unlabeled)."""
-        return np.where(self.visibility > 0, np.linalg.norm(self.predicted - self.labels, axis=-1), np.nan)
 
 
 def predict_people(model: torch.nn.Module, data) -> Predictions:
@@ -108,10 +107,11 @@ def main() -> None:
     print(f"median person scale s = sqrt(area): {np.median(np.sqrt(np.array([i.area for i in data.gt.instances]))):.1f} px")
     header = f"{'keypoint':16s} {'tolerance px':>12s}" + "".join(f" | {p[-18:]:>18s} err px, OKS" for p in args.models)
     print(header)
+    per_model = [(np.nanmedian(p.error(), axis=0), np.nanmean(p.keypoint_oks(), axis=0)) for p in tables.values()]
     for k, name in enumerate(names):
         row = f"{name:16s} {np.median(tolerance[:, k]):12.2f}"
-        for p in tables.values():
-            row += f" | {np.nanmedian(p.error[:, k]):24.2f}, {np.nanmean(p.keypoint_oks()[:, k]):.2f}"
+        for error, oks in per_model:
+            row += f" | {error[k]:24.2f}, {oks[k]:.2f}"
         print(row)
     flip_index = np.asarray(data.gt.keypoint_set.flip_index)
     print("\nper-person OKS: mean, 10% / 50% / 90% quantiles, share under 0.5, share a left/right swap would "
