@@ -53,9 +53,9 @@ def race(runners: dict[str, Callable[[], object]], items: int, repeats: int, war
 
 def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], None], Any]:
     """One trainer step of a training config's model, as a closure, and the model: codec targets,
-    forward, the config's loss, backward, gradient clipping, the trainer's AdamW update and, when the
-    config turns it on, the EMA update, on a fixed random batch (``batch`` crops, default the config's)
-    with keypoints inside the crops."""
+    forward (compiled when the config says ``compile``), the config's loss, backward, gradient clipping,
+    the trainer's AdamW update and, when the config turns it on, the EMA update, on a fixed random batch
+    (``batch`` crops, default the config's) with keypoints inside the crops."""
     import torch
 
     from poseforge.models import create_model
@@ -73,10 +73,11 @@ def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], N
     visible = torch.ones(b, k)
     clip = config.optim.clip_grad
     ema = ModelEMA(model, config.ema.momentum, config.ema.gamma) if config.ema.momentum > 0 else None
+    forward = torch.compile(model) if config.compile else model  # as the trainer's forward_model
 
     def step() -> None:
         targets = model.codec.encode(keypoints, visible)
-        loss = loss_fn(model(model.normalize(images)), targets)
+        loss = loss_fn(forward(model.normalize(images)), targets)
         loss.backward()
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

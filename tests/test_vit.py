@@ -200,8 +200,36 @@ def test_conv_stem_makes_the_grid_it_announces(size):
     assert vit.layer_id("patch_embed.stem.0.weight") == vit.layer_id("pos_embed")  # decayed like patchify
 
 
+@pytest.mark.parametrize("size", [(96, 128), (100, 70)])
+def test_deeper_wider_conv_stem_keeps_the_grid(size):
+    config = ViTConfig(embed_dim=64, depth=2, num_heads=2, stem="conv", patch_size=8, stem_widths=(12, 24, 48),
+                       stem_depth=2)
+    vit = VisionTransformer(config, input_size=size).eval()
+    assert tuple(vit(torch.randn(2, 3, size[1], size[0])).shape[-2:]) == config.token_grid(size)
+    convs = [m for m in vit.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.out_channels, m.stride[0]) for m in convs] == [(12, 2), (12, 1), (24, 2), (24, 1), (48, 2), (48, 1)]
+    assert vit.patch_embed.proj.in_channels == 48 and vit.patch_embed.proj.out_channels == 64
+
+
+def test_deeper_conv_stem_survives_save_and_load(tmp_path):
+    from poseforge.models import create_model, load_model
+
+    model = create_model("vitpose-tiny", input_size=(48, 64), stem="conv", patch_size=8, embed_dim=32, depth=1,
+                         num_heads=2, stem_widths=[8, 16, 24], stem_depth=2).eval()
+    model.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    assert (loaded.config.backbone.stem_widths, loaded.config.backbone.stem_depth) == ((8, 16, 24), 2)
+    crops = torch.randint(0, 256, (2, 3, 64, 48)).float()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(loaded.normalize(crops)), model(model.normalize(crops)), rtol=0, atol=0)
+
+
 def test_conv_stem_errors():
     with pytest.raises(PoseforgeError, match="stem"):
         ViTConfig(stem="hybrid")
     with pytest.raises(PoseforgeError, match="power-of-two"):
         ViTConfig(stem="conv", patch_size=14)
+    with pytest.raises(PoseforgeError, match="stem_widths: expected 4"):
+        ViTConfig(stem="conv", stem_widths=(16, 32, 64))
+    with pytest.raises(PoseforgeError, match="stem_depth"):
+        ViTConfig(stem="conv", stem_depth=0)

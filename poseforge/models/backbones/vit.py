@@ -71,6 +71,10 @@ class ViTConfig(BackboneConfig):
             al., "Early convolutions help transformers see better", 2021). The convolutional stem is
             for training from scratch, where a patchify stem learns slowly; the token grid is
             ``ceil(size / patch_size)`` and ``patch_padding`` is unused.
+        stem_widths: channels of the conv stem's stride levels (``log2(patch_size)`` of them); empty:
+            doubling up to ``embed_dim`` (``embed_dim / 8, / 4, / 2, embed_dim`` for patch 16).
+        stem_depth: 3x3 conv-BN-ReLU layers per stride level of the conv stem (the first of them
+            strided); more layers give the stem more of the convolutional bias that learns fast.
         qkv_bias: bias in the fused query/key/value projection.
         layer_norm_eps: LayerNorm epsilon (official ViTPose and mmpretrain: 1e-6).
         final_norm: LayerNorm after the last block.
@@ -96,6 +100,8 @@ class ViTConfig(BackboneConfig):
     patch_size: int = 16
     patch_padding: int = 2
     stem: str = "patch"
+    stem_widths: tuple[int, ...] = ()
+    stem_depth: int = 1
     in_channels: int = 3
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
@@ -123,6 +129,12 @@ class ViTConfig(BackboneConfig):
             raise PoseforgeError(f"ViTConfig.stem: unknown stem '{self.stem}'; known: patch, conv")
         if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
             raise PoseforgeError(f"ViTConfig.stem: the conv stem needs a power-of-two patch_size, got {self.patch_size}")
+        levels = self.patch_size.bit_length() - 1
+        if self.stem_widths and (len(self.stem_widths) != levels or min(self.stem_widths) <= 0):
+            raise PoseforgeError(f"ViTConfig.stem_widths: expected {levels} positive widths for patch_size "
+                                 f"{self.patch_size}, got {list(self.stem_widths)}")
+        if self.stem_depth < 1:
+            raise PoseforgeError(f"ViTConfig.stem_depth: expected >= 1 conv layers per stride level, got {self.stem_depth}")
         if self.attention not in ATTENTION_KINDS:
             raise PoseforgeError(f"ViTConfig.attention: unknown kind '{self.attention}'; known: {', '.join(ATTENTION_KINDS)}")
         if min(self.window_size) <= 0:
@@ -471,18 +483,21 @@ class PatchEmbed(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """``log2(patch_size)`` stride-2 3x3 conv-BN-ReLU layers (widths doubling up to ``embed_dim``),
-    then a 1x1 projection ``proj`` to ``embed_dim`` (see :class:`ViTConfig` ``stem``)."""
+    """``log2(patch_size)`` stride levels of ``depth`` 3x3 conv-BN-ReLU layers each (the first one
+    strided; widths ``widths``, default doubling up to ``embed_dim``), then a 1x1 projection ``proj``
+    to ``embed_dim`` (see :class:`ViTConfig` ``stem``)."""
 
-    def __init__(self, in_channels: int, embed_dim: int, patch_size: int) -> None:
+    def __init__(self, in_channels: int, embed_dim: int, patch_size: int, widths: tuple[int, ...] = (),
+                 depth: int = 1) -> None:
         super().__init__()
         steps = patch_size.bit_length() - 1
-        widths = [max(embed_dim >> (steps - 1 - i), 8) for i in range(steps)]
+        widths = tuple(widths) or tuple(max(embed_dim >> (steps - 1 - i), 8) for i in range(steps))
         layers: list[nn.Module] = []
         for width in widths:
-            layers += [nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True)]
-            in_channels = width
+            for i in range(depth):
+                layers += [nn.Conv2d(in_channels, width, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
+                           nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                in_channels = width
         self.stem = nn.Sequential(*layers)
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=1)
 
@@ -515,7 +530,8 @@ class VisionTransformer(nn.Module):
         self.out_channels = config.embed_dim
         self.grad_checkpointing = config.grad_checkpointing
         if config.stem == "conv":
-            self.patch_embed: nn.Module = ConvStem(config.in_channels, config.embed_dim, config.patch_size)
+            self.patch_embed: nn.Module = ConvStem(config.in_channels, config.embed_dim, config.patch_size,
+                                                      config.stem_widths, config.stem_depth)
         else:
             self.patch_embed = PatchEmbed(config.in_channels, config.embed_dim, config.patch_size, config.patch_padding)
         self.pos_grid = config.token_grid(input_size)
