@@ -87,13 +87,13 @@ def _synth_cpu() -> TrainConfig:
     # heatmaps; 192x256 renders beat 96x128 ones (AP 0.316 vs 0.258 on 500 fresh people, mostly the arms),
     # and the stem down to stride 16 keeps the 12x16 tokens of the 96x128 / stride-8 model. The model
     # underfits (train AP = held-out AP), so light augmentation learns faster (AP 0.46 vs 0.31), and two
-    # conv layers per stem stride level learn faster still at the same speed (AP 0.56 vs 0.46).
+    # conv layers per stem stride level learn faster still (AP 0.56 vs 0.46, ~7% fewer img/s in the run).
     return _synthetic_people(
         "synth-cpu", "the bundled model: a small ViTPose (conv stem, SimCC head) at 192x256 on synthetic people, "
                      "2-core CPU, ~56 minutes, held-out AP 0.56 measured (goal 0.70)",
         ModelSection(name="vitpose-tiny", pos_embed_init="sincos",
-                     overrides={"input_size": [192, 256], "stem": "conv", "stem_depth": 2, "patch_size": 16, "embed_dim": 128,
-                                "num_heads": 4, "head": "simcc", "deconv_channels": [128],
+                     overrides={"input_size": [192, 256], "stem": "conv", "stem_depth": 2, "patch_size": 16,
+                                "embed_dim": 128, "num_heads": 4, "head": "simcc", "deconv_channels": [128],
                                 "deconv_kernel_sizes": [4]}),
         image_size=(192, 256), train_images=8192, val_images=100, fresh=False, clutter=True,
         augment=AugmentConfig(rotate_factor=30.0, rotate_prob=0.1, scale_factor=(0.85, 1.15), half_body_prob=0.0),
