@@ -15,7 +15,9 @@ from poseforge.train import Trainer, load_config
 from poseforge.train.distill import (OutputDistillation, check_compatible, learn_knowledge_token, teacher_with_tokens,
                                      token_student_setup)
 
-TINY = ["data.synthetic.train_images=32", "data.synthetic.val_images=4", "schedule.epochs=1", "data.batch_size=8",
+from test_train_engine import TINY_MODEL
+
+TINY = [TINY_MODEL, "data.synthetic.train_images=32", "data.synthetic.val_images=4", "schedule.epochs=1", "data.batch_size=8",
         "data.val_batch_size=8", "log_interval=1", "schedule.warmup_iters=1"]
 
 
