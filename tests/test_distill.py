@@ -17,8 +17,8 @@ from poseforge.train.distill import (OutputDistillation, check_compatible, learn
 
 from test_train_engine import TINY_MODEL
 
-TINY = [TINY_MODEL, "data.synthetic.train_images=32", "data.synthetic.val_images=4", "schedule.epochs=1", "data.batch_size=8",
-        "data.val_batch_size=8", "log_interval=1", "schedule.warmup_iters=1"]
+TINY = [TINY_MODEL, "data.synthetic.train_images=32", "data.synthetic.val_images=4", "schedule.epochs=1",
+        "data.batch_size=8", "data.val_batch_size=8", "log_interval=1", "schedule.warmup_iters=1"]
 
 
 def teacher_model(**kw):

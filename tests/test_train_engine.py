@@ -15,9 +15,9 @@ from poseforge.train.checkpoint import load_checkpoint
 # The tiny heatmap model the smoke preset had: no BatchNorm (batch statistics would differ per process
 # and micro-batch) and fast.
 TINY_MODEL = "model.overrides={input_size: [48, 64], head: simple}"
-TINY = [TINY_MODEL, "data.synthetic.train_images=32", "data.synthetic.val_images=4", "data.synthetic.image_size=[48,64]",
-        "data.batch_size=8", "data.val_batch_size=4", "schedule.epochs=2", "schedule.warmup_iters=2",
-        "val_interval=1", "log_interval=1", "threads=1"]
+TINY = [TINY_MODEL, "data.synthetic.train_images=32", "data.synthetic.val_images=4",
+        "data.synthetic.image_size=[48,64]", "data.batch_size=8", "data.val_batch_size=4", "schedule.epochs=2",
+        "schedule.warmup_iters=2", "val_interval=1", "log_interval=1", "threads=1"]
 
 
 def tiny_config(*sets: str):

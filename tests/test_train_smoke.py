@@ -12,7 +12,6 @@ import pytest
 
 from poseforge.cli import main
 from poseforge.evaluation.runner import model_height_error
-from poseforge.train import get_preset
 
 # Held-out AP floor of the full smoke run: 0.037 measured (2-core CPU, 2.75 minutes); the untrained
 # network scores 0.
