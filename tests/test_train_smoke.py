@@ -22,6 +22,10 @@ def _records(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _best_ap(run) -> float:
+    return max(r["AP"] for r in _records(run) if r["kind"] == "val")
+
+
 def _table_ap(text: str) -> float:
     lines = [line for line in text.splitlines() if line.strip()]
     header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["AP"])
@@ -49,9 +53,8 @@ def _check_run(run, capsys):
     assert model_height_error(trained, val) < 0.6 * model_height_error(untrained, val)
     capsys.readouterr()
     assert main(["eval", "--model", str(run), "--data", "synthetic", "--workers", "0"]) == 0
-    best = max(v["AP"] for v in vals)
     # the same held-out set and model (the table prints 4 decimals)
-    assert _table_ap(capsys.readouterr().out) == pytest.approx(best, abs=5e-5)
+    assert _table_ap(capsys.readouterr().out) == pytest.approx(_best_ap(run), abs=5e-5)
 
 
 def test_smoke_preset_learns(tmp_path, capsys):
@@ -62,7 +65,7 @@ def test_smoke_preset_learns(tmp_path, capsys):
     assert main(["train", "--config", "smoke", "--out", str(run), "--export", str(shipped)]) == 0
     _check_run(run, capsys)
     _check_export(run, shipped)
-    assert max(r["AP"] for r in _records(run) if r["kind"] == "val") > AP_FLOOR
+    assert _best_ap(run) > AP_FLOOR
 
 
 def _check_export(run, shipped):
@@ -76,8 +79,7 @@ def _check_export(run, shipped):
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}
     assert torch.float16 in dtypes and torch.float32 not in dtypes, dtypes
     record = json.loads((shipped / "training.json").read_text())
-    best_ap = max(r["AP"] for r in _records(run) if r["kind"] == "val")
-    assert record["validation"]["AP"] == pytest.approx(best_ap)
+    assert record["validation"]["AP"] == pytest.approx(_best_ap(run))
     assert record["command"].startswith("poseforge train --config smoke") and "--export" in record["command"]
     assert record["config"]["name"] == "smoke" and record["training_minutes"] >= 0
     assert record["setup_minutes"] >= 0  # rendering the cached set, reported apart
