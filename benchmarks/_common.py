@@ -53,9 +53,10 @@ def race(runners: dict[str, Callable[[], object]], items: int, repeats: int, war
 
 def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], None], Any]:
     """One trainer step of a training config's model, as a closure, and the model: codec targets,
-    forward (compiled when the config says ``compile``), the config's loss, backward, gradient clipping,
-    the trainer's AdamW update and, when the config turns it on, the EMA update, on a fixed random batch
-    (``batch`` crops, default the config's) with keypoints inside the crops."""
+    forward (compiled when the config says ``compile``, in NHWC memory when it says ``channels_last``),
+    the config's loss, backward, gradient clipping, the trainer's AdamW update and, when the config turns
+    it on, the EMA update, on a fixed random batch (``batch`` crops, default the config's) with keypoints
+    inside the crops."""
     import torch
 
     from poseforge.models import create_model
@@ -64,6 +65,8 @@ def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], N
 
     torch.manual_seed(0)
     model = create_model(config.model.name, **config.model.overrides).train()
+    if config.channels_last:  # as the trainer
+        model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optim)
     loss_fn = build_loss(model.codec.name, config.loss)
     w, h = model.config.input_size
@@ -77,7 +80,10 @@ def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], N
 
     def step() -> None:
         targets = model.codec.encode(keypoints, visible)
-        loss = loss_fn(forward(model.normalize(images)), targets)
+        inputs = model.normalize(images)
+        if config.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        loss = loss_fn(forward(inputs), targets)
         loss.backward()
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

@@ -22,7 +22,7 @@ from poseforge.train import load_config
 from _common import cpu_name, load_average, race, training_step  # benchmarks/_common.py (on sys.path)
 
 # The synth-cpu probes of benchmarks/RESULTS.md (sc9, sc10, sc12's EMA, sc6's one-conv-per-level stem), two
-# other ways to shrink the transformer, and torch.compile.
+# other ways to shrink the transformer, and the step without the preset's torch.compile and NHWC memory.
 DEFAULT_VARIANTS = {
     "width 192, 6 heads (sc9)": ["model.overrides.embed_dim=192", "model.overrides.num_heads=6"],
     "width 96 (sc10)": ["model.overrides.embed_dim=96", "model.overrides.deconv_channels=[96]"],
@@ -30,7 +30,9 @@ DEFAULT_VARIANTS = {
     "MLP 256": ["model.overrides.mlp_dim=256"],
     "EMA of the weights (sc12)": ["ema.momentum=0.003", "ema.gamma=300"],
     "stem depth 1 (sc6)": ["model.overrides.stem_depth=1"],
-    "torch.compile": ["compile=true"],
+    "eager (compile off)": ["compile=false"],
+    "NCHW memory (channels_last off)": ["channels_last=false"],
+    "eager, NCHW (sc13's step)": ["compile=false", "channels_last=false"],
 }
 
 

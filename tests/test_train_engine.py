@@ -138,3 +138,54 @@ def test_validation_uses_the_ema_model(tmp_path):
         for p in trainer.ema.module.parameters():
             p.zero_()  # an EMA model of zeros predicts nothing: AP 0 if validation uses it
     assert trainer.validate()["AP"] == 0.0
+
+
+def test_channels_last_changes_the_layout_not_the_training(tmp_path):
+    # The conv stem with BatchNorm, as synth-cpu trains it; NHWC against NCHW differs only by rounding.
+    conv_stem = "model.overrides={input_size: [48, 64], stem: conv, stem_depth: 2, head: simcc}"
+    common = [conv_stem, "val_interval=0", "schedule.epochs=1"]
+    nhwc = Trainer(tiny_config(*common), tmp_path / "nhwc", progress=False)
+    nchw = Trainer(tiny_config(*common, "channels_last=false"), tmp_path / "nchw", progress=False)
+    stem_conv = "backbone.patch_embed.stem.0.weight"
+    assert nhwc.estimator.get_parameter(stem_conv).is_contiguous(memory_format=torch.channels_last)
+    assert not nchw.estimator.get_parameter(stem_conv).is_contiguous(memory_format=torch.channels_last)
+    nhwc.fit()
+    nchw.fit()
+    la, lb = train_losses(tmp_path / "nhwc"), train_losses(tmp_path / "nchw")
+    # (the weights drift by more than rounding: Adam rescales the tiny gradient differences to lr-sized steps)
+    assert la.keys() == lb.keys() and all(la[k] == pytest.approx(lb[k], rel=1e-4) for k in la)
+    # NHWC weights save as plain safetensors (as the export does) that predict as the trainer's model
+    shipped = load_model(nhwc.estimator.save_pretrained(tmp_path / "shipped"))
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(shipped.eval()(x)[0], nhwc.estimator.eval()(x)[0], atol=1e-5)
+
+
+def test_compile_falls_back_to_eager_where_the_backend_fails(tmp_path, monkeypatch, caplog):
+    import poseforge.train.compiling as compiling
+
+    def no_compiler(module):
+        def compiled(*args, **kwargs):
+            missing = RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+            raise torch._inductor.exc.InductorError(missing, None)
+        return compiled
+
+    monkeypatch.setattr(compiling.torch, "compile", no_compiler)
+    eager = Trainer(tiny_config("val_interval=0", "max_steps=3"), tmp_path / "eager", progress=False)
+    eager.fit()
+    with caplog.at_level("WARNING", logger="poseforge"):
+        fallback = Trainer(tiny_config("val_interval=0", "max_steps=3", "compile=true"), tmp_path / "fallback",
+                           progress=False)
+        fallback.fit()
+    assert not fallback.forward_model.is_compiled
+    assert sum("torch.compile failed" in r.message and "C++ compiler" in r.message for r in caplog.records) == 1
+    assert train_losses(tmp_path / "fallback") == train_losses(tmp_path / "eager")  # trained as eager, not skipped
+
+
+def test_compile_does_not_hide_model_errors():
+    from poseforge.train.compiling import CompiledForward
+
+    forward = CompiledForward(torch.nn.Linear(4, 2))
+    with pytest.raises(RuntimeError, match="same reduction dim|cannot be multiplied"):
+        forward(torch.randn(3, 5))  # a shape error of the model is raised, not taken for a compiler failure
+    assert forward.is_compiled and forward(torch.randn(3, 4)).shape == (3, 2)

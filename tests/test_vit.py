@@ -211,14 +211,23 @@ def test_deeper_wider_conv_stem_keeps_the_grid(size):
     assert vit.patch_embed.proj.in_channels == 48 and vit.patch_embed.proj.out_channels == 64
 
 
+def test_conv_stem_depth_per_level():
+    config = ViTConfig(embed_dim=64, depth=1, num_heads=2, stem="conv", patch_size=8, stem_widths=(12, 24, 48),
+                       stem_depth=(1, 3, 2))
+    vit = VisionTransformer(config, input_size=(96, 128)).eval()
+    convs = [m for m in vit.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.out_channels, m.stride[0]) for m in convs] == [(12, 2), (24, 2), (24, 1), (24, 1), (48, 2), (48, 1)]
+    assert tuple(vit(torch.randn(1, 3, 128, 96)).shape[-2:]) == (16, 12)
+
+
 def test_deeper_conv_stem_survives_save_and_load(tmp_path):
     from poseforge.models import create_model, load_model
 
     model = create_model("vitpose-tiny", input_size=(48, 64), stem="conv", patch_size=8, embed_dim=32, depth=1,
-                         num_heads=2, stem_widths=[8, 16, 24], stem_depth=2).eval()
+                         num_heads=2, stem_widths=[8, 16, 24], stem_depth=[2, 1, 2]).eval()
     model.save_pretrained(tmp_path)
     loaded = load_model(tmp_path)
-    assert (loaded.config.backbone.stem_widths, loaded.config.backbone.stem_depth) == ((8, 16, 24), 2)
+    assert (loaded.config.backbone.stem_widths, loaded.config.backbone.stem_depth) == ((8, 16, 24), (2, 1, 2))
     crops = torch.randint(0, 256, (2, 3, 64, 48)).float()
     with torch.no_grad():
         torch.testing.assert_close(loaded(loaded.normalize(crops)), model(model.normalize(crops)), rtol=0, atol=0)
@@ -233,3 +242,7 @@ def test_conv_stem_errors():
         ViTConfig(stem="conv", stem_widths=(16, 32, 64))
     with pytest.raises(PoseforgeError, match="stem_depth"):
         ViTConfig(stem="conv", stem_depth=0)
+    with pytest.raises(PoseforgeError, match="stem_depth: .*4 levels"):
+        ViTConfig(stem="conv", stem_depth=(2, 2, 2))
+    with pytest.raises(PoseforgeError, match="stem_depth"):
+        ViTConfig(stem="conv", stem_depth=(2, 0, 2, 2))

@@ -231,7 +231,10 @@ class TrainConfig:
         distributed: ``"auto"`` (FSDP for ViT-L/H/G backbones, else DDP), ``"ddp"`` or ``"fsdp"``; only
             used under torchrun with more than one process.
         sync_bn: convert BatchNorm to SyncBatchNorm under DDP (where the device supports it: CUDA).
-        compile: ``torch.compile`` the model.
+        compile: ``torch.compile`` the model (eager, with a warning, where the backend cannot compile).
+        channels_last: keep the model's convolution weights and the image batches in NHWC memory
+            (``torch.channels_last``): the conv stem's convolutions run ~1.1x faster on CPU (oneDNN) and
+            on CUDA; the numbers differ from NCHW only by float rounding.
         threads: CPU intra-op threads (``0``: leave torch's default).
     """
 
@@ -255,6 +258,7 @@ class TrainConfig:
     distributed: str = "auto"
     sync_bn: bool = True
     compile: bool = False
+    channels_last: bool = True
     threads: int = 0
 
     def __post_init__(self) -> None:

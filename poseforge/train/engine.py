@@ -47,6 +47,7 @@ from ..evaluation.runner import EvalSet, evaluate_model
 from ..io import write_bytes_atomic
 from ..models.estimator import outputs_to_float
 from .checkpoint import capture_rng_state, load_checkpoint, replace_directory, restore_rng_state, save_checkpoint
+from .compiling import CompiledForward
 from .config import TrainConfig, config_to_dict, save_config
 from .curves import write_curves
 from .data import (ResumableBatchSampler, TopDownSamples, build_train_source, build_val_set, gpu_batch,
@@ -119,6 +120,8 @@ class Trainer:
             model = setup_model(model) or model
         self.extra_loss = extra_loss
         self.estimator = model.to(self.device)
+        if config.channels_last:  # 4-D tensors only: convolution weights
+            self.estimator.to(memory_format=torch.channels_last)
         self.codec = model.codec
         self.loss_fn = build_loss(getattr(self.codec, "name", ""), config.loss)
         self.keypoint_set = model.keypoint_set.name
@@ -196,7 +199,7 @@ class Trainer:
         self.schedule = LRSchedule(self.optimizer, config.schedule, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.estimator, config.ema.momentum, config.ema.gamma) if config.ema.momentum > 0 else None
-        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.forward_model = CompiledForward(self.model) if config.compile else self.model
 
         # ----- counters
         self.step = 0
@@ -339,6 +342,8 @@ class Trainer:
     def _forward_loss(self, batch: Batch) -> Tensor:
         targets = self.codec.encode(batch.keypoints, batch.visibility)
         images = self.estimator.normalize(batch.image)
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
         inputs = (batch.dataset_index,) if self.takes_index else ()

@@ -74,7 +74,8 @@ class ViTConfig(BackboneConfig):
         stem_widths: channels of the conv stem's stride levels (``log2(patch_size)`` of them); empty:
             doubling up to ``embed_dim`` (``embed_dim / 8, / 4, / 2, embed_dim`` for patch 16).
         stem_depth: 3x3 conv-BN-ReLU layers per stride level of the conv stem (the first of them
-            strided); more layers give the stem more of the convolutional bias that learns fast.
+            strided), one number for every level or one per level (finest first); more layers give the
+            stem more of the convolutional bias that learns fast.
         qkv_bias: bias in the fused query/key/value projection.
         layer_norm_eps: LayerNorm epsilon (official ViTPose and mmpretrain: 1e-6).
         final_norm: LayerNorm after the last block.
@@ -101,7 +102,7 @@ class ViTConfig(BackboneConfig):
     patch_padding: int = 2
     stem: str = "patch"
     stem_widths: tuple[int, ...] = ()
-    stem_depth: int = 1
+    stem_depth: int | tuple[int, ...] = 1
     in_channels: int = 3
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
@@ -133,8 +134,10 @@ class ViTConfig(BackboneConfig):
         if self.stem_widths and (len(self.stem_widths) != levels or min(self.stem_widths) <= 0):
             raise PoseforgeError(f"ViTConfig.stem_widths: expected {levels} positive widths for patch_size "
                                  f"{self.patch_size}, got {list(self.stem_widths)}")
-        if self.stem_depth < 1:
-            raise PoseforgeError(f"ViTConfig.stem_depth: expected >= 1 conv layers per stride level, got {self.stem_depth}")
+        depths = tuple(self.stem_depth) if isinstance(self.stem_depth, (tuple, list)) else (self.stem_depth,) * levels
+        if len(depths) != levels or min(depths) < 1:
+            raise PoseforgeError(f"ViTConfig.stem_depth: expected >= 1 conv layers per stride level ({levels} levels for "
+                                 f"patch_size {self.patch_size}), got {self.stem_depth}")
         if self.attention not in ATTENTION_KINDS:
             raise PoseforgeError(f"ViTConfig.attention: unknown kind '{self.attention}'; known: {', '.join(ATTENTION_KINDS)}")
         if min(self.window_size) <= 0:
@@ -483,18 +486,19 @@ class PatchEmbed(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """``log2(patch_size)`` stride levels of ``depth`` 3x3 conv-BN-ReLU layers each (the first one
-    strided; widths ``widths``, default doubling up to ``embed_dim``), then a 1x1 projection ``proj``
-    to ``embed_dim`` (see :class:`ViTConfig` ``stem``)."""
+    """``log2(patch_size)`` stride levels of ``depth`` 3x3 conv-BN-ReLU layers each (one number or one
+    per level; the first layer of a level strided; widths ``widths``, default doubling up to
+    ``embed_dim``), then a 1x1 projection ``proj`` to ``embed_dim`` (see :class:`ViTConfig` ``stem``)."""
 
     def __init__(self, in_channels: int, embed_dim: int, patch_size: int, widths: tuple[int, ...] = (),
-                 depth: int = 1) -> None:
+                 depth: int | tuple[int, ...] = 1) -> None:
         super().__init__()
         steps = patch_size.bit_length() - 1
         widths = tuple(widths) or tuple(max(embed_dim >> (steps - 1 - i), 8) for i in range(steps))
+        depths = tuple(depth) if isinstance(depth, (tuple, list)) else (depth,) * steps
         layers: list[nn.Module] = []
-        for width in widths:
-            for i in range(depth):
+        for width, level_depth in zip(widths, depths):
+            for i in range(level_depth):
                 layers += [nn.Conv2d(in_channels, width, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
                            nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 in_channels = width
