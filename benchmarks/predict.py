@@ -4,6 +4,7 @@ Pipeline measured (``Predictor.predict_video`` with tracking): decode the frame 
 (bundled detector), cut every crop of the frame in one ``crop_batch`` call on the device, run the
 pose model on all crops at once (flip test), decode the heatmaps and map the keypoints back, track.
 The share of each stage comes from ``Predictor(profile=True)`` timings (CUDA synchronized per stage).
+Last, the pose model alone on 2 and 16 crops in the Predictor's NHWC weights against NCHW ones.
 
 Reference (same frames, same detector, same model, same flip test): the naive per-person loop of
 many demo scripts - for each detected box, cut the crop with ``cv2.warpAffine``, run the model on
@@ -22,6 +23,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the poseforge commands do (see poseforge.inference.cli)
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -37,7 +39,7 @@ from poseforge.inference.synthetic_video import crossing_clip
 from poseforge.inference.tracking import PoseTracker
 from poseforge.inference.video import VideoReader, VideoWriter
 
-from _common import cpu_name, load_average  # benchmarks/_common.py (the script's folder is on sys.path)
+from _common import cpu_name, load_average, race  # benchmarks/_common.py (the script's folder is on sys.path)
 
 
 
@@ -112,6 +114,22 @@ def section(title: str, predictor: Predictor, video: Path, num_frames: int, repe
     print(f"ratio batched / naive: {fps / ref:.2f}x")
 
 
+def memory_layouts(predictor: Predictor, repeats: int) -> None:
+    """The pose model alone on crops (flip test as set), in the Predictor's NHWC weights against a copy
+    in NCHW weights, interleaved; 2 crops (this video's two people) and 16 crops per call."""
+    nhwc = predictor.model
+    nchw = copy.deepcopy(nhwc).to(memory_format=torch.contiguous_format)
+    w, h = predictor.input_size
+    for batch in (2, 16):
+        crops = torch.randint(0, 256, (batch, 3, h, w), dtype=torch.uint8, device=predictor.device)
+        runners = {name: (lambda m=m: m.predict(crops, flip_test=predictor.flip_test)) for name, m in
+                   (("NHWC", nhwc), ("NCHW", nchw))}
+        with torch.inference_mode():
+            speeds = race(runners, items=batch, repeats=3 * repeats, warmup=2)
+        print(f"pose model on {batch:2d} crops: NHWC weights (the Predictor's) {speeds['NHWC']:.1f} crops/s, "
+              f"NCHW {speeds['NCHW']:.1f} crops/s, ratio {speeds['NHWC'] / speeds['NCHW']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=30)
@@ -131,6 +149,7 @@ def main() -> None:
                 writer.write(frame)
         cpu = Predictor(args.model, detector=args.detector, device="cpu", flip_test=args.flip, profile=True)
         section(f"CPU, flip test {'on' if args.flip else 'off'}", cpu, video, len(clip.frames), args.repeats)
+        memory_layouts(cpu, args.repeats)
         if torch.cuda.is_available():
             for bf16 in (False, True):
                 gpu = Predictor(args.model, detector=args.detector, device="cuda", flip_test=args.flip, bf16=bf16,

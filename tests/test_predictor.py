@@ -2,6 +2,7 @@
 bundled model's accuracy on synthetic scenes, and ``poseforge predict`` on images, folders and the real photos."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import types
@@ -315,3 +316,21 @@ def test_predictor_agrees_with_the_evaluation_runner():
     distance = np.linalg.norm(a[..., :2] - b[..., :2], axis=-1)
     assert np.median(distance) < 0.5 and np.mean(distance < 2.0) > 0.95, np.percentile(distance, [50, 95, 100])
     assert np.abs(a[..., 2] - b[..., 2]).mean() < 0.02
+
+
+def test_predictor_runs_convolutions_in_nhwc_with_the_same_poses():
+    model = create_model("vitpose-tiny", input_size=(48, 64), stem="conv", stem_depth=2, patch_size=8, embed_dim=32,
+                         depth=1, num_heads=2).eval()
+    reference = copy.deepcopy(model)
+    predictor = Predictor(model, detector=None, device="cpu")
+    stem = predictor.model.backbone.patch_embed.stem[0].weight
+    assert stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous()
+    image = np.random.default_rng(0).integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    boxes = np.array([[10.0, 5.0, 60.0, 100.0], [30.0, 20.0, 40.0, 70.0]])
+    found = predictor.predict(image, boxes=boxes, box_format="xywh")
+    expected = Predictor(reference, detector=None, device="cpu")
+    expected.model.to(memory_format=torch.contiguous_format)
+    assert expected.model.backbone.patch_embed.stem[0].weight.is_contiguous()
+    want = expected.predict(image, boxes=boxes, box_format="xywh")
+    np.testing.assert_allclose(found.keypoints, want.keypoints, atol=1e-3)
+    np.testing.assert_allclose(found.keypoint_scores, want.keypoint_scores, atol=1e-4)
