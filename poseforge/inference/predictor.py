@@ -227,8 +227,8 @@ class Predictor:
         self.model = _load_pose_model(model, self.device)
         if not hasattr(self.model, "codec") or not hasattr(self.model, "config"):
             raise PoseforgeError(f"Predictor: {type(self.model).__name__} is not a poseforge top-down model")
-        # NHWC convolution weights (the conv stem, the head): the bundled model runs ~1.2x as fast on CPU
-        # (oneDNN), patchify ViTs the same; the numbers change only by float rounding
+        # NHWC convolution weights (the conv stem, the head): the bundled model's forward is 1.08-1.16x as fast
+        # on CPU (oneDNN; benchmarks/predict.py), patchify ViTs the same; numbers change only by float rounding
         self.model.to(memory_format=torch.channels_last)
         self.keypoint_set = get_keypoint_set(self.model.config.keypoint_set)
         self.input_size = tuple(int(v) for v in self.model.config.input_size)

@@ -233,8 +233,8 @@ class TrainConfig:
         sync_bn: convert BatchNorm to SyncBatchNorm under DDP (where the device supports it: CUDA).
         compile: ``torch.compile`` the model (eager, with a warning, where the backend cannot compile).
         channels_last: keep the model's convolution weights and the image batches in NHWC memory
-            (``torch.channels_last``): the conv stem's convolutions run ~1.1x faster on CPU (oneDNN) and
-            on CUDA; the numbers differ from NCHW only by float rounding.
+            (``torch.channels_last``): a conv-stem model's training step runs ~1.1x as fast on CPU (oneDNN;
+            ``benchmarks/train_step.py``); the numbers differ from NCHW only by float rounding.
         threads: CPU intra-op threads (``0``: leave torch's default).
     """
 
