@@ -424,6 +424,7 @@ def run_model_command(args: Any) -> int:
         raise PoseforgeError("--batch-size must be >= 1 and --workers >= 0")
     device = resolve_device(args.device)
     model = load_eval_model(args.model, device=device)
+    model.to(memory_format=torch.channels_last)  # NHWC convolutions, as the Predictor and training validation
     data = args.data or "synthetic"
     if data.lower().startswith("synthetic"):
         if args.boxes:
