@@ -134,7 +134,7 @@ class ViTConfig(BackboneConfig):
         if self.stem_widths and (len(self.stem_widths) != levels or min(self.stem_widths) <= 0):
             raise PoseforgeError(f"ViTConfig.stem_widths: expected {levels} positive widths for patch_size "
                                  f"{self.patch_size}, got {list(self.stem_widths)}")
-        depths = tuple(self.stem_depth) if isinstance(self.stem_depth, (tuple, list)) else (self.stem_depth,) * levels
+        depths = self.stem_depths
         if len(depths) != levels or min(depths) < 1:
             raise PoseforgeError(f"ViTConfig.stem_depth: expected >= 1 conv layers per stride level ({levels} levels for "
                                  f"patch_size {self.patch_size}), got {self.stem_depth}")
@@ -177,6 +177,13 @@ class ViTConfig(BackboneConfig):
             return self.part_features
         full = self.embed_dim if self.moe_variant == "ps" else self.hidden_dim
         return int(round(self.expert_ratio * full))
+
+    @property
+    def stem_depths(self) -> tuple[int, ...]:
+        """``stem_depth`` per stride level of the conv stem (finest first)."""
+        if isinstance(self.stem_depth, (tuple, list)):
+            return tuple(self.stem_depth)
+        return (self.stem_depth,) * (self.patch_size.bit_length() - 1)
 
     def token_grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """Token grid ``(rows, cols)`` of an ``(width, height)`` input."""
@@ -486,16 +493,15 @@ class PatchEmbed(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """``log2(patch_size)`` stride levels of ``depth`` 3x3 conv-BN-ReLU layers each (one number or one
-    per level; the first layer of a level strided; widths ``widths``, default doubling up to
-    ``embed_dim``), then a 1x1 projection ``proj`` to ``embed_dim`` (see :class:`ViTConfig` ``stem``)."""
+    """``log2(patch_size)`` stride levels of ``depths[level]`` 3x3 conv-BN-ReLU layers each (the first
+    layer of a level strided; widths ``widths``, default doubling up to ``embed_dim``), then a 1x1
+    projection ``proj`` to ``embed_dim`` (see :class:`ViTConfig` ``stem``)."""
 
-    def __init__(self, in_channels: int, embed_dim: int, patch_size: int, widths: tuple[int, ...] = (),
-                 depth: int | tuple[int, ...] = 1) -> None:
+    def __init__(self, in_channels: int, embed_dim: int, patch_size: int, widths: tuple[int, ...],
+                 depths: tuple[int, ...]) -> None:
         super().__init__()
         steps = patch_size.bit_length() - 1
         widths = tuple(widths) or tuple(max(embed_dim >> (steps - 1 - i), 8) for i in range(steps))
-        depths = tuple(depth) if isinstance(depth, (tuple, list)) else (depth,) * steps
         layers: list[nn.Module] = []
         for width, level_depth in zip(widths, depths):
             for i in range(level_depth):
@@ -535,7 +541,7 @@ class VisionTransformer(nn.Module):
         self.grad_checkpointing = config.grad_checkpointing
         if config.stem == "conv":
             self.patch_embed: nn.Module = ConvStem(config.in_channels, config.embed_dim, config.patch_size,
-                                                      config.stem_widths, config.stem_depth)
+                                                      config.stem_widths, config.stem_depths)
         else:
             self.patch_embed = PatchEmbed(config.in_channels, config.embed_dim, config.patch_size, config.patch_padding)
         self.pos_grid = config.token_grid(input_size)
