@@ -120,3 +120,84 @@ def test_switching_back_to_a_heatmap_head_restores_heatmap_codecs():
     simcc = model_config("vitpose-tiny", head="simcc", input_size=(48, 64))
     back = apply_overrides(simcc, {"head": "classic"})
     assert back.codec == {"name": "udp", "sigma": 2.0, "input_size": [48, 64], "heatmap_size": [12, 16]}
+
+
+def test_the_head_returns_its_keypoint_maps_only_when_asked_and_in_training():
+    model = simcc_model(deconv_channels=(16,), deconv_kernel_sizes=(4,), hidden_dim=16)
+    crops = torch.randn(2, 3, 64, 48)
+    model.train()
+    assert len(model(crops)) == 2
+    model.head.return_maps = True
+    x_logits, y_logits, maps = model(crops)
+    assert maps.shape == (2, 17, 16, 12)  # 48x64 input, stride-8 tokens, one 2x deconv: stride 4
+    model.eval()
+    assert len(model(crops)) == 2  # inference outputs never change
+    assert torch.equal(model(crops)[0], model(crops)[0])
+
+
+def keypoint_map_targets(keypoints, weights):
+    return {"keypoints": keypoints, "target_weights": weights}
+
+
+class _NoLoss(torch.nn.Module):
+    def forward(self, outputs, targets):
+        assert len(outputs) == 2  # the maps are taken off before the coordinate loss
+        return outputs[0].new_zeros(())
+
+
+def test_the_keypoint_map_loss_is_lowest_for_a_map_peaked_at_the_keypoint():
+    """Maps 12x16 for a 48x64 input (stride 4): a peak at the keypoint's cell scores lower than one a
+    cell off, which scores lower than a flat map; unweighted keypoints count for nothing."""
+    from poseforge.train.losses import KeypointMapAuxLoss
+
+    loss_fn = KeypointMapAuxLoss(_NoLoss(), (48, 64), weight=1.0, sigma=4.0)
+    keypoints = torch.tensor([[[21.5, 41.5], [1.5, 1.5]]])  # cell centers (5, 10) and (0, 0)
+    weights = torch.tensor([[1.0, 0.0]])
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(12.0), indexing="ij")
+
+    def peaked(cx, cy):  # the log of a Gaussian of sigma 1 cell
+        return (-((xs - cx) ** 2 + (ys - cy) ** 2) / 2).expand(1, 2, 16, 12)
+
+    dummy = torch.zeros(1, 2, 4)
+    at, off, flat = (float(loss_fn((dummy, dummy, maps), keypoint_map_targets(keypoints, weights)))
+                     for maps in (peaked(5, 10), peaked(6, 10), torch.zeros(1, 2, 16, 12)))
+    # The exact target (sigma 4 px = 1 cell at the keypoint) gives KL 0; a cell off, KL 1/2 nat.
+    assert at < 1e-5 and off == pytest.approx(0.5, abs=0.02) and flat > 2.0
+    # The second keypoint's weight is 0: its map does not matter.
+    moved = peaked(5, 10).clone()
+    moved[:, 1] = peaked(11, 15)[:, 1]
+    assert float(loss_fn((dummy, dummy, moved), keypoint_map_targets(keypoints, weights))) == pytest.approx(at)
+
+
+def test_the_keypoint_map_loss_refuses_outputs_without_maps_in_one_line():
+    from poseforge.train.losses import KeypointMapAuxLoss
+
+    loss_fn = KeypointMapAuxLoss(_NoLoss(), (48, 64), weight=1.0, sigma=4.0)
+    with pytest.raises(PoseforgeError, match="SimCCHead.return_maps"):
+        loss_fn((torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)), keypoint_map_targets(torch.zeros(1, 2, 2), torch.ones(1, 2)))
+    with pytest.raises(PoseforgeError, match="weight and sigma must be > 0"):
+        KeypointMapAuxLoss(_NoLoss(), (48, 64), weight=0.0, sigma=4.0)
+
+
+def test_the_engine_supervises_the_keypoint_maps_and_logs_the_term(tmp_path):
+    from tests.test_train_engine import tiny_config
+
+    overrides = ("model.overrides={input_size: [48, 64], stem: conv, patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2, "
+                 "head: simcc}")
+    config = tiny_config(overrides, "loss.keypoint_map_weight=0.5", "loss.keypoint_map_sigma=6")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    assert type(trainer.loss_fn).__name__ == "KeypointMapAuxLoss" and trainer.loss_fn.sigma == 6.0
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert train and all(0 < r["loss_keypoint_map"] < r["loss"] for r in train)
+    model = load_model(tmp_path / "run" / "best")  # saved as a plain SimCC model
+    model.train()
+    assert len(model(torch.randn(1, 3, 64, 48))) == 2
+
+
+def test_the_keypoint_map_loss_needs_a_head_with_maps(tmp_path):
+    from tests.test_train_engine import tiny_config
+
+    with pytest.raises(PoseforgeError, match="needs a head with keypoint maps"):
+        Trainer(tiny_config("loss.keypoint_map_weight=0.5"), tmp_path / "run", progress=False)

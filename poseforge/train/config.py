@@ -194,6 +194,9 @@ class LossSection:
         use_target_weight: weight each keypoint by its target weight (visibility inside the crop).
         beta, label_softmax, label_beta: ``kl_discret`` settings (RTMPose: 10, True, 10).
         loss_weight: multiplies the loss.
+        keypoint_map_weight: > 0 adds :class:`~poseforge.train.losses.KeypointMapAuxLoss` with this
+            weight: the SimCC head's keypoint maps learn a Gaussian at each keypoint.
+        keypoint_map_sigma: that Gaussian's sigma in input pixels.
     """
 
     name: str = "auto"
@@ -202,6 +205,8 @@ class LossSection:
     label_softmax: bool = True
     label_beta: float = 10.0
     loss_weight: float = 1.0
+    keypoint_map_weight: float = 0.0
+    keypoint_map_sigma: float = 8.0
 
 
 @dataclasses.dataclass(frozen=True)

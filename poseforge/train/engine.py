@@ -55,7 +55,7 @@ from .data import (ResumableBatchSampler, TopDownSamples, build_train_source, bu
 from .distributed import (DistInfo, all_reduce_mean, barrier, choose_strategy, init_distributed, wrap_model)
 from .ema import ModelEMA
 from .init import init_position_embeddings
-from .losses import build_loss
+from .losses import KeypointMapAuxLoss, build_loss
 from .optim import LRSchedule, build_optimizer
 
 __all__ = ["Trainer", "resolve_device"]
@@ -124,6 +124,13 @@ class Trainer:
             self.estimator.to(memory_format=torch.channels_last)
         self.codec = model.codec
         self.loss_fn = build_loss(getattr(self.codec, "name", ""), config.loss)
+        if config.loss.keypoint_map_weight > 0:
+            if not hasattr(model.head, "return_maps"):
+                raise PoseforgeError(f"loss.keypoint_map_weight needs a head with keypoint maps (simcc), "
+                                     f"not {type(model.head).__name__}")
+            model.head.return_maps = True
+            self.loss_fn = KeypointMapAuxLoss(self.loss_fn, model.config.input_size, config.loss.keypoint_map_weight,
+                                              config.loss.keypoint_map_sigma)
         self.keypoint_set = model.keypoint_set.name
         # A mix of datasets trains a multi-task model: each sample's dataset index goes to it and to the loss.
         # (A multi-task model on one plain dataset trains its first task.)
@@ -299,6 +306,7 @@ class Trainer:
         accumulate = config.optim.accumulate
         micro = 0
         window_loss = torch.zeros((), device=self.device)
+        window_parts: dict[str, Tensor] = {}  # named terms of the loss (a loss's ``last_parts``), for the log
         window_steps, window_images, window_start = 0, 0, time.perf_counter()
         for batch in batches:
             micro += 1
@@ -307,6 +315,8 @@ class Trainer:
                 loss = self._forward_loss(batch) / accumulate
                 self.scaler.scale(loss).backward()
             window_loss += loss.detach()
+            for name, part in getattr(self.loss_fn, "last_parts", {}).items():
+                window_parts[name] = window_parts.get(name, 0.0) + part / accumulate
             window_images += len(batch) * self.dist.world_size
             self.batch_in_epoch += 1
             if not last_micro:
@@ -320,10 +330,12 @@ class Trainer:
             if self.step % config.log_interval == 0 or self.batch_in_epoch >= self.batches_per_epoch:
                 mean_loss = float(all_reduce_mean(window_loss / window_steps))
                 seconds = time.perf_counter() - window_start
-                self._log_train(mean_loss, grad_norm, window_images / max(seconds, 1e-9))
+                parts = {name: float(all_reduce_mean(part / window_steps)) for name, part in window_parts.items()}
+                self._log_train(mean_loss, grad_norm, window_images / max(seconds, 1e-9), parts)
                 if bar is not None:
                     bar.describe(f"epoch {self.epoch + 1}/{config.schedule.epochs} loss {mean_loss:.3g}")
                 window_loss.zero_()
+                window_parts.clear()
                 window_steps, window_images, window_start = 0, 0, time.perf_counter()
             if config.checkpoint_steps and self.step % config.checkpoint_steps == 0 and self.batch_in_epoch < self.batches_per_epoch:
                 self._save("last.pt")
@@ -341,6 +353,8 @@ class Trainer:
 
     def _forward_loss(self, batch: Batch) -> Tensor:
         targets = self.codec.encode(batch.keypoints, batch.visibility)
+        if isinstance(self.loss_fn, KeypointMapAuxLoss):
+            targets["keypoints"] = batch.keypoints
         images = self.estimator.normalize(batch.image)
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -354,6 +368,8 @@ class Trainer:
         outputs = outputs_to_float(outputs)
         loss = self.loss_fn(outputs, targets)
         if self.extra_loss is not None:
+            if isinstance(self.loss_fn, KeypointMapAuxLoss):  # a teacher's outputs have no keypoint maps
+                outputs = tuple(outputs[:-1])
             loss = loss + self.extra_loss(batch, images, outputs)
         if not torch.isfinite(loss):
             raise PoseforgeError(f"step {self.step}: the loss is {float(loss)}; lower optim.lr or check the data")
@@ -430,10 +446,11 @@ class Trainer:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def _log_train(self, loss: float, grad_norm: float, images_per_s: float) -> None:
+    def _log_train(self, loss: float, grad_norm: float, images_per_s: float, parts: dict[str, float] | None = None) -> None:
         lr = max(g["lr"] for g in self.optimizer.param_groups)
         record = {"kind": "train", "epoch": round(self.step / self.steps_per_epoch, 4), "step": self.step, "loss": loss, "lr": lr,
                   "grad_norm": None if math.isnan(grad_norm) else grad_norm, "images_per_s": round(images_per_s, 2)}
+        record.update({f"loss_{name}": value for name, value in (parts or {}).items()})
         self._record(record)
         if self.dist.is_main and not self.progress:
             log.info(f"epoch {self.epoch + 1}/{self.config.schedule.epochs} step {self.step}/{self.total_steps} "

@@ -16,7 +16,7 @@ from ..errors import PoseforgeError
 from ..registry import Registry
 from .config import LossSection
 
-__all__ = ["KeypointMSELoss", "KLDiscretLoss", "LOSSES", "CODEC_LOSSES", "build_loss"]
+__all__ = ["KeypointMSELoss", "KLDiscretLoss", "KeypointMapAuxLoss", "LOSSES", "CODEC_LOSSES", "build_loss"]
 
 LOSSES: Registry[Any] = Registry("loss")
 # codec name -> default loss name
@@ -75,6 +75,48 @@ class KLDiscretLoss(nn.Module):
             kl = F.kl_div(log_p, labels, reduction="none").mean(dim=1)
             total = total + (kl * weight).sum()
         return total / k * self.loss_weight
+
+
+class KeypointMapAuxLoss(nn.Module):
+    """A coordinate loss plus dense supervision of the head's keypoint maps.
+
+    ``outputs = (*coordinate outputs, maps [B,K,h,w])`` (a SimCC head with ``return_maps``):
+    ``main(coordinate outputs) + weight x`` the KL divergence from a Gaussian at each keypoint
+    (``sigma`` input pixels) to the softmax of its map over all ``h x w`` cells, averaged over the
+    batch's keypoints by target weight. The maps of a SimCC head are otherwise free to take any
+    shape the classifiers can read; tying them to the keypoint's position gives every cell of the
+    backbone's features a direct training signal. ``last_parts`` holds the last weighted map term,
+    which the trainer logs next to the total.
+    """
+
+    def __init__(self, main: nn.Module, input_size: tuple[int, int], weight: float, sigma: float) -> None:
+        super().__init__()
+        if not weight > 0 or not sigma > 0:
+            raise PoseforgeError(f"keypoint map loss: weight and sigma must be > 0, got {weight} and {sigma}")
+        self.main, self.input_size, self.weight, self.sigma = main, tuple(input_size), float(weight), float(sigma)
+
+    def forward(self, outputs: tuple[Tensor, ...], targets: Mapping[str, Tensor]) -> Tensor:
+        if not isinstance(outputs, (tuple, list)) or len(outputs) < 2 or outputs[-1].dim() != 4:
+            raise PoseforgeError("keypoint map loss: expected outputs (..., keypoint maps [B,K,h,w]); "
+                                 "the head must return its maps (SimCCHead.return_maps)")
+        maps = outputs[-1].float()
+        n, k, h, w = maps.shape
+        if "keypoints" not in targets:
+            raise PoseforgeError("keypoint map loss: the targets carry no 'keypoints'")
+        stride = torch.tensor([self.input_size[0] / w, self.input_size[1] / h], device=maps.device)
+        centers = (targets["keypoints"].to(maps.device, torch.float32) + 0.5) / stride - 0.5  # [B,K,2] in cells
+        ys = torch.arange(h, device=maps.device, dtype=torch.float32)
+        xs = torch.arange(w, device=maps.device, dtype=torch.float32)
+        sigma_cells = self.sigma / stride  # [2]
+        gx = -((xs - centers[..., :1]) / sigma_cells[0]) ** 2 / 2  # [B,K,w]
+        gy = -((ys - centers[..., 1:]) / sigma_cells[1]) ** 2 / 2  # [B,K,h]
+        target = torch.softmax((gy[..., :, None] + gx[..., None, :]).reshape(n, k, h * w), dim=-1)
+        log_p = F.log_softmax(maps.reshape(n, k, h * w), dim=-1)
+        kl = F.kl_div(log_p, target, reduction="none").sum(-1)  # [B,K] nats
+        weight = targets["target_weights"].to(kl.dtype)
+        aux = self.weight * (kl * weight).sum() / weight.sum().clamp_min(1.0)
+        self.last_parts = {"keypoint_map": aux.detach()}
+        return self.main(tuple(outputs[:-1]), targets) + aux
 
 
 def build_loss(codec_name: str, config: LossSection | None = None) -> nn.Module:

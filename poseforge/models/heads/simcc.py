@@ -6,7 +6,9 @@ RTMPose / DWPose).
 one map per keypoint -> each map flattened -> LayerNorm + Linear to ``hidden_dim`` + GELU -> two
 linear classifiers over ``round(w_in * split_ratio)`` x bins and ``round(h_in * split_ratio)`` y bins.
 Decoded by the ``simcc`` codec (argmax per axis, ``split_ratio`` bins per input pixel), so
-localisation is not limited to a heatmap's stride; trained with the KL loss of RTMPose.
+localisation is not limited to a heatmap's stride; trained with the KL loss of RTMPose, optionally
+plus a dense loss on the keypoint maps (``loss.keypoint_map_weight``; see
+:class:`~poseforge.train.losses.KeypointMapAuxLoss`).
 """
 from __future__ import annotations
 
@@ -70,9 +72,14 @@ def simcc_codec(input_size: tuple[int, int], split_ratio: float = 2.0) -> dict:
 
 @HEADS.register("simcc")
 class SimCCHead(nn.Module):
-    """``forward(features [B,C,h,w]) -> (x_logits [B,K,Wx], y_logits [B,K,Hy])``."""
+    """``forward(features [B,C,h,w]) -> (x_logits [B,K,Wx], y_logits [B,K,Hy])``.
+
+    With ``return_maps`` set (by a trainer whose loss supervises the keypoint maps) a head in training
+    mode also returns its keypoint maps ``[B,K,h',w']``; inference outputs never change.
+    """
 
     config_class = SimCCHeadConfig
+    return_maps: bool = False
 
     def __init__(self, config: SimCCHeadConfig, in_channels: int, num_outputs: int,
                  feature_size: tuple[int, int] | None = None, input_size: tuple[int, int] | None = None) -> None:
@@ -112,4 +119,6 @@ class SimCCHead(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = self.final_layer(self.deconv_layers(features))
         x = self.mlp(maps.flatten(2))
+        if self.return_maps and self.training:
+            return self.cls_x(x), self.cls_y(x), maps
         return self.cls_x(x), self.cls_y(x)
