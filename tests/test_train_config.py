@@ -84,6 +84,8 @@ def test_overrides():
     ("optim.lr", "expected KEY=VALUE"),
     ("optim.lr.x=1", "'optim.lr' has no sub-fields"),
     ("data.augment.flip_prob=2", "flip_prob must be a probability"),
+    ("loss.keypoint_map_weight=-0.1", "loss.keypoint_map_weight: expected a value >= 0, got -0.1"),
+    ("loss.keypoint_map_sigma=0", "loss.keypoint_map_sigma: expected a positive number (pixels), got 0"),
 ])
 def test_bad_overrides_are_one_line_errors(override, message):
     with pytest.raises(PoseforgeError) as e:

@@ -296,8 +296,11 @@ def _check_config(c: TrainConfig) -> None:
     non_negative = {"data.num_workers": c.data.num_workers, "val_interval": c.val_interval,
                     "save_interval": c.save_interval, "checkpoint_steps": c.checkpoint_steps,
                     "schedule.warmup_iters": c.schedule.warmup_iters, "threads": c.threads,
-                    "optim.clip_grad": c.optim.clip_grad, "ema.momentum": c.ema.momentum}
+                    "optim.clip_grad": c.optim.clip_grad, "ema.momentum": c.ema.momentum,
+                    "loss.keypoint_map_weight": c.loss.keypoint_map_weight}
     problems += [f"{k}: expected a value >= 0, got {v}" for k, v in non_negative.items() if v < 0]
+    if not c.loss.keypoint_map_sigma > 0:
+        problems.append(f"loss.keypoint_map_sigma: expected a positive number (pixels), got {c.loss.keypoint_map_sigma}")
     if not c.optim.lr > 0:
         problems.append(f"optim.lr: expected a positive number, got {c.optim.lr}")
     if c.ema.momentum >= 1:

@@ -116,7 +116,7 @@ class SimCCHead(nn.Module):
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         maps = self.final_layer(self.deconv_layers(features))
         x = self.mlp(maps.flatten(2))
         if self.return_maps and self.training:
