@@ -102,3 +102,37 @@ def test_empty_results_score_zero(coco_file, tmp_path, capsys, caplog):
     assert main(["eval", "--gt", str(coco_file), "--results", path, "--json", str(out)]) == 0
     assert json.loads(out.read_text()) == {name: 0.0 for name in STAT_NAMES}
     assert "no results to evaluate" in caplog.text
+
+
+
+def test_exported_and_bundled_models_are_scored_on_their_own_held_out_set(tmp_path, capsys):
+    """An exported model has no config.yaml; its training.json's config names the held-out set, so
+    ``poseforge eval --model EXPORT --data synthetic`` scores what the training run validated on."""
+    import shutil
+    from pathlib import Path
+
+    from poseforge.assets import asset_path
+    from poseforge.evaluation.runner import _synthetic_defaults
+    from poseforge.models import load_model
+    from poseforge.train.config import config_to_dict
+    from poseforge.train.presets import get_preset
+
+    model = load_model("bundled")
+    shipped = Path(asset_path("pose"))
+    record = json.loads((shipped / "training.json").read_text())
+    bundled = _synthetic_defaults("bundled", model)
+    assert record["validation"]["set"].startswith(f"{bundled['num_images']} synthetic images")
+    assert bundled["seed"] == record["config"]["data"]["synthetic"]["val_seed"]
+
+    export = tmp_path / "export"
+    shutil.copytree(shipped, export)
+    data = config_to_dict(get_preset("smoke"))
+    data["data"]["synthetic"].update(val_images=7, val_seed=1234, val_people=[1, 2])
+    (export / "training.json").write_text(json.dumps({"config": data}))
+    defaults = _synthetic_defaults(str(export), model)
+    assert {k: defaults[k] for k in ("num_images", "seed", "people", "clutter")} == {
+        "num_images": 7, "seed": 1234, "people": (1, 2), "clutter": False}
+    assert tuple(defaults["image_size"]) == (96, 128)
+    (export / "training.json").write_text("{not json")
+    assert main(["eval", "--model", str(export), "--data", "synthetic"]) == 2
+    assert "training.json: not valid JSON" in capsys.readouterr().err

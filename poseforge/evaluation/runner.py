@@ -13,6 +13,7 @@ trainer's validation do).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -386,10 +387,11 @@ def evaluate_model(model: torch.nn.Module, data: EvalSet, *, flip_test: bool | N
 # ---------------------------------------------------------------------------------------------- models
 def load_eval_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> torch.nn.Module:
     """A model to evaluate: a model folder / ``.safetensors`` file (``save_pretrained``), a training run
-    folder (its ``best/`` model, else the weights in ``last.pt``) or a training checkpoint ``.pt``."""
+    folder (its ``best/`` model, else the weights in ``last.pt``), a training checkpoint ``.pt``, or
+    ``"bundled"`` (the pose model shipped with poseforge)."""
     from ..models import load_model
 
-    path = Path(path)
+    path = _resolve_bundled(path)
     if path.is_dir() and not (path / "model.safetensors").is_file():
         if (path / "best" / "model.safetensors").is_file():
             return load_model(path / "best", device=device)
@@ -445,15 +447,41 @@ def run_model_command(args: Any) -> int:
     return 0
 
 
-def _synthetic_defaults(model_path: str, model: torch.nn.Module) -> dict[str, Any]:
-    """The held-out set of the training run the model comes from (its config.yaml), else defaults."""
-    defaults = {"keypoint_set": model.keypoint_set.name}
-    path = Path(model_path)
-    for folder in (path, path.parent, path.parent.parent):
-        if (folder / "config.yaml").is_file():
-            from ..train.config import load_config
+def _resolve_bundled(path: str | os.PathLike) -> Path:
+    """``"bundled"`` -> the shipped pose model's folder; any other path unchanged."""
+    if str(path) == "bundled":
+        from ..assets import asset_path
 
-            s = load_config(folder / "config.yaml").data.synthetic
+        return Path(asset_path("pose"))
+    return Path(path)
+
+
+def _training_config(folder: Path) -> Any:
+    """The training config recorded in ``folder``: a run's ``config.yaml`` or an export's ``training.json``."""
+    from ..train.config import config_from_dict, load_config
+
+    if (folder / "config.yaml").is_file():
+        return load_config(folder / "config.yaml")
+    record = folder / "training.json"
+    if record.is_file():
+        try:
+            data = json.loads(record.read_text())
+        except json.JSONDecodeError as err:
+            raise PoseforgeError(f"{record}: not valid JSON ({err})") from None
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+            return config_from_dict(data["config"], where=f"{record}: config")
+    return None
+
+
+def _synthetic_defaults(model_path: str, model: torch.nn.Module) -> dict[str, Any]:
+    """The held-out set of the training run the model comes from (a run's config.yaml or an exported
+    model's training.json), else defaults."""
+    defaults = {"keypoint_set": model.keypoint_set.name}
+    path = _resolve_bundled(model_path)
+    for folder in (path, path.parent, path.parent.parent):
+        config = _training_config(folder)
+        if config is not None:
+            s = config.data.synthetic
             defaults.update(num_images=s.val_images, seed=s.val_seed, image_size=s.image_size, people=s.val_people,
                             clutter=s.clutter)
             break
