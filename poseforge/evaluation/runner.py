@@ -391,7 +391,9 @@ def load_eval_model(path: str | os.PathLike, device: torch.device | str = "cpu")
     ``"bundled"`` (the pose model shipped with poseforge)."""
     from ..models import load_model
 
-    path = _resolve_bundled(path)
+    if str(path) == "bundled":
+        return load_model("bundled", device=device)
+    path = Path(path)
     if path.is_dir() and not (path / "model.safetensors").is_file():
         if (path / "best" / "model.safetensors").is_file():
             return load_model(path / "best", device=device)
@@ -447,15 +449,6 @@ def run_model_command(args: Any) -> int:
     return 0
 
 
-def _resolve_bundled(path: str | os.PathLike) -> Path:
-    """``"bundled"`` -> the shipped pose model's folder; any other path unchanged."""
-    if str(path) == "bundled":
-        from ..assets import asset_path
-
-        return Path(asset_path("pose"))
-    return Path(path)
-
-
 def _training_config(folder: Path) -> Any:
     """The training config recorded in ``folder``: a run's ``config.yaml`` or an export's ``training.json``."""
     from ..train.config import config_from_dict, load_config
@@ -477,7 +470,11 @@ def _synthetic_defaults(model_path: str, model: torch.nn.Module) -> dict[str, An
     """The held-out set of the training run the model comes from (a run's config.yaml or an exported
     model's training.json), else defaults."""
     defaults = {"keypoint_set": model.keypoint_set.name}
-    path = _resolve_bundled(model_path)
+    if str(model_path) == "bundled":
+        from ..assets import asset_path
+
+        model_path = asset_path("pose")
+    path = Path(model_path)
     for folder in (path, path.parent, path.parent.parent):
         config = _training_config(folder)
         if config is not None:

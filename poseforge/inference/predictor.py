@@ -188,10 +188,6 @@ def as_rgb_image(image: Any, name: str = "image") -> tuple[np.ndarray, str | Non
 def _load_pose_model(model: Any, device: torch.device) -> torch.nn.Module:
     if isinstance(model, torch.nn.Module):
         return model.to(device).eval()
-    if str(model) == "bundled":
-        from ..models import load_model
-
-        return load_model("bundled", device=device)
     from ..evaluation.runner import load_eval_model
 
     return load_eval_model(model, device=device).float().eval()
