@@ -146,6 +146,62 @@ def test_simcc_normalized_labels_integrate_to_one_and_score_is_the_smaller_axis_
     assert torch.allclose(scores, torch.tensor([[1 / (6.0 * np.sqrt(2 * np.pi))]], dtype=torch.float32))
 
 
+def _predicted_logits(centres: torch.Tensor, n: int, spread: float, beta: float = 10.0) -> torch.Tensor:
+    """Logits whose ``softmax(beta x logits)`` is a Gaussian of ``spread`` bins at each (sub-bin) centre."""
+    d = torch.arange(n, dtype=torch.float64) - centres[..., None]
+    return (1 - (d * d) / (2 * spread**2) / beta).float()  # peak 1: a positive score
+
+
+def test_simcc_decode_window_finds_the_sub_bin_centre_the_argmax_misses():
+    codec = _codec("simcc", decode_window=6.0)
+    plain = _codec("simcc")
+    gen = torch.Generator().manual_seed(3)
+    centres = torch.rand(4, 17, 2, generator=gen, dtype=torch.float64) * torch.tensor([300.0, 420.0]) + 40
+    outputs = (_predicted_logits(centres[..., 0], 384, 4.9), _predicted_logits(centres[..., 1], 512, 5.66))
+    refined, scores = codec.decode(outputs)
+    argmax, argmax_scores = plain.decode(outputs)
+    truth = centres.float() / codec.split_ratio
+    assert (refined - truth).abs().max() < 0.01  # pixels; the argmax is off by up to a quarter pixel
+    assert (argmax - truth).abs().max() > 0.2
+    assert torch.equal(scores, argmax_scores)  # scores stay the axis maxima
+
+
+def test_simcc_decode_window_keeps_a_second_mode_out():
+    codec = _codec("simcc", decode_window=6.0)
+    x = torch.logsumexp(torch.stack((_predicted_logits(torch.tensor([[100.3]]), 384, 4.9),
+                                     _predicted_logits(torch.tensor([[300.0]]), 384, 4.9) - 0.05)), 0)
+    y = _predicted_logits(torch.tensor([[200.0]]), 512, 5.66)
+    refined, _ = codec.decode((x, y))
+    assert refined[0, 0, 0] == pytest.approx(100.3 / 2, abs=0.01)  # a whole-axis mean lands near 150 / 2
+    assert torch.softmax(10 * x, -1)[0, 0, 200:].sum() > 0.3
+
+
+def test_simcc_decode_window_at_the_axis_ends_stays_on_the_axis():
+    codec = _codec("simcc", decode_window=6.0)
+    edges = torch.tensor([[0.0, 383.0]])
+    outputs = (_predicted_logits(edges, 384, 4.9), _predicted_logits(torch.tensor([[0.0, 511.0]]), 512, 5.66))
+    refined, _ = codec.decode(outputs)
+    assert ((refined >= 0) & (refined <= torch.tensor([383.0, 511.0]) / 2)).all()
+    assert (refined - torch.tensor([[[0.0, 0.0], [191.5, 255.5]]])).abs().max() < 2.5  # one-sided window
+
+
+def test_simcc_decode_window_config_round_trip_and_validation():
+    codec = _codec("simcc", decode_window=6.0, decode_beta=5.0)
+    again = create_codec(**codec.config())
+    assert (again.decode_window, again.decode_beta) == (6.0, 5.0)
+    assert "decode_window" not in _codec("simcc").config()  # mmpose's plain argmax keeps mmpose's config
+    for bad in (dict(decode_window=-1.0), dict(decode_window=float("nan")), dict(decode_beta=0.0)):
+        with pytest.raises(PoseforgeError, match="decode_"):
+            _codec("simcc", **bad)
+
+
+def test_models_with_a_simcc_head_decode_with_the_window():
+    from poseforge.models import create_model
+
+    model = create_model("vitpose-tiny", head="simcc")
+    assert model.config.codec["decode_window"] == 6.0 and model.codec.decode_window == 6.0
+
+
 # ----------------------------------------------------------------------------- flip test
 def _flip_keypoints(keypoints: torch.Tensor, flip_index) -> torch.Tensor:
     """Keypoints of the horizontally flipped crop (pixel j -> w-1-j), left/right swapped."""

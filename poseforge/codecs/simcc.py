@@ -4,6 +4,11 @@ Semantics follow mmpose 1.3.2 ``SimCCLabel(smoothing_type='gaussian')``: labels 
 centred at ``round(x * split_ratio)`` over the whole axis, optionally divided by
 ``sigma * sqrt(2 pi)``; decode takes each axis' argmax and scores a keypoint with the smaller
 of the two axis maxima.
+
+With ``decode_window`` set, decode refines each argmax to the mean of the predicted distribution
+(``softmax(decode_beta x logits)``, the distribution the KL loss trains) over a window of
+``decode_window`` label sigmas either side of it: the mean of a broad peak is a steadier estimate than
+its top bin, and the window keeps a second mode (the other wrist, a flipped limb) out of it.
 """
 from __future__ import annotations
 
@@ -43,12 +48,16 @@ class SimCC(Codec):
         split_ratio: bins per input pixel (``simcc_split_ratio``); there are round(w * r) x bins.
         normalize: divide labels by ``sigma * sqrt(2 pi)`` (mmpose's default True; RTMPose
             configs set False).
+        decode_window: half-width of the refinement window in label sigmas (0: plain argmax, as
+            mmpose; :func:`~poseforge.models.heads.simcc.simcc_codec` sets 6).
+        decode_beta: the softmax temperature of the refinement (the KL loss's ``beta``).
     """
 
     name = "simcc"
 
     def __init__(self, input_size: Sequence[int], sigma: float | Sequence[float] = 6.0,
-                 split_ratio: float = 2.0, normalize: bool = True) -> None:
+                 split_ratio: float = 2.0, normalize: bool = True, decode_window: float = 0.0,
+                 decode_beta: float = 10.0) -> None:
         self.input_size = check_size(input_size, "input_size")
         if isinstance(sigma, (int, float, np.integer, np.floating)) and not isinstance(sigma, bool):
             sx = sy = check_positive(sigma, "sigma")
@@ -60,6 +69,8 @@ class SimCC(Codec):
         self.sigma = (sx, sy)
         self.split_ratio = check_positive(split_ratio, "split_ratio")
         self.normalize = bool(normalize)
+        self.decode_window = 0.0 if decode_window == 0 else check_positive(decode_window, "decode_window")
+        self.decode_beta = check_positive(decode_beta, "decode_beta")
         # np.around like mmpose (round half to even)
         self.num_bins = (int(np.around(self.input_size[0] * self.split_ratio)),
                          int(np.around(self.input_size[1] * self.split_ratio)))
@@ -97,8 +108,9 @@ class SimCC(Codec):
         return x.float(), y.float()
 
     def decode(self, outputs: tuple[Tensor, Tensor] | Sequence[Any]) -> tuple[Tensor, Tensor]:
-        """Keypoints [B,K,2] in input pixels (bin / split_ratio; -1/r where the score is <= 0)
-        and scores [B,K] = min(max x, max y), as mmpose's ``get_simcc_maximum``."""
+        """Keypoints [B,K,2] in input pixels (bin / split_ratio, refined within ``decode_window``;
+        -1/r where the score is <= 0) and scores [B,K] = min(max x, max y), as mmpose's
+        ``get_simcc_maximum``."""
         x, y = self._check_outputs(outputs)
         B, K = x.shape[:2]
         if B * K == 0:
@@ -106,9 +118,23 @@ class SimCC(Codec):
         max_x, loc_x = x.max(dim=-1)
         max_y, loc_y = y.max(dim=-1)
         scores = torch.minimum(max_x, max_y)
-        locs = torch.stack((loc_x, loc_y), dim=-1).float()
+        if self.decode_window > 0:
+            locs = torch.stack((self._window_mean(x, loc_x, self.sigma[0]),
+                                self._window_mean(y, loc_y, self.sigma[1])), dim=-1)
+        else:
+            locs = torch.stack((loc_x, loc_y), dim=-1).float()
         locs = torch.where((scores > 0)[..., None], locs, torch.full_like(locs, -1.0))
         return locs / self.split_ratio, scores
+
+    def _window_mean(self, logits: Tensor, peak: Tensor, sigma: float) -> Tensor:
+        """Mean bin of ``softmax(beta x logits)`` over ``peak +- window`` (bins past the axis ends left out)."""
+        radius = max(1, int(math.ceil(self.decode_window * sigma)))
+        offsets = torch.arange(-radius, radius + 1, device=logits.device)
+        bins = peak[..., None] + offsets
+        inside = (bins >= 0) & (bins < logits.shape[-1])
+        bins = bins.clamp(0, logits.shape[-1] - 1)
+        window = (self.decode_beta * logits.gather(-1, bins)).masked_fill(~inside, float("-inf"))
+        return (torch.softmax(window, dim=-1) * bins.float()).sum(-1)
 
     def flip_back(self, outputs: tuple[Tensor, Tensor] | Sequence[Any],
                   flip_index: Sequence[int] | np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
@@ -117,8 +143,9 @@ class SimCC(Codec):
         return flip_vectors(x, y, flip_index)
 
     def config(self) -> dict[str, Any]:
+        refine = {"decode_window": self.decode_window, "decode_beta": self.decode_beta} if self.decode_window else {}
         return {"name": self.name, "input_size": list(self.input_size), "sigma": list(self.sigma),
-                "split_ratio": self.split_ratio, "normalize": self.normalize}
+                "split_ratio": self.split_ratio, "normalize": self.normalize, **refine}
 
 
 CODECS.register("simcc", SimCC)
