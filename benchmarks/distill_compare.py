@@ -62,11 +62,12 @@ def main() -> None:
     print(f"distill_compare, {datetime.date.today()}: teacher {args.teacher}, student {args.student} "
           f"({' '.join(args.overrides) or 'recipe defaults'}), recipe {args.config}")
 
-    from poseforge.evaluation.runner import load_eval_model, synthetic_eval_set
+    from poseforge.data.evalsets import synthetic_eval_set
+    from poseforge.evaluation import evaluate
+    from poseforge.models import load_model
     from poseforge.train.config import load_config
-    from poseforge.train.multitask import evaluate_task
 
-    teacher = load_eval_model(args.teacher)
+    teacher = load_model(args.teacher)
     recipe = load_config(args.config, args.overrides)
     s = recipe.data.synthetic
     arms: dict[str, tuple[Path, float]] = {}
@@ -87,9 +88,9 @@ def main() -> None:
     # student's best checkpoint; AP as in training validation, plus PCK@0.2 (box-normalized).
     held_out = synthetic_eval_set(num_images=s.val_images, seed=s.val_seed, image_size=s.image_size, people=s.val_people,
                                   keypoint_set=teacher.keypoint_set.name, clutter=s.clutter)
-    scores = {"teacher": evaluate_task(teacher, held_out, flip_test=recipe.flip_test)}
+    scores = {"teacher": evaluate(teacher, held_out, flip_test=recipe.flip_test).stats}
     for name, (folder, _) in arms.items():
-        scores[name] = evaluate_task(load_eval_model(folder), held_out, flip_test=recipe.flip_test)
+        scores[name] = evaluate(load_model(folder), held_out, flip_test=recipe.flip_test).stats
     w, h = teacher.config.input_size
     print(f"\nheld-out set: {held_out.name}; flip test {'on' if recipe.flip_test else 'off'}")
     print(f"teacher {teacher.config.name} ({teacher.num_parameters() / 1e6:.2f}M parameters, {w}x{h}): "
@@ -98,7 +99,7 @@ def main() -> None:
     print(f"{'student':<8} {'params':>7} {'AP':>7} {'AP50':>7} {'PCK@0.2':>8} {'AP vs alone':>12} {'PCK vs alone':>13} {'minutes':>8}")
     for name, (folder, seconds) in arms.items():
         sc = scores[name]
-        model = load_eval_model(folder)
+        model = load_model(folder)
         print(f"{name:<8} {model.num_parameters() / 1e6:6.2f}M {sc['AP']:7.4f} {sc['AP50']:7.4f} {sc['PCK@0.2']:8.4f} "
               f"{sc['AP'] - base['AP']:+12.4f} {sc['PCK@0.2'] - base['PCK@0.2']:+13.4f} {seconds / 60:8.1f}")
 

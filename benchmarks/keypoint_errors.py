@@ -21,9 +21,11 @@ import datetime
 import numpy as np
 import torch
 
+from poseforge.data.evalsets import synthetic_eval_set
 from poseforge.evaluation.coco import evaluate_keypoints
+from poseforge.evaluation.evaluator import predict_dataset
 from poseforge.evaluation.postprocess import rescore_results
-from poseforge.evaluation.runner import load_eval_model, predict_boxes, synthetic_eval_set
+from poseforge.models import load_model
 
 
 @dataclasses.dataclass
@@ -53,7 +55,7 @@ class Predictions:
 def predict_people(model: torch.nn.Module, data) -> Predictions:
     """Predict every held-out person in its ground-truth box (flip test)."""
     people = {inst.image_id: inst for inst in data.gt.instances}
-    records = predict_boxes(model, data, flip_test=True)
+    records = predict_dataset(model, data, flip_test=True).raw_results()
     truth = [people[r["image_id"]] for r in records]
     scale = np.sqrt(np.array([i.area for i in truth], np.float64))[:, None]
     return Predictions(
@@ -102,7 +104,7 @@ def main() -> None:
     data = synthetic_eval_set(args.images, args.seed, size)
     names = data.gt.keypoint_set.names
     print(f"keypoint_errors, {datetime.date.today()}: {data.name}")
-    tables = {path: predict_people(load_eval_model(path), data) for path in args.models}
+    tables = {path: predict_people(load_model(path), data) for path in args.models}
     tolerance = next(iter(tables.values())).tolerance
     print(f"median person scale s = sqrt(area): {np.median(np.sqrt(np.array([i.area for i in data.gt.instances]))):.1f} px")
     header = f"{'keypoint':16s} {'tolerance px':>12s}" + "".join(f" | {p[-18:]:>18s} err px, OKS" for p in args.models)

@@ -26,8 +26,11 @@ import time
 import numpy as np
 import torch
 
-from poseforge.evaluation.runner import EvalSet, evaluate_model, height_normalized_errors, model_height_error
-from poseforge.models.estimator import build_model
+from poseforge.data.evalsets import EvalSet
+from poseforge.evaluation import evaluate
+from poseforge.evaluation.evaluator import model_height_error
+from poseforge.evaluation.pck import height_normalized_errors
+from poseforge.models import build_model
 from poseforge.train.config import load_config
 from poseforge.train.engine import Trainer
 
@@ -57,9 +60,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
     trained = trainer.estimator.eval()
     val_config = load_config(args.config, [*overrides, "val_interval=1"])
-    from poseforge.train.data import build_val_set
+    from poseforge.train.data import build_val_sets
 
-    val = build_val_set(val_config, trained.keypoint_set.name)
+    val = build_val_sets(val_config, trained)[0].data
     torch.manual_seed(config.seed)
     untrained = build_model(trained.config).eval()
     keypoints, labeled, boxes = _truth(val)
@@ -69,7 +72,7 @@ def main() -> None:
                                                           keypoints, labeled, boxes)))
     rows = [("trained", model_height_error(trained, val)), ("untrained network", model_height_error(untrained, val)),
             ("mean pose (oracle prior)", mean_error)]
-    ap = evaluate_model(trained, val).stats["AP"]
+    ap = evaluate(trained, val).stats["AP"]
     print(f"# learning probe, {datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"# {config.name} {' '.join(args.overrides)}: {args.steps} steps x batch {config.data.batch_size} "

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import torch
 
+from poseforge.models import create_model
 from poseforge.train import load_config
-from poseforge.train.data import ResumableBatchSampler, TopDownSamples, build_train_source, make_loader
+from poseforge.train.data import ResumableBatchSampler, TrainSamples, build_train_source, make_loader
 from poseforge.data.transforms import TopDownTransform
 
 from _common import training_step  # benchmarks/_common.py (the script's folder is on sys.path)
@@ -44,13 +45,14 @@ def loader_rate(config, workers: int, batches: int, repeats: int) -> float:
     data = config.data
     batch = data.batch_size
     total = batch * batches * (repeats + 1) * 2
-    source = build_train_source(data, "coco17", total_images=total)
+    estimator = create_model(config.model.name, **config.model.overrides)  # the source reads its keypoint set
+    source = build_train_source(data, estimator, total_images=total)
     transform = TopDownTransform(tuple(config.model.overrides.get("input_size", (192, 256))), source.keypoint_set,
                                  use_udp=True, augment=data.augment)
     fresh = data.train == "synthetic" and data.synthetic.fresh
     sampler = ResumableBatchSampler(len(source), batch, seed=0, fresh=fresh,
                                     batches_per_epoch=batches * (repeats + 1) * 2 if fresh else None)
-    loader = make_loader(TopDownSamples(source, transform, 0), sampler, workers, pin_memory=False)
+    loader = make_loader(TrainSamples(source, [transform], 0), sampler, workers, pin_memory=False)
     it = iter(loader)
     for _ in range(max(workers, 1) * 2):  # warm-up: workers start and fill their queues
         next(it)

@@ -55,7 +55,7 @@ def main() -> None:
     w, h = plus.config.input_size
     x = torch.randn(batch, 3, h, w)
     with torch.inference_mode():
-        diff = (merged(x) - plus(x, task)).abs().max().item()
+        diff = (merged(x).heatmaps - plus(x, task).heatmaps).abs().max().item()
     print(f"merged {plus_name} task '{args.task}' vs the MoE model: max abs heatmap difference {diff:.2e} (fp32)")
     print(f"parameters: plain {plain.num_parameters() / 1e6:.2f}M, merged {merged.num_parameters() / 1e6:.2f}M, "
           f"MoE {plus.num_parameters() / 1e6:.2f}M")

@@ -77,13 +77,15 @@ def main() -> None:
     run(cli + ["merge-experts", str(run_dir), "--task", "all", "--out", str(merged_dir), "--force"], out / "merge.log")
     print((out / "merge.log").read_text().strip())
 
-    from poseforge.evaluation.runner import load_eval_model, synthetic_eval_set
+    from poseforge.data.evalsets import synthetic_eval_set
+    from poseforge.evaluation import evaluate
     from poseforge.models import load_model
     from poseforge.train.config import load_config
-    from poseforge.train.multitask import SEED_STRIDE, evaluate_task, format_task_table
+    from poseforge.train.data import SEED_STRIDE
+    from poseforge.train.engine import format_task_table
 
     config = load_config(args.config, settings)
-    model = load_eval_model(run_dir)
+    model = load_model(run_dir)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     best = json.loads((run_dir / "best" / "training.json").read_text())
     best_val = [r for r in records if r["kind"] == "val" and r["epoch"] == best["epoch"]][-1]
@@ -95,11 +97,12 @@ def main() -> None:
         held_out = synthetic_eval_set(num_images=s.val_images, seed=s.val_seed + k * SEED_STRIDE, image_size=s.image_size,
                                       people=s.val_people, keypoint_set=task.keypoint_set, clutter=s.clutter)
         merged = load_model(merged_dir / task.name)
-        stats = evaluate_task(merged, held_out, flip_test=config.flip_test)
+        stats = evaluate(merged, held_out, flip_test=config.flip_test).stats
         merged_stats.update({f"{task.name}/{key}": v for key, v in stats.items()})
         x = (torch.rand(8, 3, *reversed(model.config.input_size), generator=torch.Generator().manual_seed(k)) * 255).round()
         with torch.no_grad():
-            diffs[task.name] = (merged(merged.normalize(x)) - model(model.normalize(x), task.name)).abs().max().item()
+            diffs[task.name] = (merged(merged.normalize(x)).heatmaps
+                                - model(model.normalize(x), task.name).heatmaps).abs().max().item()
     for key in ("AP", "AP50", "AP75", "AR", "PCK@0.2", "EPE"):
         merged_stats[key] = sum(merged_stats[f"{t}/{key}"] for t in diffs) / len(diffs)
 

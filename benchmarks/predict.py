@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the poseforge commands do (see poseforge.inference.cli)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the poseforge commands do (see poseforge.cli.predict)
 
 import argparse
 import copy
@@ -73,12 +73,12 @@ def naive(predictor: Predictor, video: Path, max_frames: int | None = None) -> f
         dets = detector.detect_batch([given])[0]
         for box in xyxy_to_xywh(dets.boxes.double().cpu()).numpy():
             center, scale = bbox_xywh_to_center_scale(box, w / h, 1.25)
-            matrix = get_affine_matrix(center, scale, 0.0, (w, h), predictor.use_udp)
+            matrix = get_affine_matrix(center, scale, 0.0, (w, h), predictor.model.codec.udp_warp)
             crop = crop_image(frame, matrix, (w, h))
             x = torch.from_numpy(crop).permute(2, 0, 1)[None].to(predictor.device)
             with predictor._autocast():
                 pred = model.predict(x, flip_test=predictor.flip_test)
-            kp = pred.keypoints[0].float().cpu().numpy().astype(np.float64)
+            kp = pred.keypoints[0, 0].float().cpu().numpy().astype(np.float64)
             full = np.vstack([matrix, [0.0, 0.0, 1.0]])
             back = np.linalg.inv(full)[:2]
             _ = kp @ back[:, :2].T + back[:, 2]

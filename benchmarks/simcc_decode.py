@@ -17,7 +17,8 @@ import datetime
 import numpy as np
 
 from poseforge.codecs import SimCC, create_codec
-from poseforge.evaluation.runner import load_eval_model, synthetic_eval_set
+from poseforge.data.evalsets import synthetic_eval_set
+from poseforge.models import load_model
 
 from keypoint_errors import ap_with_scaled_errors, predict_people  # benchmarks/ is on sys.path
 
@@ -35,7 +36,7 @@ def main() -> None:
     data = synthetic_eval_set(args.images, args.seed, size)
     print(f"simcc_decode, {datetime.date.today()}: {data.name}")
     for path in args.models:
-        model = load_eval_model(path)
+        model = load_model(path)
         codec = model.codec
         if not isinstance(codec, SimCC):
             raise SystemExit(f"{path}: not a SimCC model (codec '{codec.name}')")

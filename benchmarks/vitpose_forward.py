@@ -50,10 +50,10 @@ def report(title: str, results: dict[str, float], reference: str) -> None:
 def cpu_section(hf, hf_sdpa, pf, batch: int, repeats: int) -> None:
     x = torch.randn(batch, 3, 256, 192)
     with torch.inference_mode():
-        diff = (hf(x).heatmaps - pf(x)).abs().max().item()
+        diff = (hf(x).heatmaps - pf(x).heatmaps).abs().max().item()
         results = race({"HF transformers VitPose-B (eager)": lambda: hf(x).heatmaps,
                         "HF transformers VitPose-B (sdpa)": lambda: hf_sdpa(x).heatmaps,
-                        "poseforge vitpose-b": lambda: pf(x)},
+                        "poseforge vitpose-b": lambda: pf(x).heatmaps},
                        batch, repeats, warmup=2, sync=lambda: None)
     print(f"(outputs agree: max abs diff {diff:.2e})")
     report(f"CPU fp32, batch {batch}, 256x192, {torch.get_num_threads()} threads, median of {repeats}",
@@ -69,16 +69,16 @@ def cuda_section(hf, hf_sdpa, pf, batch: int, repeats: int, compile_models: bool
     runners: dict[str, Callable[[], torch.Tensor]] = {
         "HF transformers VitPose-B (eager)": lambda: hf(x).heatmaps,
         "HF transformers VitPose-B (sdpa)": lambda: hf_sdpa(x).heatmaps,
-        "poseforge vitpose-b (eager)": lambda: pf(x),
+        "poseforge vitpose-b (eager)": lambda: pf(x).heatmaps,
     }
     if compile_models:
         hf_compiled = torch.compile(hf)
         pf_compiled = torch.compile(pf, fullgraph=True)
         runners["HF transformers VitPose-B (compile)"] = lambda: hf_compiled(x).heatmaps
-        runners["poseforge vitpose-b (compile)"] = lambda: pf_compiled(x)
+        runners["poseforge vitpose-b (compile)"] = lambda: pf_compiled(x).heatmaps
     with torch.inference_mode():
         ref = hf(x).heatmaps.float()
-        diff = (pf(x).float() - ref).abs().max().item()
+        diff = (pf(x).heatmaps.float() - ref).abs().max().item()
         results = race(runners, batch, repeats, warmup=5, sync=torch.cuda.synchronize)
     print(f"\n(bf16 outputs: max abs diff {diff:.3f} on heatmaps of max {ref.abs().max().item():.3f})")
     report(f"CUDA {torch.cuda.get_device_name()} pure bf16, batch {batch}, 256x192, median of {repeats}",

@@ -31,3 +31,18 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def peer_data(shared_dir: Path) -> Path:
     return shared_dir / "peer-data"
+
+
+@pytest.fixture()
+def one_thread():
+    """One intra-op thread: small kernels on a shared 2-core machine avoid OpenMP spin-wait stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def coco_file(peer_data: Path) -> Path:
+    """The real COCO keypoint sample (4 images, 14 annotations)."""
+    return peer_data / "coco/test_coco.json"

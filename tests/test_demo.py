@@ -6,18 +6,12 @@ import time
 
 import cv2
 import pytest
-import torch
 
 from poseforge.cli import main
 from poseforge.inference.demo import DEMO_SEED, TRAINING_SEEDS, run_demo
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small kernels, one intra-op thread
 
 
 def test_demo_scores_and_writes_everything(tmp_path):

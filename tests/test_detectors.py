@@ -16,13 +16,7 @@ from poseforge.inference.detectors.builtin import detector_loss, encode_targets,
 from poseforge.inference.detectors.onnx import letterbox
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small kernels on a shared 2-core machine: one intra-op thread avoids OpenMP spin-wait stalls
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small kernels, one intra-op thread
 
 
 # ---------------------------------------------------------------------------------------------- boxes, NMS

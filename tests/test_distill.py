@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from poseforge.cli import main as cli_main
 from poseforge.errors import PoseforgeError
 from poseforge.models import create_model, load_model
+from poseforge.outputs import Heatmaps
 from poseforge.train import Trainer, load_config
 from poseforge.train.distill import (OutputDistillation, check_compatible, learn_knowledge_token, teacher_with_tokens,
                                      token_student_setup)
@@ -56,8 +57,8 @@ def test_output_distillation_is_mse_to_the_teacher_and_trains_only_the_student()
     teacher, student = teacher_model(), student_model().train()
     raw = (torch.rand(3, 3, 64, 48) * 255).round()
     kd, loss, outputs, target = distill_once(teacher, student, raw)
-    torch.testing.assert_close(loss, 0.5 * F.mse_loss(outputs, target))
-    assert target.abs().max() > 0.05
+    torch.testing.assert_close(loss, 0.5 * F.mse_loss(outputs.heatmaps, target.heatmaps))
+    assert target.heatmaps.abs().max() > 0.05
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert student.head.final_layer.weight.grad.abs().sum() > 0
@@ -72,7 +73,7 @@ def test_teacher_and_student_must_fit():
     with pytest.raises(PoseforgeError, match="keypoint sets coco17 vs ap10k17"):
         check_compatible(teacher, student_model(keypoint_set="ap10k17"))
     with pytest.raises(PoseforgeError, match="teacher heatmaps"):
-        OutputDistillation(teacher)(FakeBatch(torch.zeros(1, 3, 64, 48)), None, torch.zeros(1, 17, 8, 6))
+        OutputDistillation(teacher)(FakeBatch(torch.zeros(1, 3, 64, 48)), None, Heatmaps(torch.zeros(1, 17, 8, 6)))
 
 
 def test_simcc_output_distillation_is_the_kl_of_the_bin_distributions():
@@ -82,7 +83,7 @@ def test_simcc_output_distillation_is_the_kl_of_the_bin_distributions():
     raw = (torch.rand(2, 3, 64, 48) * 255).round()
     kd, loss, outputs, target = distill_once(teacher, student, raw)
     expected = 0.0
-    for s, t in zip(outputs, target):  # KL(q || p) per keypoint and axis, by its definition
+    for s, t in ((outputs.simcc_x, target.simcc_x), (outputs.simcc_y, target.simcc_y)):  # KL(q || p) per keypoint and axis
         p, q = torch.softmax(10 * s.flatten(0, 1), 1), torch.softmax(10 * t.flatten(0, 1), 1)
         expected = expected + (q * (q.log() - p.log())).sum(1).mean()
     torch.testing.assert_close(loss, 0.5 * expected)
@@ -96,7 +97,8 @@ def test_heatmap_and_simcc_models_cannot_distill_into_each_other():
     with pytest.raises(PoseforgeError, match="codecs simcc vs udp"):
         check_compatible(teacher_model(head="simcc"), student_model())
     with pytest.raises(PoseforgeError, match="different kinds of head"):
-        OutputDistillation(teacher_model(head="simcc"))(FakeBatch(torch.zeros(1, 3, 64, 48)), None, torch.zeros(1, 17, 16, 12))
+        OutputDistillation(teacher_model(head="simcc"))(FakeBatch(torch.zeros(1, 3, 64, 48)), None,
+                                                        Heatmaps(torch.zeros(1, 17, 16, 12)))
 
 
 # ----------------------------------------------------------------------------- knowledge tokens
@@ -109,7 +111,7 @@ def test_teacher_with_tokens_freezes_everything_but_the_token():
     assert not any(m.training for m in tokenized.modules() if isinstance(m, torch.nn.BatchNorm2d))
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
-        assert (tokenized(x) - teacher(x)).abs().max() > 1e-4  # the token takes part in attention
+        assert (tokenized(x).heatmaps - teacher(x).heatmaps).abs().max() > 1e-4  # the token takes part in attention
 
 
 def test_token_learning_changes_only_the_token(tmp_path):
@@ -147,10 +149,10 @@ def test_trainer_extra_loss_hook_adds_the_distillation_term(tmp_path):
     teacher_free = Trainer(config, tmp_path / "a", progress=False)
     with_kd = Trainer(config, tmp_path / "b", progress=False, extra_loss=kd)
     batch = next(iter(with_kd._batches()))
-    base = teacher_free._forward_loss(batch)
-    total = with_kd._forward_loss(batch)  # same seed: the same initial student
+    base, _ = teacher_free._forward_loss(batch)
+    total, _ = with_kd._forward_loss(batch)  # same seed: the same initial student
     outputs = with_kd.estimator(with_kd.estimator.normalize(batch.image))
-    expected = 2.0 * F.mse_loss(outputs, kd.teacher_outputs(batch.image))
+    expected = 2.0 * F.mse_loss(outputs.heatmaps, kd.teacher_outputs(batch.image).heatmaps)
     torch.testing.assert_close(total - base, expected, rtol=1e-4, atol=1e-7)
 
 

@@ -10,11 +10,6 @@ from poseforge.cli import main
 from poseforge.evaluation import STAT_NAMES, coco_metric, evaluate_keypoints
 
 
-@pytest.fixture()
-def coco_file(peer_data):
-    return peer_data / "coco/test_coco.json"
-
-
 def write_results(path, results):
     path.write_text(json.dumps(results))
     return str(path)
@@ -112,7 +107,7 @@ def test_exported_and_bundled_models_are_scored_on_their_own_held_out_set(tmp_pa
     from pathlib import Path
 
     from poseforge.assets import asset_path
-    from poseforge.evaluation.runner import _synthetic_defaults
+    from poseforge.cli.eval import synthetic_defaults as _synthetic_defaults
     from poseforge.models import load_model
     from poseforge.train.config import config_to_dict
     from poseforge.train.presets import get_preset

@@ -121,11 +121,6 @@ def noisy_results(doc: dict, rng, sigma_px: float, fields=("keypoints",), extra_
 
 
 @pytest.fixture(scope="module")
-def coco_file(peer_data):
-    return peer_data / "coco/test_coco.json"
-
-
-@pytest.fixture(scope="module")
 def coco_doc(coco_file):
     return json.loads(coco_file.read_text())
 
@@ -576,11 +571,15 @@ def test_pck_auc_epe_nms_equal_mmpose_oracle(shared_dir, tmp_path):
     assert keypoint_epe(pred, gt, mask) == pytest.approx(expected["epe"], abs=1e-5)
     assert any(len(keep) < groups.shape[1] for keep in expected["nms"])  # NMS really suppresses
     for g in range(groups.shape[0]):
-        assert oks_nms_indices(groups[g], scores[g], areas[g], sigmas, 0.9).tolist() == expected["nms"][g]
+        # mmpose orders by numpy's default (SIMD, unstable) quicksort: among equal scores its order depends on
+        # the CPU. The same instances must survive, in the same score order.
+        kept = oks_nms_indices(groups[g], scores[g], areas[g], sigmas, 0.9).tolist()
+        assert sorted(kept) == sorted(expected["nms"][g])
+        assert [scores[g][i] for i in kept] == [scores[g][i] for i in expected["nms"][g]]
 
 
 def test_height_normalized_errors_average_labeled_keypoints_per_person():
-    from poseforge.evaluation.runner import height_normalized_errors
+    from poseforge.evaluation.pck import height_normalized_errors
 
     truth = np.zeros((3, 4, 2))
     predicted = truth.copy()

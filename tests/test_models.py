@@ -11,7 +11,7 @@ import poseforge
 from poseforge.errors import PoseforgeError
 from poseforge.models import (HeatmapHeadConfig, TopDownConfig, ViTConfig, build_model, config_from_dict, create_model,
                               list_models, load_model, model_config)
-from poseforge.models.estimator import CONFIG_NAME, WEIGHTS_NAME
+from poseforge.models.estimators import CONFIG_NAME, WEIGHTS_NAME
 
 SIZES = ["tiny", "s", "b", "l", "h", "g"]
 ALL_NAMES = [f"vitpose-{s}{suffix}" for s in SIZES for suffix in ("", "-simple")]
@@ -61,7 +61,7 @@ def test_s_model_parameter_count_equals_mmpose():
 def test_small_zoo_models_run_on_cpu(name):
     model = create_model(name, input_size=(48, 64)).eval()
     with torch.no_grad():
-        out = model(torch.randn(2, 3, 64, 48))
+        out = model(torch.randn(2, 3, 64, 48)).heatmaps
     assert out.shape == (2, 17, 16, 12) and out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
@@ -69,7 +69,7 @@ def test_small_zoo_models_run_on_cpu(name):
 def test_large_zoo_models_run_on_the_meta_device(name):
     with torch.device("meta"):
         model = create_model(name).eval()
-        out = model(torch.empty(2, 3, 256, 192))
+        out = model(torch.empty(2, 3, 256, 192)).heatmaps
     assert out.shape == (2, 17, 64, 48)
 
 
@@ -78,7 +78,7 @@ def test_large_zoo_models_run_on_the_meta_device(name):
 def test_large_zoo_models_run_on_cpu(name):
     model = create_model(name, input_size=(48, 64)).eval()
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 64, 48))
+        out = model(torch.randn(1, 3, 64, 48)).heatmaps
     assert out.shape == (1, 17, 16, 12) and torch.isfinite(out).all()
 
 
@@ -93,7 +93,7 @@ def test_overrides_follow_keypoint_set_input_size_and_decoder():
     assert cfg.head.input_upsample == 4 and cfg.backbone.attention == "shifted_window"
     assert model.backbone.blocks[-1].drop_path.p == pytest.approx(0.2)
     with torch.no_grad():
-        assert model.eval()(torch.randn(1, 3, 128, 96)).shape == (1, 133, 32, 24)
+        assert model.eval()(torch.randn(1, 3, 128, 96)).heatmaps.shape == (1, 133, 32, 24)
 
 
 def test_unknown_override_is_a_clear_error():
@@ -152,7 +152,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.config == model.config and not loaded.training
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x).heatmaps, model(x).heatmaps, rtol=0, atol=0)
     assert torch.equal(loaded.pixel_mean, model.pixel_mean) and torch.equal(loaded.flip_index, model.flip_index)
 
 
@@ -168,7 +168,7 @@ def test_classic_head_batchnorm_statistics_survive_save_and_load(tmp_path):
     loaded = load_model(tmp_path / WEIGHTS_NAME)
     x = torch.randn(1, 3, 64, 48)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x).heatmaps, model(x).heatmaps, rtol=0, atol=0)
 
 
 def test_a_lone_safetensors_file_carries_its_config(tmp_path):
@@ -188,9 +188,9 @@ def test_bfloat16_models_save_and_load_in_bfloat16(tmp_path):
 
 
 def test_load_errors_are_one_line(tmp_path):
-    with pytest.raises(PoseforgeError, match="no such model folder"):
+    with pytest.raises(PoseforgeError, match="no such model name, folder or file"):
         load_model(tmp_path / "absent")
-    with pytest.raises(PoseforgeError, match="model.safetensors: file not found"):
+    with pytest.raises(PoseforgeError, match=r"not a model folder or training run \(no model.safetensors"):
         load_model(tmp_path)
     model = tiny()
     model.save_pretrained(tmp_path)
@@ -222,9 +222,10 @@ def test_predict_without_flip_decodes_the_forward_pass():
     normalized = (images.float() - torch.tensor(model.config.mean).view(1, 3, 1, 1)) / torch.tensor(model.config.std).view(1, 3, 1, 1)
     with torch.no_grad():
         keypoints, scores = model.codec.decode(model(normalized))
-    torch.testing.assert_close(pred.keypoints, keypoints)
-    torch.testing.assert_close(pred.scores, scores)
-    assert pred.keypoints.shape == (3, 17, 2) and pred.scores.shape == (3, 17) and len(pred) == 3
+    torch.testing.assert_close(pred.keypoints[:, 0], keypoints)
+    torch.testing.assert_close(pred.scores[:, 0], scores)
+    assert pred.keypoints.shape == (3, 1, 17, 2) and pred.scores.shape == (3, 1, 17) and len(pred) == 3
+    assert bool(pred.valid.all()) and pred.valid.shape == (3, 1)
     assert not torch.equal(pred.keypoints[0], pred.keypoints[1])  # per-image results, not a constant
 
 
@@ -234,10 +235,10 @@ def test_predict_with_flip_averages_the_flipped_back_outputs():
     pred = model.predict(images)  # config default: flip_test=True
     x = model.normalize(images)
     with torch.no_grad():
-        averaged = 0.5 * (model(x) + model.codec.flip_back(model(x.flip(-1)), model.keypoint_set.flip_index))
+        averaged = 0.5 * (model(x).heatmaps + model.codec.flip_back(model(x.flip(-1)).heatmaps, model.keypoint_set.flip_index))
     keypoints, scores = model.codec.decode(averaged)
-    torch.testing.assert_close(pred.keypoints, keypoints)
-    torch.testing.assert_close(pred.scores, scores)
+    torch.testing.assert_close(pred.keypoints[:, 0], keypoints)
+    torch.testing.assert_close(pred.scores[:, 0], scores)
     assert not torch.allclose(pred.scores, model.predict(images, flip_test=False).scores)
 
 
@@ -292,11 +293,11 @@ def test_grad_checkpointing_switch_keeps_gradients():
     torch.manual_seed(0)
     model = tiny().train()
     x = torch.randn(2, 3, 64, 48)
-    model(x).sum().backward()
+    model(x).heatmaps.sum().backward()
     ref = model.backbone.blocks[0].attn.qkv.weight.grad.clone()
     model.zero_grad()
     model.set_grad_checkpointing(True)
-    model(x).sum().backward()
+    model(x).heatmaps.sum().backward()
     torch.testing.assert_close(model.backbone.blocks[0].attn.qkv.weight.grad, ref, atol=1e-6, rtol=1e-5)
 
 
@@ -307,12 +308,12 @@ def test_prepare_for_inference_pure_bfloat16_channels_last():
     images = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
     x = model.normalize(images)
     with torch.no_grad():
-        ref = model(x)
+        ref = model(x).heatmaps
     model.prepare_for_inference(dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     assert model.head.deconv_layers[0].weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        out = model(x)  # fp32 input is cast to the weights' dtype
+        out = model(x).heatmaps  # fp32 input is cast to the weights' dtype
     assert out.dtype == torch.bfloat16
     assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
     assert model.predict(images).keypoints.dtype == torch.float32
@@ -329,5 +330,5 @@ def test_head_output_size_rules():
                                       head=HeatmapHeadConfig(deconv_channels=(8, 8, 8), deconv_kernel_sizes=(4, 3, 2)),
                                       input_size=(48, 64)))
     with torch.no_grad():
-        assert model.eval()(torch.randn(1, 3, 64, 48)).shape == (1, 17, 32, 24)
+        assert model.eval()(torch.randn(1, 3, 64, 48)).heatmaps.shape == (1, 17, 32, 24)
     assert math.prod(model.output_size) == 32 * 24

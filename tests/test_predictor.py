@@ -17,15 +17,10 @@ from poseforge.cli import main
 from poseforge.errors import PoseforgeError
 from poseforge.inference.predictor import Predictor, as_rgb_image
 from poseforge.models import create_model
+from poseforge.outputs import Heatmaps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small kernels on a shared 2-core machine: one intra-op thread avoids OpenMP spin-wait stalls
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small kernels, one intra-op thread
 
 
 def _dot_model(codec: str = "udp"):
@@ -33,11 +28,11 @@ def _dot_model(codec: str = "udp"):
     Keypoints found in image pixels then test cropping, flip test, decoding and mapping back together."""
     model = create_model("vitpose-tiny", input_size=(48, 64), codec=codec).eval()
 
-    def forward(self, x):
+    def forward(self, x, task=None):
         bright = (x[:, :1].float() + 3).clamp(min=0)
         if codec != "udp":  # MSRA: heatmap cell j stands for crop pixel 4j (UDP: 47/11 j), so centre the pooling there
             bright = F.pad(bright, (2, 2, 2, 2))[..., :-4, :-4]
-        return F.avg_pool2d(bright, 4).repeat(1, self.keypoint_set.num_keypoints, 1, 1)
+        return Heatmaps(F.avg_pool2d(bright, 4).repeat(1, self.keypoint_set.num_keypoints, 1, 1))
 
     model.forward = types.MethodType(forward, model)
     return model
@@ -198,7 +193,7 @@ def test_bundled_model_is_trained():
     """The bundled weights localize far better than the same network untrained (measured: 0.061 vs 0.582
     of the box height, median), through the whole predictor path (boxes, crops, flip test, decoding)."""
     from poseforge.models import load_model
-    from poseforge.models.estimator import build_model
+    from poseforge.models import build_model
 
     _, _, trained = _bundled_on_held_out_scenes()
     torch.manual_seed(0)
@@ -293,19 +288,20 @@ def test_cli_predict_real_photos_with_bundled_models(tmp_path, peer_data):
     assert data["keypoint_set"] == "coco17" and data["width"] == 640
 
 
-def test_predictor_agrees_with_the_evaluation_runner():
-    """Two crop implementations (the predictor's batched grid_sample, the runner's per-box cv2.warpAffine)
+def test_predictor_agrees_with_the_evaluator():
+    """Two crop implementations (the predictor's batched grid_sample, the evaluator's per-box cv2.warpAffine)
     give the same keypoints for the same model and boxes, up to interpolation rounding."""
-    from poseforge.evaluation.runner import predict_boxes, synthetic_eval_set
+    from poseforge.data.evalsets import synthetic_eval_set
+    from poseforge.evaluation.evaluator import predict_dataset
 
     data = synthetic_eval_set(num_images=6, seed=3_000_041, image_size=(320, 240), people=(1, 3))
     predictor = Predictor("bundled", detector=None, device="cpu", flip_test=True)
-    reference = predict_boxes(predictor.model, data, flip_test=True, batch_size=16)
+    reference = predict_dataset(predictor.model, data, flip_test=True, batch_size=16).raw_results()
     images = data.load_images([int(i) for i in np.unique(data.image_ids)])
     ours = []
     for image_id in dict.fromkeys(data.image_ids.tolist()):
         rows = data.image_ids == image_id
-        # the runner clips ground-truth boxes to the image before cropping; so does this call
+        # the evaluator clips ground-truth boxes to the image before cropping; so does this call
         xywh = data.boxes[rows]
         x1, y1 = np.clip(xywh[:, 0], 0, 319), np.clip(xywh[:, 1], 0, 239)
         x2, y2 = np.clip(xywh[:, 0] + xywh[:, 2], 0, 319), np.clip(xywh[:, 1] + xywh[:, 3], 0, 239)

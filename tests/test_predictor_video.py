@@ -21,12 +21,7 @@ av = pytest.importorskip("av")
 from poseforge.inference.video import VideoReader, VideoWriter  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small kernels, one intra-op thread
 
 
 @pytest.fixture(scope="module")

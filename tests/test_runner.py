@@ -1,4 +1,4 @@
-"""The evaluation runner: boxes -> crops -> model.predict -> image coordinates -> COCO AP.
+"""The evaluator: boxes -> crops -> model.predict_batch -> image coordinates -> COCO AP.
 
 An "oracle" model predicts from the pixels alone: the test images encode each pixel's own image
 coordinates (red = x, green = y, blue = image code), so the oracle recovers every crop's
@@ -17,8 +17,12 @@ import pytest
 import torch
 
 from poseforge.cli import main
-from poseforge.evaluation.runner import (coco_eval_set, evaluate_model, find_coco_split, load_eval_model,
-                                         parse_synthetic_spec, predict_boxes, read_detections, synthetic_eval_set)
+from poseforge.data.evalsets import (coco_eval_set, find_coco_split, parse_synthetic_spec, read_detections,
+                                     synthetic_eval_set)
+from poseforge.evaluation import evaluate
+from poseforge.evaluation.evaluator import predict_dataset
+from poseforge.models import load_model
+from poseforge.outputs import Heatmaps
 from poseforge.errors import PoseforgeError
 from poseforge.models import create_model
 
@@ -51,7 +55,7 @@ def oracle_model(eval_set, input_size=(192, 256)):
         people.setdefault(inst.image_id, []).append(inst)
     flip_index = torch.as_tensor(model.keypoint_set.flip_index)
 
-    def forward(self, x):
+    def forward(self, x, task=None):
         pixels = (x.float() * self.pixel_std + self.pixel_mean).round()  # back to 0-255 values
         n, _, h, w = pixels.shape
         vs, us = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
@@ -77,15 +81,10 @@ def oracle_model(eval_set, input_size=(192, 256)):
             keypoints.append(kp @ to_crop[:, :2].T + to_crop[:, 2])
             visible.append((vis > 0).double())
         heatmaps = self.codec.encode(torch.stack(keypoints), torch.stack(visible))["heatmaps"]
-        return heatmaps.to(x.device)
+        return Heatmaps(heatmaps.to(x.device))
 
     model.forward = types.MethodType(forward, model)
     return model, images
-
-
-@pytest.fixture()
-def coco_file(peer_data):
-    return peer_data / "coco/test_coco.json"
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -93,7 +92,7 @@ def test_oracle_on_ground_truth_boxes_scores_one(coco_file, flip):
     eval_set = coco_eval_set(coco_file)
     model, images = oracle_model(eval_set)
     eval_set = dataclasses.replace(eval_set, load_images=images)
-    result = evaluate_model(model, eval_set, flip_test=flip, batch_size=5)
+    result = evaluate(model, eval_set, flip_test=flip, batch_size=5)
     assert result.stats["AP"] == pytest.approx(1.0)
     assert result.stats["AR"] == pytest.approx(1.0)
     assert {r["image_id"] for r in result.results} == set(eval_set.gt.images)
@@ -103,7 +102,7 @@ def test_predictions_are_in_image_pixels(coco_file):
     eval_set = coco_eval_set(coco_file)
     model, images = oracle_model(eval_set)
     eval_set = dataclasses.replace(eval_set, load_images=images)
-    raw = predict_boxes(model, eval_set, flip_test=True, batch_size=4)
+    raw = predict_dataset(model, eval_set, flip_test=True, batch_size=4).raw_results()
     assert len(raw) == len(eval_set) == sum(not i.iscrowd for i in eval_set.gt.instances)
     by_box = {tuple(i.bbox): i for i in eval_set.gt.instances}
     errors = []
@@ -124,7 +123,7 @@ def test_detection_boxes_file(coco_file, peer_data):
     assert not eval_set.clip_boxes
     model, images = oracle_model(eval_set, input_size=(96, 128))
     eval_set = dataclasses.replace(eval_set, load_images=images)
-    result = evaluate_model(model, eval_set, flip_test=False, batch_size=16)
+    result = evaluate(model, eval_set, flip_test=False, batch_size=16)
     raw_count = len(eval_set)
     assert 0 < len(result.results) <= raw_count  # OKS-NMS removed duplicate boxes of one person
     assert result.stats["AP"] > 0.85  # perfect keypoints; only false-positive boxes cost AP
@@ -173,19 +172,19 @@ def test_find_coco_split_layouts(tmp_path):
         find_coco_split(synth, "val")
 
 
-def test_load_eval_model_kinds(tmp_path):
+def test_load_model_kinds(tmp_path):
     model = create_model("vitpose-tiny", input_size=(48, 64))
     model.save_pretrained(tmp_path / "m")
     for path in (tmp_path / "m", tmp_path / "m" / "model.safetensors"):
-        loaded = load_eval_model(path)
+        loaded = load_model(path)
         assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     with pytest.raises(PoseforgeError, match="not a model folder or training run"):
-        load_eval_model(tmp_path)
+        load_model(tmp_path)
 
 
 def test_eval_cli_model_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no such model folder or file" in err
+    assert len(err.splitlines()) == 1 and "no such model name, folder or file" in err
     assert main(["eval"]) == 2
-    assert "--model RUN_DIR_OR_FILE" in capsys.readouterr().err
+    assert "--model NAME|RUN_DIR|FILE" in capsys.readouterr().err

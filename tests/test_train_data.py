@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from poseforge.data.augment import AugmentConfig
-from poseforge.data.transforms import Batch, TopDownTransform, collate
+from poseforge.data.batch import Batch, collate
+from poseforge.data.transforms import TopDownTransform
 from poseforge.errors import PoseforgeError
-from poseforge.train.data import (CocoSource, RawBatch, ResumableBatchSampler, SyntheticSource, TopDownSamples,
+from poseforge.train.data import (CocoSource, RawBatch, ResumableBatchSampler, SyntheticSource, TrainSamples,
                                   collate_raw, gpu_batch, make_loader, sample_seed)
 
 
@@ -104,7 +105,7 @@ def test_torchrun_ranks_on_one_machine_share_the_render_cores(monkeypatch):
 
 def test_samples_depend_only_on_their_key(synthetic):
     transform = TopDownTransform((48, 64), "coco17", augment=AugmentConfig())
-    samples = TopDownSamples(synthetic, transform, seed=0)
+    samples = TrainSamples(synthetic, [transform], seed=0)
     a = samples.__getitems__([(0, 5, 2), (0, 6, 3)])
     b = samples.__getitems__([(0, 6, 3)])
     assert torch.equal(a[1]["image"], b[0]["image"]) and torch.equal(a[1]["keypoints"], b[0]["keypoints"])
@@ -114,7 +115,7 @@ def test_samples_depend_only_on_their_key(synthetic):
 
 def test_loader_with_workers_gives_the_same_batches(synthetic):
     transform = TopDownTransform((48, 64), "coco17", augment=AugmentConfig())
-    samples = TopDownSamples(synthetic, transform, seed=0)
+    samples = TrainSamples(synthetic, [transform], seed=0)
     batches = []
     for workers in (0, 2):
         sampler = ResumableBatchSampler(len(synthetic), 4, seed=0)
@@ -127,7 +128,7 @@ def test_loader_with_workers_gives_the_same_batches(synthetic):
 def test_batched_augmentation_path(synthetic):
     """The GPU path (raw images, crop + augment the batch at once) runs on any device; checked on CPU."""
     transform = TopDownTransform((48, 64), "coco17", augment=AugmentConfig())
-    raw = collate_raw(TopDownSamples(synthetic, transform, seed=0, raw=True).__getitems__([(0, p, p) for p in range(4)]))
+    raw = collate_raw(TrainSamples(synthetic, [transform], seed=0, raw=True).__getitems__([(0, p, p) for p in range(4)]))
     assert isinstance(raw, RawBatch) and raw.images[0].dtype == torch.uint8 and raw.images[0].shape == (3, 64, 48)
     batch = gpu_batch(raw, transform, torch.device("cpu"))
     assert batch.image.shape == (4, 3, 64, 48) and batch.image.dtype == torch.uint8
@@ -155,5 +156,5 @@ def test_coco_source(peer_data):
     (inst, image), = source.load([0])
     assert image.ndim == 3 and image.dtype == np.uint8 and inst.num_labeled > 0
     transform = TopDownTransform((48, 64), "coco17")
-    batch = collate(TopDownSamples(source, transform, 0).__getitems__([(0, 0, 0), (0, 1, 1)]))
+    batch = collate(TrainSamples(source, [transform], 0).__getitems__([(0, 0, 0), (0, 1, 1)]))
     assert batch.image.shape == (2, 3, 64, 48)

@@ -44,7 +44,7 @@ def test_run_folder_contents(tmp_path):
     assert not list(run.glob(".*"))  # no temp files or half-swapped folders left behind
     vals = val_records(run)
     assert [v["epoch"] for v in vals] == [1, 2] and all(0.0 <= v["AP"] <= 1.0 for v in vals)
-    assert summary["best_ap"] == max(v["AP"] for v in vals)
+    assert summary["best_metric"] == "AP" and summary["best_score"] == max(v["AP"] for v in vals)
     # time spent building the model and rendering the data is reported apart from the training loop's
     assert 0 < summary["setup_seconds"] == load_checkpoint(run / "last.pt")["setup_seconds"]
     best = load_model(run / "best")
@@ -158,7 +158,7 @@ def test_channels_last_changes_the_layout_not_the_training(tmp_path):
     shipped = load_model(nhwc.estimator.save_pretrained(tmp_path / "shipped"))
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
-        assert torch.allclose(shipped.eval()(x)[0], nhwc.estimator.eval()(x)[0], atol=1e-5)
+        assert torch.allclose(shipped.eval()(x).simcc_x, nhwc.estimator.eval()(x).simcc_x, atol=1e-5)
 
 
 def test_compile_falls_back_to_eager_where_the_backend_fails(tmp_path, monkeypatch, caplog):

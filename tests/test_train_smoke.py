@@ -11,7 +11,7 @@ import json
 import pytest
 
 from poseforge.cli import main
-from poseforge.evaluation.runner import model_height_error
+from poseforge.evaluation.evaluator import model_height_error
 
 # Held-out AP floor of the full smoke run: 0.037 measured with the SimCC decode window (2-core CPU, 2.0 minutes;
 # 0.027 with the plain argmax); the untrained network scores 0.
@@ -36,9 +36,9 @@ def _check_run(run, capsys):
     import torch
 
     from poseforge.models import load_model
-    from poseforge.models.estimator import build_model
+    from poseforge.models import build_model
     from poseforge.train.config import load_config
-    from poseforge.train.data import build_val_set
+    from poseforge.train.data import build_val_sets
 
     records = _records(run)
     losses = [r["loss"] for r in records if r["kind"] == "train"]
@@ -47,7 +47,8 @@ def _check_run(run, capsys):
     assert vals and all(0.0 <= v["AP"] <= 1.0 for v in vals), vals
     # held-out people: the trained model localizes far better than the same network untrained
     trained = load_model(run / "best").eval()
-    val = build_val_set(load_config(run / "config.yaml"), trained.keypoint_set.name)
+    (validation,) = build_val_sets(load_config(run / "config.yaml"), trained)
+    val = validation.data
     torch.manual_seed(0)
     untrained = build_model(trained.config).eval()
     assert model_height_error(trained, val) < 0.6 * model_height_error(untrained, val)
@@ -86,9 +87,7 @@ def _check_export(run, shipped):
     best, exported = load_model(run / "best").eval(), load_model(shipped).float().eval()
     x = torch.rand(2, 3, *reversed(best.config.input_size), generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        references, outputs = best(x), exported(x)
-    if isinstance(references, torch.Tensor):
-        references, outputs = (references,), (outputs,)
-    assert len(outputs) == len(references)  # heatmaps, or SimCC's x and y logits
-    for reference, output in zip(references, outputs):
+        references, outputs = best(x).tensors(), exported(x).tensors()
+    assert outputs.keys() == references.keys()  # heatmaps, or SimCC's x and y logits (and keypoint maps)
+    for reference, output in ((references[k], outputs[k]) for k in references):
         assert (output - reference).abs().max() <= 2e-2 * reference.abs().max() + 1e-4

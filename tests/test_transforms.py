@@ -30,12 +30,11 @@ from poseforge.data.augment import (
 from poseforge.data.coco import read_coco
 from poseforge.data.images import load_image
 from poseforge.data.records import PoseInstance
+from poseforge.data.batch import Batch, collate
 from poseforge.data.transforms import (
-    Batch,
     TopDownTransform,
     affine_points,
     bbox_xywh_to_center_scale,
-    collate,
     compose_affine,
     crop_batch,
     crop_image,
@@ -556,7 +555,12 @@ def test_collate_and_batch():
     assert batch.to("cpu").image is not None and set(batch.as_dict()) == set(samples[0])
     loader = torch.utils.data.DataLoader(samples, batch_size=2, collate_fn=collate)
     assert [len(b) for b in loader] == [2, 2]
-    bad = dict(samples[1], keypoints=torch.zeros(14, 2))
+    # A leading (keypoint / instance) dimension that differs is zero-padded: a multi-dataset batch.
+    short = dict(samples[1], keypoints=torch.ones(14, 2), visibility=torch.ones(14))
+    mixed = collate([samples[0], short])
+    assert mixed.keypoints.shape == (2, 17, 2) and torch.equal(mixed.keypoints[1, :14], torch.ones(14, 2))
+    assert not mixed.keypoints[1, 14:].any() and not mixed.visibility[1, 14:].any()  # padding is unlabeled
+    bad = dict(samples[1], keypoints=torch.zeros(17, 3))
     with pytest.raises(PoseforgeError, match="'keypoints' has different shapes"):
         collate([samples[0], bad])
 

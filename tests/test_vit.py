@@ -24,8 +24,9 @@ def test_patch_grid_of_vitpose_inputs(input_size, grid):
     assert token_grid(input_size, 16, 2) == grid
     model = VisionTransformer(small_config(depth=1), input_size=input_size)
     w, h = input_size
-    out = model(torch.randn(1, 3, h, w))
+    (out,) = model(torch.randn(1, 3, h, w))
     assert out.shape == (1, 32, *grid)
+    assert model.feature_info[0].stride == 16 and model.feature_info[0].size == grid[::-1]
     assert model.pos_embed.shape == (1, grid[0] * grid[1], 32)
 
 
@@ -33,7 +34,7 @@ def test_feature_map_is_the_token_sequence_laid_out_row_major():
     model = VisionTransformer(small_config(depth=1, final_norm=False), input_size=(48, 64)).eval()
     captured = {}
     model.blocks[0].register_forward_hook(lambda m, i, o: captured.setdefault("tokens", o))
-    out = model(torch.randn(2, 3, 64, 48))
+    (out,) = model(torch.randn(2, 3, 64, 48))
     tokens = captured["tokens"]  # [B, N, C]
     rows, cols = out.shape[-2:]
     torch.testing.assert_close(out.permute(0, 2, 3, 1).reshape(2, rows * cols, -1), tokens)
@@ -47,7 +48,7 @@ def test_position_embeddings_are_interpolated_for_other_input_sizes():
     resized = model.interpolated_pos_embed(20, 16)
     assert resized.shape == (1, 320, 32)
     torch.testing.assert_close(resized, torch.linspace(-1, 1, 32).expand(1, 320, 32))  # bicubic keeps constants
-    assert model(torch.randn(1, 3, 320, 256)).shape == (1, 32, 20, 16)
+    assert model(torch.randn(1, 3, 320, 256))[0].shape == (1, 32, 20, 16)
 
 
 def test_cls_position_fold_and_grid_guess():
@@ -165,8 +166,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     ckpt = VisionTransformer(small_config(grad_checkpointing=True), input_size=(48, 64)).train()
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 48)
-    plain(x).square().mean().backward()
-    ckpt(x).square().mean().backward()
+    plain(x)[0].square().mean().backward()
+    ckpt(x)[0].square().mean().backward()
     for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)
 
@@ -192,7 +193,7 @@ def test_compiles_without_graph_breaks(attention):
 def test_conv_stem_makes_the_grid_it_announces(size):
     config = ViTConfig(embed_dim=64, depth=2, num_heads=2, stem="conv")
     vit = VisionTransformer(config, input_size=size).eval()
-    features = vit(torch.randn(2, 3, size[1], size[0]))
+    (features,) = vit(torch.randn(2, 3, size[1], size[0]))
     assert tuple(features.shape[-2:]) == config.token_grid(size) == vit.pos_grid
     assert config.token_grid(size) == (math.ceil(size[1] / 16), math.ceil(size[0] / 16))
     widths = [m.out_channels for m in vit.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
@@ -205,7 +206,7 @@ def test_deeper_wider_conv_stem_keeps_the_grid(size):
     config = ViTConfig(embed_dim=64, depth=2, num_heads=2, stem="conv", patch_size=8, stem_widths=(12, 24, 48),
                        stem_depth=2)
     vit = VisionTransformer(config, input_size=size).eval()
-    assert tuple(vit(torch.randn(2, 3, size[1], size[0])).shape[-2:]) == config.token_grid(size)
+    assert tuple(vit(torch.randn(2, 3, size[1], size[0]))[0].shape[-2:]) == config.token_grid(size)
     convs = [m for m in vit.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
     assert [(m.out_channels, m.stride[0]) for m in convs] == [(12, 2), (12, 1), (24, 2), (24, 1), (48, 2), (48, 1)]
     assert vit.patch_embed.proj.in_channels == 48 and vit.patch_embed.proj.out_channels == 64
@@ -217,7 +218,7 @@ def test_conv_stem_depth_per_level():
     vit = VisionTransformer(config, input_size=(96, 128)).eval()
     convs = [m for m in vit.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
     assert [(m.out_channels, m.stride[0]) for m in convs] == [(12, 2), (24, 2), (24, 1), (24, 1), (48, 2), (48, 1)]
-    assert tuple(vit(torch.randn(1, 3, 128, 96)).shape[-2:]) == (16, 12)
+    assert tuple(vit(torch.randn(1, 3, 128, 96))[0].shape[-2:]) == (16, 12)
 
 
 def test_deeper_conv_stem_survives_save_and_load(tmp_path):
@@ -230,7 +231,7 @@ def test_deeper_conv_stem_survives_save_and_load(tmp_path):
     assert (loaded.config.backbone.stem_widths, loaded.config.backbone.stem_depth) == ((8, 16, 24), (2, 1, 2))
     crops = torch.randint(0, 256, (2, 3, 64, 48)).float()
     with torch.no_grad():
-        torch.testing.assert_close(loaded(loaded.normalize(crops)), model(model.normalize(crops)), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(loaded.normalize(crops)).heatmaps, model(model.normalize(crops)).heatmaps, rtol=0, atol=0)
 
 
 def test_conv_stem_errors():
@@ -246,3 +247,23 @@ def test_conv_stem_errors():
         ViTConfig(stem="conv", stem_depth=(2, 2, 2))
     with pytest.raises(PoseforgeError, match="stem_depth"):
         ViTConfig(stem="conv", stem_depth=(2, 0, 2, 2))
+
+
+def test_out_indices_return_intermediate_blocks_described_by_feature_info():
+    config = small_config(depth=3, out_indices=(0, -1))
+    model = VisionTransformer(config, input_size=(48, 64)).eval()
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        first, last = model(x)
+    assert [(f.channels, f.stride, f.size) for f in model.feature_info] == [(32, 16, (3, 4)), (32, 16, (3, 4))]
+    assert first.shape == last.shape == (2, 32, 4, 3)
+    # The last map is the normed output of the whole stack; block 0's map is the raw tokens after it.
+    reference = VisionTransformer(small_config(depth=3), input_size=(48, 64)).eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(last, reference(x)[0])
+        tokens = model.patch_embed(x).flatten(2).transpose(1, 2) + model.pos_embed
+        tokens = model.blocks[0](tokens, (4, 3))
+    torch.testing.assert_close(first, tokens.transpose(1, 2).reshape(2, 32, 4, 3))
+    with pytest.raises(PoseforgeError, match="out_indices"):
+        small_config(depth=3, out_indices=(3,))

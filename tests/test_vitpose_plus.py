@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from poseforge.errors import PoseforgeError
-from poseforge.models import MultiTaskTopDownEstimator, create_model, list_models, load_model, model_config
+from poseforge.models import MultiTaskTopDownConfig, TopDownEstimator, create_model, list_models, load_model, model_config
 from poseforge.models.backbones.vit import ExpertSegments, ViTConfig, VisionTransformer
 from poseforge.models.merge import merge_experts
 
@@ -68,13 +68,13 @@ def test_moe_ffn_matches_the_per_sample_reference_on_a_mixed_batch(variant):
     images = torch.randn(5, 3, 48, 32)
     tasks = [2, 0, 1, 0, 2]
     with torch.no_grad():
-        out = model(images, torch.tensor(tasks))
+        (out,) = model(images, torch.tensor(tasks))
         ref = reference_backbone(model, images, tasks)
     assert out.shape == (5, 32, 3, 2)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     # Another expert gives other features: the index really selects.
     with torch.no_grad():
-        other = model(images, torch.tensor([(t + 1) % 3 for t in tasks]))
+        (other,) = model(images, torch.tensor([(t + 1) % 3 for t in tasks]))
     assert (other - out).abs().max() > 1e-3
 
 
@@ -128,7 +128,7 @@ def test_index_is_required_with_experts_and_ignored_without():
 
 def test_only_the_experts_of_the_batch_get_gradients():
     model = perturb(VisionTransformer(moe_config("ps"), input_size=(32, 48)))
-    model(torch.randn(4, 3, 48, 32), torch.tensor([0, 2, 2, 0])).square().mean().backward()
+    model(torch.randn(4, 3, 48, 32), torch.tensor([0, 2, 2, 0]))[0].square().mean().backward()
     mlp = model.blocks[0].mlp
     assert mlp.experts[0].weight.grad.abs().sum() > 0 and mlp.experts[2].weight.grad.abs().sum() > 0
     assert mlp.experts[1].weight.grad is None and mlp.fc2.weight.grad.abs().sum() > 0
@@ -141,7 +141,7 @@ def test_gradient_checkpointing_with_experts_keeps_gradients():
     b.load_state_dict(a.state_dict())
     x, idx = torch.randn(3, 3, 48, 32), torch.tensor([1, 0, 1])
     for m in (a, b):
-        m(x, idx).sum().backward()
+        m(x, idx)[0].sum().backward()
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         if pa.grad is not None:
             torch.testing.assert_close(pa.grad, pb.grad, msg=name)
@@ -155,22 +155,22 @@ def test_knowledge_tokens_join_attention_and_leave_the_feature_map():
     tok.load_state_dict({**plain.state_dict(), "knowledge_token": torch.randn(1, 2, 32)})
     x = torch.randn(2, 3, 48, 32)
     with torch.no_grad():
-        out, ref = tok(x), plain(x)
+        (out,), (ref,) = tok(x), plain(x)
     assert out.shape == ref.shape and (out - ref).abs().max() > 1e-3  # the tokens are attended to
     with torch.no_grad():
         tok.knowledge_token.zero_()
-        changed = tok(x)
+        (changed,) = tok(x)
     assert (changed - out).abs().max() > 1e-4
     wide = VisionTransformer(cfg.replace(knowledge_tokens=1, knowledge_dim=48), input_size=(32, 48))
     assert wide.knowledge_token.shape == (1, 1, 48) and wide.knowledge_proj.weight.shape == (32, 48)
-    assert wide(x).shape == out.shape
+    assert wide(x)[0].shape == out.shape
     assert wide.layer_id("knowledge_token") == 0 and "knowledge_token" in wide.no_weight_decay()
     with pytest.raises(PoseforgeError, match="full attention"):
         ViTConfig(knowledge_tokens=1, attention="window")
 
 
 # ----------------------------------------------------------------------------- the multi-task model
-def tiny_plus(**kw) -> MultiTaskTopDownEstimator:
+def tiny_plus(**kw) -> TopDownEstimator:
     return perturb(create_model("vitpose++-tiny", input_size=(48, 64), depth=2, **kw)).eval()
 
 
@@ -180,16 +180,16 @@ def test_mixed_batches_equal_single_task_batches_and_pad_with_zeros():
     x = torch.randn(5, 3, 64, 48)
     index = torch.tensor([1, 0, 2, 0, 1])
     with torch.no_grad():
-        mixed = model(x, index)
+        mixed = model(x, index).heatmaps
         assert mixed.shape == (5, 133, 16, 12)
         for t, k in enumerate((17, 133, 17)):
-            single = model(x, t)
+            single = model(x, t).heatmaps
             assert single.shape == (5, k, 16, 12)
             rows = (index == t).nonzero().flatten()
             torch.testing.assert_close(mixed[rows, :k], single[rows], rtol=0, atol=1e-5)
             assert bool((mixed[rows, k:] == 0).all())  # padding beyond the task's keypoints
-        torch.testing.assert_close(model(x, "ap10k"), model(x, 2))
-        torch.testing.assert_close(model(x), model(x, 0))  # no index: the first task
+        torch.testing.assert_close(model(x, "ap10k").heatmaps, model(x, 2).heatmaps)
+        torch.testing.assert_close(model(x).heatmaps, model(x, 0).heatmaps)  # no index: the first task
     with pytest.raises(PoseforgeError, match="unknown task 'horse'; tasks: 0=coco, 1=wholebody, 2=ap10k"):
         model(x, "horse")
 
@@ -203,19 +203,20 @@ def test_predict_uses_the_task_flip_pairs_and_equals_the_merged_model():
         assert got.keypoints.shape == ref.keypoints.shape
         torch.testing.assert_close(got.keypoints, ref.keypoints, rtol=0, atol=1e-4)
         torch.testing.assert_close(got.scores, ref.scores, rtol=0, atol=1e-5)
-    view = model.task_model("wholebody")
-    assert view.keypoint_set.name == "wholebody133" and view.config.keypoint_set == "wholebody133"
-    torch.testing.assert_close(view(torch.randn(1, 3, 64, 48) * 0), model(torch.zeros(1, 3, 64, 48), 1))
+    assert model.keypoint_set_of("wholebody").name == "wholebody133" and model.task_index("wholebody") == 1
+    assert model.transform(False, task="wholebody").keypoint_set.name == "wholebody133"
+    assert torch.equal(model.flip_index_of(1), torch.as_tensor(model.keypoint_set_of(1).flip_index))
 
 
 def test_save_and_load_round_trip(tmp_path):
     model = tiny_plus(moe_variant="is")
     model.save_pretrained(tmp_path / "m")
     loaded = load_model(tmp_path / "m")
-    assert isinstance(loaded, MultiTaskTopDownEstimator) and loaded.config == model.config
+    assert isinstance(loaded, TopDownEstimator) and isinstance(loaded.config, MultiTaskTopDownConfig)
+    assert loaded.config == model.config and loaded.num_tasks == 3
     x, index = torch.randn(3, 3, 64, 48), torch.tensor([2, 1, 0])
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x, index), model(x, index))
+        torch.testing.assert_close(loaded(x, index).heatmaps, model(x, index).heatmaps)
 
 
 def test_task_overrides_resize_heads_and_experts():
@@ -224,7 +225,7 @@ def test_task_overrides_resize_heads_and_experts():
     cfg = model.config
     assert cfg.task_names == ("people", "animals") and cfg.backbone.num_experts == 2 and len(cfg.heads) == 2
     assert all(h.input_upsample == 4 for h in cfg.heads) and cfg.codec["heatmap_size"] == [12, 16]
-    assert model(torch.randn(1, 3, 64, 48), "animals").shape == (1, 17, 16, 12)
+    assert model(torch.randn(1, 3, 64, 48), "animals").heatmaps.shape == (1, 17, 16, 12)
 
 
 def test_multitask_config_errors_are_one_line():

@@ -8,7 +8,7 @@ import torch
 from poseforge.cli import main as cli_main
 from poseforge.convert import convert_checkpoint, detect_format, vitpose_from_state_dict, vitpose_plus_from_state_dict
 from poseforge.errors import PoseforgeError
-from poseforge.models import MultiTaskTopDownEstimator, load_model
+from poseforge.models import MultiTaskTopDownConfig, load_model
 
 from hf_fixtures import hf_to_official, random_hf_vitpose
 
@@ -34,10 +34,10 @@ def check_every_index(converted, model, x: torch.Tensor, experts: int) -> None:
     ref = hf_heatmaps(model, x, index)
     assert ref.abs().max() > 0.05
     with torch.no_grad():
-        mixed = converted(x, index)
+        mixed = converted(x, index).heatmaps
         assert mixed.shape == ref.shape and (mixed - ref).abs().max().item() < TOL
         for row in range(x.shape[0]):
-            single = converted(x[row:row + 1], int(index[row]))
+            single = converted(x[row:row + 1], int(index[row])).heatmaps
             assert (single[0] - ref[row]).abs().max().item() < TOL, f"dataset_index {int(index[row])}"
     # The index matters: the same crops through other experts give other heatmaps.
     assert (hf_heatmaps(model, x, (index + 1) % experts) - ref).abs().max() > 1e-3
@@ -49,7 +49,7 @@ def test_hugging_face_small_moe(tmp_path):
     model.save_pretrained(tmp_path / "hf")
     converted = convert_checkpoint(tmp_path / "hf")
     cfg = converted.config
-    assert isinstance(converted, MultiTaskTopDownEstimator)
+    assert isinstance(converted.config, MultiTaskTopDownConfig)
     assert cfg.backbone.num_experts == 3 and cfg.backbone.expert_width == 24 and cfg.input_size == (96, 128)
     assert [t.name for t in cfg.tasks] == ["task0", "task1", "task2"] and {t.head for t in cfg.tasks} == {0}
     check_every_index(converted, model, torch.randn(4, 3, 128, 96), 3)
@@ -110,12 +110,12 @@ def test_official_checkpoint_with_six_heads(tmp_path, official_six):
     for i, ref_model in enumerate(references):
         ref = hf_heatmaps(ref_model, x, torch.full((2,), i))
         with torch.no_grad():
-            out = converted(x, i)
+            out = converted(x, i).heatmaps
         assert out.shape == ref.shape and (out - ref).abs().max().item() < TOL, cfg.tasks[i].name
     # A mixed batch: each sample through its own expert and head, padded to 133 channels.
     index = torch.tensor([5, 1])
     with torch.no_grad():
-        mixed = converted(x, index)
+        mixed = converted(x, index).heatmaps
     assert mixed.shape == (2, 133, 32, 24)
     assert (mixed[1, :14] - hf_heatmaps(references[1], x[1:], torch.tensor([1]))[0]).abs().max() < TOL
     assert (mixed[0] - hf_heatmaps(references[5], x[:1], torch.tensor([5]))[0]).abs().max() < TOL
@@ -140,7 +140,7 @@ def test_convert_command_names_tasks(tmp_path, official_six, capsys):
     assert loaded.config.task_names == ("people", "ai", "mp", "dogs", "cats", "wb")
     x = torch.randn(1, 3, 128, 96)
     with torch.no_grad():
-        assert (loaded(x, "wb") - hf_heatmaps(references[5], x, torch.tensor([5]))).abs().max() < TOL
+        assert (loaded(x, "wb").heatmaps - hf_heatmaps(references[5], x, torch.tensor([5]))).abs().max() < TOL
 
 
 def test_moe_conversion_errors(official_six):

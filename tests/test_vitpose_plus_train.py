@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from poseforge.data.transforms import collate
+from poseforge.data.batch import collate
+from poseforge.data.evalsets import synthetic_eval_set
 from poseforge.errors import PoseforgeError
+from poseforge.evaluation import CocoKeypointMetric
 from poseforge.models import load_model
+from poseforge.models.losses import TaskBalancedHeatmapLoss
 from poseforge.models.merge import merge_experts
+from poseforge.outputs import Predictions
 from poseforge.train import Trainer, load_config
-from poseforge.evaluation.runner import synthetic_eval_set
-from poseforge.train.multitask import TaskBalancedHeatmapLoss, evaluate_task, format_task_table
+from poseforge.train.engine import format_task_table
 
 MIX = ["model.name=vitpose++-tiny", "model.overrides={input_size: [48, 64], head: simple, depth: 1}",
        "data.sources=[{task: coco}, {task: wholebody, ratio: 2}, {task: ap10k}]",
@@ -62,7 +65,7 @@ def test_mixed_run_trains_reports_per_dataset_ap_and_merges(tmp_path):
     for task in ("coco", "wholebody", "ap10k"):
         merged = merge_experts(model, task)
         with torch.no_grad():
-            assert (merged(merged.normalize(x)) - model(model.normalize(x), task)).abs().max() < 1e-5
+            assert (merged(merged.normalize(x)).heatmaps - model(model.normalize(x), task).heatmaps).abs().max() < 1e-5
 
 
 def test_mixed_data_errors(tmp_path):
@@ -75,28 +78,34 @@ def test_mixed_data_errors(tmp_path):
         load_config("smoke", MIX + ["data.sources=[{task: coco, ratio: 0}]"])
 
 
-def test_pck_is_computed_against_the_matching_ground_truth(monkeypatch):
+def test_pck_is_computed_against_the_matching_ground_truth():
     eval_set = synthetic_eval_set(num_images=6, seed=5, image_size=(48, 64), people=(1, 2), clutter=False)
-    gt = {(i.image_id, tuple(np.round(i.bbox, 3))): i for i in eval_set.gt.instances}
-
-    def oracle(model, data, **kwargs):  # ground truth in box order, one keypoint shifted by 0.3 x box side
-        out = []
-        for image_id, box in zip(data.image_ids, data.boxes):
-            inst = gt[(int(image_id), tuple(np.round(box, 3)))]
-            kp = inst.keypoints.astype(np.float64).copy()
-            kp[0, 0] += 0.3 * max(box[2], box[3])
-            flat = np.concatenate([kp, np.ones((len(kp), 1))], 1).reshape(-1).tolist()
-            out.append({"image_id": int(image_id), "category_id": 1, "keypoints": flat, "score": 1.0,
-                        "area": float(box[2] * box[3])})
-        return out
-
-    monkeypatch.setattr("poseforge.evaluation.runner.predict_boxes", oracle)
-    stats = evaluate_task(None, eval_set)
+    people = {i.instance_id: i for i in eval_set.gt.instances}
+    # Oracle predictions in box order: each box's own person, one keypoint shifted by 0.3 x box side.
+    keypoints = []
+    for instance_id, box in zip(eval_set.box_instance_ids, eval_set.boxes):
+        kp = people[int(instance_id)].keypoints.astype(np.float64).copy()
+        kp[0, 0] += 0.3 * max(box[2], box[3])
+        keypoints.append(kp)
+    n = len(keypoints)
+    ones = torch.ones(n, 1, dtype=torch.float64)
+    predictions = Predictions(torch.as_tensor(np.stack(keypoints))[:, None], torch.ones(n, 1, 17),
+                              torch.ones(n, 1, dtype=torch.bool), instance_scores=ones,
+                              areas=torch.as_tensor(eval_set.boxes[:, 2] * eval_set.boxes[:, 3])[:, None])
+    batch = {"image_id": torch.as_tensor(eval_set.image_ids), "instance_id": torch.as_tensor(eval_set.box_instance_ids),
+             "index": torch.arange(n)}
+    metric = CocoKeypointMetric(eval_set.gt)
+    metric.update(predictions, batch)
+    stats = metric.compute()
     labeled = [i for i in eval_set.gt.instances if i.num_labeled]
     nose_labeled = np.mean([i.visibility[0] > 0 for i in labeled])
     # Every keypoint but the nose is exact; PCK averages per keypoint: the nose column is 0 where labeled.
     assert stats["PCK@0.2"] == pytest.approx(16 / 17 if nose_labeled > 0 else 1.0)
     assert stats["AP50"] > 0.9
+    # Shuffled instance ids pair predictions with the wrong people: PCK drops.
+    wrong = CocoKeypointMetric(eval_set.gt)
+    wrong.update(predictions, {**batch, "instance_id": batch["instance_id"].roll(1)})
+    assert wrong.compute()["PCK@0.2"] < stats["PCK@0.2"]
 
 
 def test_mixed_run_on_real_files_of_three_formats(tmp_path, peer_data):

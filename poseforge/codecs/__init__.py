@@ -6,17 +6,20 @@
 - ``"dark"``  :class:`MSRAHeatmap` with ``unbiased=True`` — sub-pixel targets, DARK decoding
 - ``"udp"``   :class:`UDPHeatmap` — unbiased data processing heatmaps and refinement
 - ``"simcc"`` :class:`SimCC` — 1-D classification labels (RTMPose)
+- ``"dense"`` :class:`DenseCodec` — part segmentation, relative depth, surface normals (Sapiens)
 
-Every codec has ``encode(keypoints[B,K,2], visible[B,K])``, ``decode(outputs)``,
-``flip_back(outputs_of_flipped_input, flip_index)`` and ``config()``
-(``create_codec(**codec.config())`` rebuilds it).
+Every codec has ``encode(sample)`` (targets of a batch of samples), ``decode_predictions(outputs)``
+(named head outputs -> :class:`~poseforge.outputs.Predictions`), ``flip_back(outputs_of_flipped_input,
+flip_index)`` and ``config()`` (``create_codec(**codec.config())`` rebuilds it). The single-instance
+keypoint codecs also take ``encode(keypoints[B,K,2], visible[B,K])`` and ``decode(outputs) -> (keypoints, scores)``.
 """
-from .base import Codec, create_codec, list_codecs
+from .base import Codec, KeypointCodec, create_codec, list_codecs
+from .dense import DenseCodec
 from .heatmap import (MSRAHeatmap, UDPHeatmap, blur_heatmaps, blur_kernel_size_for_sigma, flip_heatmaps,
                       gaussian_kernel1d)
 from .simcc import SimCC, flip_vectors
 
 __all__ = [
-    "Codec", "MSRAHeatmap", "UDPHeatmap", "SimCC", "create_codec", "list_codecs",
+    "Codec", "KeypointCodec", "DenseCodec", "MSRAHeatmap", "UDPHeatmap", "SimCC", "create_codec", "list_codecs",
     "flip_heatmaps", "flip_vectors", "blur_heatmaps", "blur_kernel_size_for_sigma", "gaussian_kernel1d",
 ]

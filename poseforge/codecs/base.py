@@ -1,42 +1,61 @@
 """The codec interface shared by every target representation, plus input checking helpers.
 
-A codec turns keypoints in crop (model input) pixel coordinates into training targets
-(``encode``) and raw head outputs back into keypoints and scores (``decode``). Everything is
-batched torch and runs on the device of its input.
+A codec turns labels in model-input pixel coordinates into training targets and named head outputs
+(:mod:`poseforge.outputs`) back into :class:`~poseforge.outputs.Predictions`. Everything is batched
+torch and runs on the device of its input. The protocol every estimator calls:
+
+* ``encode(sample) -> dict[str, Tensor]`` - targets for a batch of samples (a mapping with the
+  sample fields the codec reads: ``keypoints``/``visibility`` for keypoint codecs, instance-padded
+  ``keypoints [B, N, K, 2]`` + ``valid`` for bottom-up ones, ``seg``/``depth``/``normals`` for dense ones);
+* ``decode_predictions(outputs) -> Predictions`` - decoded instances (or dense maps) in input pixels;
+* ``flip_back(outputs, flip_index)`` - outputs of a mirrored input re-aligned with the original.
+
+Single-instance keypoint codecs (:class:`KeypointCodec`: MSRA, DARK, UDP, SimCC) also keep the
+classic mmpose-shaped calls ``encode(keypoints [B,K,2], visible [B,K])`` and
+``decode(outputs) -> (keypoints [B,K,2], scores [B,K])``.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import PoseforgeError
+from ..outputs import HeadOutput, Predictions
 from ..registry import CODECS
 
-__all__ = ["Codec", "create_codec", "list_codecs"]
+__all__ = ["Codec", "KeypointCodec", "create_codec", "list_codecs"]
 
 
 class Codec(ABC):
     """Base class of all codecs.
 
-    Subclasses set :attr:`name` (the registry name that rebuilds them) and implement
-    :meth:`encode`, :meth:`decode`, :meth:`flip_back` and :meth:`config`.
-    ``create_codec(**codec.config())`` rebuilds an equal codec; equality compares configs.
+    Subclasses set :attr:`name` (the registry name that rebuilds them), :attr:`output_type` (the
+    head output they decode) and implement :meth:`encode_sample`, :meth:`decode_predictions`,
+    :meth:`flip_back` and :meth:`config`. ``create_codec(**codec.config())`` rebuilds an equal codec;
+    equality compares configs.
     """
 
     name: str
-    input_size: tuple[int, int]  # (w, h) of the model input (the crop), in pixels
+    input_size: tuple[int, int]  # (w, h) of the model input, in pixels
+    output_type: type[HeadOutput]
+    # Crops for this codec use the UDP warp (sizes between pixel centres); the others mmpose's standard one.
+    udp_warp: bool = False
+
+    def encode(self, sample: Mapping[str, Tensor]) -> dict[str, Tensor]:  # type: ignore[override]
+        """Training targets for a batch of samples (see the module doc)."""
+        return self.encode_sample(sample)
 
     @abstractmethod
-    def encode(self, keypoints: Tensor | np.ndarray, visible: Tensor | np.ndarray) -> dict[str, Tensor]:
-        """Targets for ``keypoints`` [B,K,2] (input pixels) with ``visible`` [B,K] (> 0: use it)."""
+    def encode_sample(self, sample: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Training targets from a mapping of batched sample fields."""
 
     @abstractmethod
-    def decode(self, outputs: Any) -> tuple[Tensor, Tensor]:
-        """Keypoints [B,K,2] (float32, input pixels) and scores [B,K] from raw head outputs."""
+    def decode_predictions(self, outputs: HeadOutput) -> Predictions:
+        """Decoded predictions in model-input pixels."""
 
     @abstractmethod
     def flip_back(self, outputs: Any, flip_index: Sequence[int] | np.ndarray | Tensor) -> Any:
@@ -55,6 +74,38 @@ class Codec(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+class KeypointCodec(Codec):
+    """A codec of one instance per sample (top-down crops): ``keypoints [B, K, 2]`` + ``visible [B, K]``."""
+
+    def encode(self, keypoints: Tensor | np.ndarray | Mapping[str, Tensor],  # type: ignore[override]
+               visible: Tensor | np.ndarray | None = None) -> dict[str, Tensor]:
+        """Targets for ``keypoints`` [B,K,2] (input pixels) with ``visible`` [B,K] (> 0: use it), or
+        for a sample mapping holding both as ``keypoints`` and ``visibility``."""
+        if isinstance(keypoints, Mapping):
+            return self.encode_sample(keypoints)
+        if visible is None:
+            raise PoseforgeError(f"{self.name} codec: encode needs keypoints and their visibility")
+        return self.encode_keypoints(keypoints, visible)
+
+    def encode_sample(self, sample: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        missing = [k for k in ("keypoints", "visibility") if k not in sample]
+        if missing:
+            raise PoseforgeError(f"{self.name} codec: the samples carry no {', '.join(missing)}")
+        return self.encode_keypoints(sample["keypoints"], sample["visibility"])
+
+    @abstractmethod
+    def encode_keypoints(self, keypoints: Tensor | np.ndarray, visible: Tensor | np.ndarray) -> dict[str, Tensor]:
+        """Targets for ``keypoints`` [B,K,2] (input pixels) with ``visible`` [B,K]."""
+
+    @abstractmethod
+    def decode(self, outputs: Any) -> tuple[Tensor, Tensor]:
+        """Keypoints [B,K,2] (float32, input pixels) and scores [B,K] from raw head outputs."""
+
+    def decode_predictions(self, outputs: HeadOutput) -> Predictions:
+        keypoints, scores = self.decode(outputs)
+        return Predictions.single(keypoints, scores)
 
 
 def create_codec(name: str, **kwargs: Any) -> Codec:

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from ..errors import PoseforgeError
 from ..registry import CODECS
-from .base import (Codec, as_tensor, check_flip_index, check_kernel_size, check_keypoints,
+from ..outputs import Heatmaps
+from .base import (KeypointCodec, as_tensor, check_flip_index, check_kernel_size, check_keypoints,
                    check_positive, check_size, target_weights)
 
 __all__ = [
@@ -316,10 +317,11 @@ def _encode_heatmaps(keypoints: Any, visible: Any, scale: tuple[float, float], s
 
 
 # ----------------------------------------------------------------------------- codecs
-class _HeatmapCodec(Codec):
+class _HeatmapCodec(KeypointCodec):
     """Shared parts of the Gaussian heatmap codecs: sizes, sigma, output checks, flip-back."""
 
     flip_shift: bool  # whether flip-back moves maps one column (mmpose test_cfg shift_heatmap)
+    output_type = Heatmaps
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float,
                  blur_kernel_size: int | None) -> None:
@@ -330,6 +332,8 @@ class _HeatmapCodec(Codec):
                                  else check_kernel_size(blur_kernel_size))
 
     def _check_outputs(self, outputs: Any) -> Tensor:
+        if isinstance(outputs, Heatmaps):
+            outputs = outputs.heatmaps
         maps = as_tensor(outputs, "heatmaps")
         W, H = self.heatmap_size
         if maps.ndim != 4 or tuple(maps.shape[-2:]) != (H, W):
@@ -351,9 +355,12 @@ class _HeatmapCodec(Codec):
             locs = refine_dark_udp(flat_maps, x, y, locs, peak, self.blur_kernel_size)
         return locs.reshape(B, K, 2), peak.reshape(B, K)
 
-    def flip_back(self, outputs: Tensor | np.ndarray, flip_index: Sequence[int] | np.ndarray | Tensor) -> Tensor:
-        """Heatmaps of the flipped input aligned with the original (flip, pair swap, codec shift)."""
-        return flip_heatmaps(self._check_outputs(outputs), flip_index, shift=self.flip_shift)
+    def flip_back(self, outputs: Heatmaps | Tensor | np.ndarray,
+                  flip_index: Sequence[int] | np.ndarray | Tensor) -> Heatmaps | Tensor:
+        """Heatmaps of the flipped input aligned with the original (flip, pair swap, codec shift); the
+        same kind as given (:class:`~poseforge.outputs.Heatmaps` or a tensor)."""
+        flipped = flip_heatmaps(self._check_outputs(outputs), flip_index, shift=self.flip_shift)
+        return Heatmaps(flipped) if isinstance(outputs, Heatmaps) else flipped
 
 
 class MSRAHeatmap(_HeatmapCodec):
@@ -377,12 +384,12 @@ class MSRAHeatmap(_HeatmapCodec):
     def name(self) -> str:  # type: ignore[override]
         return "dark" if self.unbiased else "msra"
 
-    def encode(self, keypoints: Tensor | np.ndarray, visible: Tensor | np.ndarray) -> dict[str, Tensor]:
+    def encode_keypoints(self, keypoints: Tensor | np.ndarray, visible: Tensor | np.ndarray) -> dict[str, Tensor]:
         """``{"heatmaps": [B,K,H,W] float32, "target_weights": [B,K] float32}``."""
         mode = "unbiased" if self.unbiased else "msra"
         return _encode_heatmaps(keypoints, visible, self.scale, self.heatmap_size, self.sigma, mode)
 
-    def decode(self, outputs: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+    def decode(self, outputs: Heatmaps | Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels and scores (each map's maximum) [B,K]."""
         locs, scores = self._decode_with(outputs, "dark" if self.unbiased else "quarter")
         return locs * locs.new_tensor(self.scale), scores
@@ -401,6 +408,7 @@ class UDPHeatmap(_HeatmapCodec):
 
     name = "udp"
     flip_shift = False
+    udp_warp = True
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 2.0,
                  blur_kernel_size: int | None = None) -> None:
@@ -410,11 +418,11 @@ class UDPHeatmap(_HeatmapCodec):
         self.scale = ((self.input_size[0] - 1) / (self.heatmap_size[0] - 1),
                       (self.input_size[1] - 1) / (self.heatmap_size[1] - 1))
 
-    def encode(self, keypoints: Tensor | np.ndarray, visible: Tensor | np.ndarray) -> dict[str, Tensor]:
+    def encode_keypoints(self, keypoints: Tensor | np.ndarray, visible: Tensor | np.ndarray) -> dict[str, Tensor]:
         """``{"heatmaps": [B,K,H,W] float32, "target_weights": [B,K] float32}``."""
         return _encode_heatmaps(keypoints, visible, self.scale, self.heatmap_size, self.sigma, "udp")
 
-    def decode(self, outputs: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+    def decode(self, outputs: Heatmaps | Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels (UDP convention, see the module notes) and scores [B,K]."""
         locs, scores = self._decode_with(outputs, "udp")
         return locs * locs.new_tensor(self.scale), scores

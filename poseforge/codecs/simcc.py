@@ -21,7 +21,8 @@ from torch import Tensor
 
 from ..errors import PoseforgeError
 from ..registry import CODECS
-from .base import Codec, as_tensor, check_flip_index, check_keypoints, check_positive, check_size, target_weights
+from ..outputs import SimCCLogits
+from .base import KeypointCodec, as_tensor, check_flip_index, check_keypoints, check_positive, check_size, target_weights
 
 __all__ = ["SimCC", "flip_vectors"]
 
@@ -38,7 +39,7 @@ def flip_vectors(x_vectors: Tensor | np.ndarray, y_vectors: Tensor | np.ndarray,
     return x.index_select(1, index).flip(-1), y.index_select(1, index)
 
 
-class SimCC(Codec):
+class SimCC(KeypointCodec):
     """SimCC labels (RTMPose/DWPose heads).
 
     Args:
@@ -54,6 +55,7 @@ class SimCC(Codec):
     """
 
     name = "simcc"
+    output_type = SimCCLogits
 
     def __init__(self, input_size: Sequence[int], sigma: float | Sequence[float] = 6.0,
                  split_ratio: float = 2.0, normalize: bool = True, decode_window: float = 0.0,
@@ -75,7 +77,7 @@ class SimCC(Codec):
         self.num_bins = (int(np.around(self.input_size[0] * self.split_ratio)),
                          int(np.around(self.input_size[1] * self.split_ratio)))
 
-    def encode(self, keypoints: Tensor | np.ndarray, visible: Tensor | np.ndarray) -> dict[str, Tensor]:
+    def encode_keypoints(self, keypoints: Tensor | np.ndarray, visible: Tensor | np.ndarray) -> dict[str, Tensor]:
         """``{"x_labels": [B,K,Wx], "y_labels": [B,K,Hy], "target_weights": [B,K]}`` (float32).
 
         A keypoint whose 3-sigma range misses the bins entirely gets weight 0 and zero labels.
@@ -98,8 +100,10 @@ class SimCC(Codec):
         return {"x_labels": labels[0], "y_labels": labels[1], "target_weights": weights}
 
     def _check_outputs(self, outputs: Any) -> tuple[Tensor, Tensor]:
+        if isinstance(outputs, SimCCLogits):
+            outputs = (outputs.simcc_x, outputs.simcc_y)
         if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
-            raise PoseforgeError("simcc codec: outputs must be a pair (x_logits [B,K,Wx], y_logits [B,K,Hy])")
+            raise PoseforgeError("simcc codec: outputs must be SimCCLogits or a pair (x_logits [B,K,Wx], y_logits [B,K,Hy])")
         x = as_tensor(outputs[0], "x_logits")
         y = as_tensor(outputs[1], "y_logits", device=x.device)
         Wx, Hy = self.num_bins
@@ -107,7 +111,7 @@ class SimCC(Codec):
             raise PoseforgeError(f"simcc codec: expected x [B, K, {Wx}] and y [B, K, {Hy}], got {list(x.shape)} and {list(y.shape)}")
         return x.float(), y.float()
 
-    def decode(self, outputs: tuple[Tensor, Tensor] | Sequence[Any]) -> tuple[Tensor, Tensor]:
+    def decode(self, outputs: SimCCLogits | tuple[Tensor, Tensor] | Sequence[Any]) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels (bin / split_ratio, refined within ``decode_window``;
         -1/r where the score is <= 0) and scores [B,K] = min(max x, max y), as mmpose's
         ``get_simcc_maximum``."""
@@ -136,11 +140,12 @@ class SimCC(Codec):
         window = (self.decode_beta * logits.gather(-1, bins)).masked_fill(~inside, float("-inf"))
         return (torch.softmax(window, dim=-1) * bins.float()).sum(-1)
 
-    def flip_back(self, outputs: tuple[Tensor, Tensor] | Sequence[Any],
-                  flip_index: Sequence[int] | np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
-        """SimCC outputs of the flipped input aligned with the original (swap pairs, reverse x)."""
-        x, y = self._check_outputs(outputs)
-        return flip_vectors(x, y, flip_index)
+    def flip_back(self, outputs: SimCCLogits | tuple[Tensor, Tensor] | Sequence[Any],
+                  flip_index: Sequence[int] | np.ndarray | Tensor) -> SimCCLogits | tuple[Tensor, Tensor]:
+        """SimCC outputs of the flipped input aligned with the original (swap pairs, reverse x); the same
+        kind as given. The keypoint maps of :class:`~poseforge.outputs.SimCCLogits` are not carried over."""
+        x, y = flip_vectors(*self._check_outputs(outputs), flip_index)
+        return SimCCLogits(x, y) if isinstance(outputs, SimCCLogits) else (x, y)
 
     def config(self) -> dict[str, Any]:
         refine = {"decode_window": self.decode_window, "decode_beta": self.decode_beta} if self.decode_window else {}

@@ -9,7 +9,8 @@ import os
 from typing import Any
 
 from ..errors import PoseforgeError
-from ..models.estimator import PoseEstimator, load_model
+from ..models.estimators import Estimator
+from ..models.loading import load_model
 from ..registry import ESTIMATORS
 from .checkpoint import Checkpoint, read_checkpoint
 from .vitpose import FORMATS, detect_format, to_poseforge_keys, vitpose_from_state_dict
@@ -19,7 +20,7 @@ __all__ = ["convert_checkpoint", "read_checkpoint", "detect_format", "to_posefor
            "vitpose_plus_from_state_dict", "is_moe_checkpoint", "Checkpoint", "FORMATS"]
 
 
-def convert_checkpoint(source: str | os.PathLike, format: str = "auto", **options: Any) -> PoseEstimator:
+def convert_checkpoint(source: str | os.PathLike, format: str = "auto", **options: Any) -> Estimator:
     """Read a checkpoint file or folder and return the equivalent poseforge model (eval mode, CPU).
 
     ``format`` is ``"auto"`` (from the key names), ``"official"``, ``"mmpose"``, ``"hf"`` or

@@ -29,7 +29,8 @@ from ..errors import PoseforgeError
 from ..keypoints import get_keypoint_set, list_keypoint_sets, match_keypoint_set
 from ..models.backbones.vit import ViTConfig, fold_cls_pos_embed, guess_grid, token_grid
 from ..models.config import TopDownConfig
-from ..models.estimator import PoseEstimator, model_from_state_dict
+from ..models.estimators import Estimator
+from ..models.loading import model_from_state_dict
 from ..models.heads.heatmap import HeatmapHeadConfig
 from ..models.zoo import VITPOSE_BACKBONES, sync_codec
 
@@ -180,7 +181,7 @@ def vitpose_from_state_dict(
     sigma: float = 2.0,
     simple_upsample: int = 4,
     source: str = "checkpoint",
-) -> PoseEstimator:
+) -> Estimator:
     """Build a poseforge ViTPose model holding a foreign checkpoint's weights.
 
     Args:

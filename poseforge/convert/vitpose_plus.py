@@ -24,8 +24,9 @@ import torch
 
 from ..errors import PoseforgeError
 from ..keypoints import get_keypoint_set
-from ..models.estimator import PoseEstimator, model_from_state_dict
-from ..models.multitask import MultiTaskTopDownConfig, TaskConfig
+from ..models.estimators import Estimator
+from ..models.loading import model_from_state_dict
+from ..models.config import MultiTaskTopDownConfig, TaskConfig
 from ..models.zoo import VITPOSE_PLUS_TASKS, sync_codec
 from .vitpose import (_COMPILED, _SIZE_NAMES, codec_config, detect_format, infer_backbone, infer_head,
                       resolve_keypoint_set, to_poseforge_keys)
@@ -77,8 +78,8 @@ def vitpose_plus_from_state_dict(
     sigma: float = 2.0,
     simple_upsample: int = 4,
     source: str = "checkpoint",
-) -> PoseEstimator:
-    """Build a poseforge :class:`~poseforge.models.multitask.MultiTaskTopDownEstimator` from a ViTPose++ checkpoint.
+) -> Estimator:
+    """Build a poseforge :class:`~poseforge.models.estimators.TopDownEstimator` (multi-task) from a ViTPose++ checkpoint.
 
     Args:
         state_dict: the checkpoint's tensors.

@@ -538,6 +538,36 @@ class AugmentConfig:
             self.brightness, self.contrast, self.saturation) > 0
 
 
+class Photometric:
+    """The pixel-level steps of an :class:`AugmentConfig` (HSV, colour jitter, blur, erase), in that order,
+    on float images ``[N, 3, H, W]`` in [0, 255]. Every step's parameters are drawn in a fixed order
+    whether or not the step is on, so turning one step on does not change the others' draws."""
+
+    def __init__(self, config: AugmentConfig) -> None:
+        self.config = config
+        self.hsv = RandomHSV(config.hue_delta, config.saturation_delta, config.value_delta, config.hsv_prob)
+        self.color = ColorJitter(config.brightness, config.contrast, config.saturation)
+        self.blur = RandomBlur(config.blur_prob)
+        self.erase = RandomErase(config.erase_prob, config.erase_size)
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        a = self.config
+        if not a.photometric:
+            return images
+        n = images.shape[0]
+        hsv, color, blur, erase = (self.hsv.sample(n, generator), self.color.sample(n, generator),
+                                   self.blur.sample(n, generator), self.erase.sample(n, generator))
+        if a.hsv_prob > 0:
+            images = self.hsv.apply(images, hsv)
+        if self.color.active:
+            images = self.color.apply(images, color)
+        if a.blur_prob > 0:
+            images = self.blur.apply(images, blur)
+        if a.erase_prob > 0:
+            images = self.erase.apply(images, erase)
+        return images
+
+
 def _check_prob(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
         raise PoseforgeError(f"{name} must be a probability in [0, 1], got {value!r}")

@@ -64,6 +64,24 @@ class PoseInstance:
         return out
 
 
+@dataclass
+class ImageRecord:
+    """One image with every instance in it: what bottom-up and dense samples are made of.
+
+    ``dense`` holds per-pixel labels at the image's resolution where the source has them: ``"seg"``
+    (H x W uint8 part classes, 255 unlabeled), ``"depth"`` (H x W float32, 0 where none) and
+    ``"normals"`` (H x W x 3 float32 unit camera-space normals, zero where none).
+    """
+
+    image_id: int
+    image_path: str | None
+    image_size: tuple[int, int]  # (width, height)
+    keypoint_set: str
+    instances: list[PoseInstance] = field(default_factory=list)
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
+    dataset_index: int = 0
+
+
 def json_floats(values: np.ndarray) -> list[float]:
     """Numbers for JSON: float64 exactly, float32 by their shortest decimal form (280.79, not 280.790009)."""
     values = np.asarray(values).reshape(-1)

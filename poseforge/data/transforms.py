@@ -20,7 +20,6 @@ Array helpers accept numpy arrays or torch tensors and return the same kind (flo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
 from typing import Any, Sequence, TypeVar
 
 import cv2
@@ -31,26 +30,14 @@ from torch import Tensor
 
 from ..errors import DataError, PoseforgeError
 from ..keypoints import KeypointSet, get_keypoint_set
-from .augment import (
-    AugmentConfig,
-    ColorJitter,
-    RandomBBoxTransform,
-    RandomBlur,
-    RandomErase,
-    RandomFlip,
-    RandomHalfBody,
-    RandomHSV,
-    _float_dtype,
-)
+from .augment import AugmentConfig, Photometric, RandomBBoxTransform, RandomFlip, RandomHalfBody, _float_dtype
 from .images import load_image
 from .records import PoseInstance
 
 __all__ = [
-    "Batch",
     "TopDownTransform",
     "affine_points",
     "bbox_xywh_to_center_scale",
-    "collate",
     "compose_affine",
     "crop_batch",
     "crop_image",
@@ -273,89 +260,6 @@ def crop_batch(images: Tensor | Sequence[Tensor], matrices: Tensor, output_size:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Batch
-
-
-@dataclass
-class Batch:
-    """Samples stacked along a first dimension B. Field names equal the sample dict's keys.
-
-    ``image`` is uint8 ``[B, 3, h, w]`` RGB (float32 in [0, 255] from ``apply_batch(float_images=True)``);
-    ``keypoints`` ``[B, K, 2]`` are crop pixels, ``visibility`` ``[B, K]`` is in [0, 1] and zero for
-    unlabeled keypoints and those outside the crop; ``matrix`` ``[B, 2, 3]`` maps image -> crop
-    (:func:`crop_to_image` inverts it). ``extras`` holds any further stacked keys.
-    """
-
-    image: Tensor
-    keypoints: Tensor
-    visibility: Tensor
-    matrix: Tensor
-    center: Tensor
-    scale: Tensor
-    rotation: Tensor
-    flipped: Tensor
-    image_id: Tensor
-    instance_id: Tensor
-    bbox: Tensor
-    score: Tensor
-    dataset_index: Tensor
-    image_size: Tensor
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.image.shape[0])
-
-    @classmethod
-    def from_dict(cls, batched: dict[str, Any]) -> "Batch":
-        """A Batch from an already batched dict (e.g. :meth:`TopDownTransform.apply_batch`'s result)."""
-        names = {f.name for f in fields(cls)} - {"extras"}
-        missing = names - set(batched)
-        if missing:
-            raise PoseforgeError(f"Batch: missing fields {', '.join(sorted(missing))}")
-        return cls(**{k: batched[k] for k in names}, extras={k: v for k, v in batched.items() if k not in names})
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extras"}
-        out.update(self.extras)
-        return out
-
-    def _map(self, fn) -> "Batch":
-        apply = lambda v: fn(v) if isinstance(v, Tensor) else v  # noqa: E731
-        values = {f.name: apply(getattr(self, f.name)) for f in fields(self) if f.name != "extras"}
-        return Batch(**values, extras={k: apply(v) for k, v in self.extras.items()})
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        """Move every tensor to ``device``."""
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
-
-    def pin_memory(self) -> "Batch":
-        """Called by ``DataLoader(pin_memory=True)``."""
-        return self._map(lambda t: t.pin_memory())
-
-
-def collate(samples: Sequence[dict[str, Any]]) -> Batch:
-    """Stack sample dicts (from :class:`TopDownTransform`) into a :class:`Batch`; use as a DataLoader's
-    ``collate_fn``. Tensors are stacked; other values are kept as lists in ``extras``."""
-    if len(samples) == 0:
-        raise PoseforgeError("collate: no samples")
-    keys = list(samples[0])
-    for i, s in enumerate(samples):
-        if set(s) != set(keys):
-            raise PoseforgeError(f"collate: sample {i} has keys {sorted(s)}, sample 0 has {sorted(keys)}")
-    batched: dict[str, Any] = {}
-    for key in keys:
-        values = [s[key] for s in samples]
-        if isinstance(values[0], Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) > 1:
-                raise PoseforgeError(f"collate: field '{key}' has different shapes across samples: {sorted(shapes)}")
-            batched[key] = torch.stack(values)
-        else:
-            batched[key] = values
-    return Batch.from_dict(batched)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The top-down pipeline
 
 
@@ -375,6 +279,8 @@ class TopDownTransform:
         padding: box padding factor.
         clip_bbox: clip boxes to ``[0, W - 1] x [0, H - 1]`` first (mmpose clips annotation boxes, not
             detections).
+        pad_keypoints: zero-pad ``keypoints`` / ``visibility`` to this many keypoints (a multi-task model's
+            largest set, so every sample of a mixed batch has one shape; padding is unlabeled).
 
     Sample fields (tensors; ``apply_batch`` gives the same with a leading batch dim): ``image`` uint8
     ``[3, h, w]`` RGB; ``keypoints`` float32 ``[K, 2]`` crop pixels (pair-swapped when flipped);
@@ -388,6 +294,7 @@ class TopDownTransform:
     def __init__(
         self, input_size: tuple[int, int], keypoint_set: str | KeypointSet, use_udp: bool = True,
         augment: bool | AugmentConfig = False, padding: float = 1.25, clip_bbox: bool = True,
+        pad_keypoints: int = 0,
     ) -> None:
         if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
             raise PoseforgeError(f"TopDownTransform: input_size must be (width, height) >= 1, got {input_size}")
@@ -397,6 +304,10 @@ class TopDownTransform:
         self.use_udp = bool(use_udp)
         self.padding = float(padding)
         self.clip_bbox = bool(clip_bbox)
+        self.pad_keypoints = int(pad_keypoints)
+        if 0 < self.pad_keypoints < self.keypoint_set.num_keypoints:
+            raise PoseforgeError(f"TopDownTransform: pad_keypoints {pad_keypoints} is fewer than the "
+                                 f"{self.keypoint_set.num_keypoints} keypoints of {self.keypoint_set.name}")
         if augment is True:
             augment = AugmentConfig()
         self.augment: AugmentConfig | None = augment if isinstance(augment, AugmentConfig) else None
@@ -411,10 +322,7 @@ class TopDownTransform:
                 padding=a.half_body_padding, upper_prioritized_prob=a.half_body_upper_prioritized_prob)
             self.bbox_transform = RandomBBoxTransform(a.shift_factor, a.shift_prob, a.scale_factor, a.scale_prob,
                                                       a.rotate_factor, a.rotate_prob)
-            self.hsv = RandomHSV(a.hue_delta, a.saturation_delta, a.value_delta, a.hsv_prob)
-            self.color = ColorJitter(a.brightness, a.contrast, a.saturation)
-            self.blur = RandomBlur(a.blur_prob)
-            self.erase = RandomErase(a.erase_prob, a.erase_size)
+            self.photometric = Photometric(a)
 
     def __repr__(self) -> str:
         return (f"TopDownTransform(input_size={self.input_size}, keypoint_set='{self.keypoint_set.name}', "
@@ -461,23 +369,7 @@ class TopDownTransform:
 
     def _photometric(self, images: Tensor, generator: torch.Generator | None) -> Tensor:
         """Float images [N, 3, h, w] in [0, 255] -> augmented, same shape."""
-        a = self.augment
-        if a is None or not a.photometric:
-            return images
-        n = images.shape[0]
-        # Draw every step's parameters in a fixed order, whether or not the step is on, so that turning
-        # one step on does not change the others' draws.
-        hsv, color, blur, erase = (self.hsv.sample(n, generator), self.color.sample(n, generator),
-                                   self.blur.sample(n, generator), self.erase.sample(n, generator))
-        if a.hsv_prob > 0:
-            images = self.hsv.apply(images, hsv)
-        if self.color.active:
-            images = self.color.apply(images, color)
-        if a.blur_prob > 0:
-            images = self.blur.apply(images, blur)
-        if a.erase_prob > 0:
-            images = self.erase.apply(images, erase)
-        return images
+        return images if self.augment is None else self.photometric(images, generator)
 
     # -- one sample (DataLoader worker) ---------------------------------------------------------------------
 
@@ -520,6 +412,14 @@ class TopDownTransform:
         for key, value in geo.items():
             sample[key] = value[0] if value.dtype == torch.bool else value[0].to(torch.float32)
         sample.update(_meta_single(instance, width, height))
+        return self._pad(sample)
+
+    def _pad(self, sample: dict[str, Tensor]) -> dict[str, Tensor]:
+        missing = self.pad_keypoints - self.keypoint_set.num_keypoints
+        if missing > 0:
+            k = sample["keypoints"].shape[-2]
+            sample["keypoints"] = F.pad(sample["keypoints"], (0, 0, 0, self.pad_keypoints - k))
+            sample["visibility"] = F.pad(sample["visibility"], (0, self.pad_keypoints - k))
         return sample
 
     # -- a whole batch (GPU augmentation, predictor) --------------------------------------------------------
@@ -586,7 +486,7 @@ class TopDownTransform:
         for key, value in geo.items():
             out[key] = value if value.dtype == torch.bool else value.to(torch.float32)
         out.update(_meta_batch(instances, bbox_t, n, sizes, device))
-        return out
+        return self._pad(out)
 
 
 def _describe(inst: PoseInstance, what: str) -> str:

@@ -92,3 +92,14 @@ def keypoint_epe(pred: Any, gt: Any, mask: Any) -> float:
     distances, valid = normalized_distances(pred, gt, mask, 1.0)
     counted = distances[valid]
     return float(counted.astype(np.float64).sum() / max(1, counted.size))
+
+
+def height_normalized_errors(predicted: np.ndarray, keypoints: np.ndarray, labeled: np.ndarray,
+                             boxes: np.ndarray) -> np.ndarray:
+    """Per person: mean pixel error of the labeled keypoints / box height (people with none labeled
+    are left out). ``predicted``, ``keypoints``: (N, K, 2); ``labeled``: (N, K) bool; ``boxes``: (N, 4) xywh."""
+    predicted, keypoints = np.asarray(predicted, np.float64), np.asarray(keypoints, np.float64)
+    labeled, boxes = np.asarray(labeled, bool), np.asarray(boxes, np.float64)
+    distance = np.linalg.norm(predicted - keypoints, axis=-1)
+    per_person = (distance * labeled).sum(1) / np.maximum(labeled.sum(1), 1) / np.maximum(boxes[:, 3], 1e-9)
+    return per_person[labeled.any(1)]

@@ -1,4 +1,4 @@
-"""``poseforge demo``: the whole pipeline on fresh synthetic scenes, scored, in well under two minutes on a CPU.
+"""The demo (``poseforge demo``): the whole pipeline on fresh synthetic scenes, scored, in well under two minutes on a CPU.
 
 1. render ``--images`` scenes of 1-4 synthetic people (a seed no training run used);
 2. find people with the bundled detector and estimate their poses with the bundled ViTPose (flip test);
@@ -63,9 +63,8 @@ def run_demo(out: str | os.PathLike = "poseforge-demo", num_images: int = 48, se
 
     from ..data.coco import CocoKeypoints, write_coco
     from ..data.synth import SyntheticPoseDataset
+    from ..evaluation.boxes import evaluate_boxes
     from ..evaluation.coco import coco_metric
-    from ..train.detector import evaluate_boxes
-    from .detectors.base import Detections
     from .drawing import add_banner, contact_sheet, put_label
     from .predictor import Predictor
 
@@ -105,7 +104,7 @@ def run_demo(out: str | os.PathLike = "poseforge-demo", num_images: int = 48, se
     ks = predictor.keypoint_set
     results_gt: list[dict[str, Any]] = []
     results_det: list[dict[str, Any]] = []
-    detections: list[Detections] = []
+    detections: list[tuple[np.ndarray, np.ndarray]] = []
     overlays: list[np.ndarray] = []
     captions: list[str] = []
     for r in rendered:
@@ -114,7 +113,7 @@ def run_demo(out: str | os.PathLike = "poseforge-demo", num_images: int = 48, se
         found = predictor.predict(r.image)
         results_gt.extend(by_gt.to_coco(image_id=r.index))
         results_det.extend(found.to_coco(image_id=r.index))
-        detections.append(Detections(torch.from_numpy(found.boxes), torch.from_numpy(found.box_scores)))
+        detections.append((found.boxes, found.box_scores))
         overlays.append(found.draw())
         captions.append(f"scene {r.index}: {len(found)} detected, {len(r.instances)} people")
     seconds["predict"] = time.perf_counter() - t
@@ -132,7 +131,7 @@ def run_demo(out: str | os.PathLike = "poseforge-demo", num_images: int = 48, se
     gt_xyxy = [np.asarray([[*i.bbox[:2], i.bbox[0] + i.bbox[2], i.bbox[1] + i.bbox[3]] for i in r.instances]).reshape(-1, 4)
                for r in rendered]
     gt_area = [np.asarray([i.area for i in r.instances]) for r in rendered]
-    box_stats = evaluate_boxes(gt_xyxy, gt_area, detections)
+    box_stats = evaluate_boxes(gt_xyxy, gt_area, [d[0] for d in detections], [d[1] for d in detections])
     seconds["evaluate"] = time.perf_counter() - t
 
     # 5. write
@@ -166,63 +165,3 @@ def run_demo(out: str | os.PathLike = "poseforge-demo", num_images: int = 48, se
         "seconds": {k: round(v, 2) for k, v in seconds.items()}}, indent=2)
     files.append(str(out / "summary.json"))
     return report
-
-
-def print_report(report: DemoReport, console: Any) -> None:
-    """The scores table and the written files."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("COCO AP (OKS), mmpose protocol")
-    for name in ("AP", "AP50", "AP75", "AR"):
-        table.add_column(name, justify="right")
-    rows = (("poses in ground-truth boxes", report.pose_ap_gt_boxes, "AR"),
-            ("poses in detected boxes", report.pose_ap_detected, "AR"),
-            ("person detector (box AP)", report.detector_box_ap, "AR100"))
-    for label, stats, recall in rows:
-        table.add_row(label, *(f"{stats.get(k, float('nan')):.3f}" for k in ("AP", "AP50", "AP75", recall)))
-    console.print()
-    console.print(table)
-    console.print()
-    out = report.out
-    console.print(f"[bold]wrote  [/]  {out / 'contact_sheet.jpg'}", soft_wrap=True)
-    console.print(f"         {out / 'overlays'}/ ({report.num_images} images, poses drawn)", soft_wrap=True)
-    console.print(f"         {out}/*.json (ground truth, results, summary)", soft_wrap=True)
-    console.print(f"[bold]check  [/]  poseforge eval --gt {out / 'ground_truth.json'} --results "
-                  f"{out / 'results_detected.json'} --rescore", soft_wrap=True)
-    console.print(f"[bold green]done[/] in {report.seconds['total']:.1f}s")
-
-
-def _size(text: str) -> tuple[int, int]:
-    import argparse
-
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 640x480), got '{text}'") from None
-    return w, h
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="poseforge-demo", metavar="DIR", help="output folder (default: ./poseforge-demo)")
-    parser.add_argument("--images", type=int, default=48, metavar="N", help="synthetic scenes to render (default: 48)")
-    parser.add_argument("--seed", type=int, default=DEMO_SEED, help=f"scene seed (default: {DEMO_SEED}, unused in training)")
-    parser.add_argument("--size", type=_size, default=(640, 480), metavar="WxH", help="scene size (default: 640x480)")
-    parser.add_argument("--model", default="bundled", help="pose model (default: the bundled ViTPose)")
-    parser.add_argument("--detector", default="bundled", help="person detector: bundled or a .onnx export (default: bundled)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda ... (default: CUDA when available)")
-
-
-def run(args) -> int:
-    # Before torch loads OpenMP: idle worker threads sleep instead of spinning, which keeps small
-    # kernels fast when the cores are shared (measured 5x on a busy 2-core machine).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    console.print("[bold]poseforge demo[/]: synthetic people -> person detector -> ViTPose -> COCO AP")
-    report = run_demo(args.out, args.images, args.seed, args.size, model=args.model, detector=args.detector,
-                      device=args.device, console=console)
-    print_report(report, console)
-    return 0

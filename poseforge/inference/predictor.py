@@ -1,4 +1,4 @@
-"""Top-down pose prediction for images, folders, videos and webcams.
+"""Pose prediction for images, folders, videos and webcams, with any estimator kind.
 
 >>> from poseforge import Predictor
 >>> predictor = Predictor("bundled", detector="bundled")          # or detector="rtmdet-nano.onnx"
@@ -7,12 +7,11 @@
 >>> for result in predictor.stream("clip.mp4"):                   # frames with stable track ids
 ...     frame = result.draw()
 
-Per frame: the frame goes to the device once; person boxes come from the given list, the detector
-(:mod:`poseforge.inference.detectors`) or the whole frame; every box becomes a crop matrix (mmpose's
-box -> centre/scale with padding 1.25 and the model's aspect ratio, the UDP warp for UDP codecs),
-all crops of the frame are cut in one :func:`~poseforge.data.transforms.crop_batch` call, the model
-runs them in batches (flip test optional, bf16 autocast on CUDA), the codec decodes, and the
-keypoints are mapped back with the inverse matrices - all batched tensor operations on the device.
+Per frame: the frame goes to the device once. A model that needs boxes (top-down) gets them from the
+given list, the detector (:mod:`poseforge.inference.detectors`) or the whole frame, and
+``model.predict(frame, boxes)`` cuts all crops of the frame in one call, runs them in batches (flip
+test optional, bf16 autocast on CUDA), decodes and maps the keypoints back - batched tensor
+operations on the device. A bottom-up or dense model takes the frame alone (no detector is loaded).
 Results come back to the host once per frame as a :class:`PoseResult`.
 """
 from __future__ import annotations
@@ -32,30 +31,20 @@ from torch import Tensor
 
 from ..data.images import load_image
 from ..data.records import json_floats
-from ..data.transforms import bbox_xywh_to_center_scale, crop_batch, crop_to_image, get_affine_matrix
+from ..device import resolve_device
 from ..errors import DataError, PoseforgeError
 from ..io import write_json_atomic
 from ..keypoints import get_keypoint_set
-from .detectors.base import Detections, Detector, frame_to_tensor, xywh_to_xyxy, xyxy_to_xywh
+from .detectors.base import Detections, Detector, frame_to_tensor, xywh_to_xyxy
 from .detectors.builtin import load_detector
 from .tracking import PoseTracker
 from .video import VideoFrame, VideoReader, is_video_file, webcam_frames
 
-__all__ = ["PoseResult", "Predictor", "IMAGE_SUFFIXES", "as_rgb_image", "resolve_device"]
+__all__ = ["PoseResult", "Predictor", "IMAGE_SUFFIXES", "as_rgb_image"]
 
 log = logging.getLogger("poseforge")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU. A CUDA request without CUDA is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PoseforgeError("device 'cuda' requested but CUDA is not available (use device='auto' or 'cpu')")
-    return device
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -64,7 +53,8 @@ class PoseResult:
     """The poses found in one image or video frame (numpy arrays, image pixels).
 
     Attributes:
-        keypoint_set: the set's name (``"coco17"``); gives skeleton, colours and OKS sigmas.
+        keypoint_set: the set's name (``"coco17"``); gives skeleton, colours and OKS sigmas (``None``
+            for dense models).
         image_size: ``(width, height)``.
         boxes: ``[N, 4]`` float32 ``(x1, y1, x2, y2)`` person boxes the poses were estimated in.
         box_scores: ``[N]`` detector (or given) box scores.
@@ -74,9 +64,11 @@ class PoseResult:
         areas: ``[N]`` crop box areas (the object scale OKS-NMS uses, as mmpose).
         source: the file the image came from (or ``None``); ``frame_index`` / ``timestamp`` for video.
         image: the RGB frame (kept for :meth:`draw`; set to ``None`` to free it).
+        dense: dense maps at the image's resolution (dense models): ``"seg"`` ``[H, W]`` uint8 class
+            labels, ``"depth"`` ``[H, W]`` float32, ``"normals"`` ``[H, W, 3]`` float32 unit vectors.
     """
 
-    keypoint_set: str
+    keypoint_set: str | None
     image_size: tuple[int, int]
     boxes: np.ndarray
     box_scores: np.ndarray
@@ -88,6 +80,7 @@ class PoseResult:
     frame_index: int | None = None
     timestamp: float | None = None
     image: np.ndarray | None = field(default=None, repr=False)
+    dense: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -135,9 +128,9 @@ class PoseResult:
                 "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(s), 4)]
                               for (x, y), s in zip(self.keypoints[i], self.keypoint_scores[i])],
             })
+        names = list(get_keypoint_set(self.keypoint_set).names) if self.keypoint_set is not None else []
         out: dict[str, Any] = {"source": self.source, "width": int(self.image_size[0]), "height": int(self.image_size[1]),
-                               "keypoint_set": self.keypoint_set,
-                               "keypoint_names": list(get_keypoint_set(self.keypoint_set).names), "people": people}
+                               "keypoint_set": self.keypoint_set, "keypoint_names": names, "people": people}
         if self.frame_index is not None:
             out["frame"] = int(self.frame_index)
             out["timestamp"] = None if self.timestamp is None else round(float(self.timestamp), 4)
@@ -157,6 +150,13 @@ class PoseResult:
         canvas = self.image if image is None else image
         if canvas is None:
             raise PoseforgeError("PoseResult.draw: the result holds no image (pass image=...)")
+        if self.keypoint_set is None:  # a dense model: the part map over the image
+            from .drawing import colorize_parts
+
+            if not self.dense or "seg" not in self.dense:
+                return canvas.copy()
+            overlay = colorize_parts(self.dense["seg"])
+            return (0.5 * canvas + 0.5 * overlay).round().astype(np.uint8)
         return draw_result(canvas, self.keypoints, self.keypoint_scores, self.keypoint_set,
                            self.boxes if boxes else None, self.box_scores, self.track_ids, threshold, labels=labels,
                            color_by_index=True)
@@ -188,21 +188,22 @@ def as_rgb_image(image: Any, name: str = "image") -> tuple[np.ndarray, str | Non
 def _load_pose_model(model: Any, device: torch.device) -> torch.nn.Module:
     if isinstance(model, torch.nn.Module):
         return model.to(device).eval()
-    from ..evaluation.runner import load_eval_model
+    from ..models import load_model
 
-    return load_eval_model(model, device=device).float().eval()
+    return load_model(model, device=device).float().eval()
 
 
 # ---------------------------------------------------------------------------------------------- predictor
 class Predictor:
-    """Top-down pose estimation on images, folders, videos and webcams.
+    """Pose estimation (or dense prediction) on images, folders, videos and webcams.
 
     Args:
-        model: a pose model (``nn.Module`` with ``predict``), ``"bundled"``, or a model folder /
-            ``.safetensors`` / training run folder / training checkpoint.
-        detector: where person boxes come from when none are given: ``"bundled"`` (default), a
-            ``.onnx`` RTMDet/YOLOX export, a COCO detection results ``.json``, a :class:`Detector`,
-            or ``None`` (the whole frame is one person).
+        model: an estimator, a weights name (``"vitpose-tiny.synth"``; ``"bundled"`` is its alias), or a
+            model folder / ``.safetensors`` / training run folder / training checkpoint.
+        detector: where person boxes come from when none are given, for models that need boxes:
+            ``"bundled"`` (default), a ``.onnx`` RTMDet/YOLOX export, a COCO detection results ``.json``,
+            a :class:`Detector`, or ``None`` (the whole frame is one person). Not loaded for bottom-up
+            and dense models.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
         flip_test: average with the horizontally flipped crops.
         batch_size: crops per model call.
@@ -211,25 +212,27 @@ class Predictor:
         max_people: keep at most this many boxes per frame (best scores).
         tracker: for :meth:`stream` over videos/webcams: ``True`` (default tracker), ``False``, or a
             :class:`PoseTracker`.
-        padding: box enlargement before cropping (mmpose: 1.25).
         profile: time each stage (``timings``), synchronizing CUDA between stages.
+        task: the task (dataset) of a multi-task model to predict.
     """
 
     def __init__(self, model: Any = "bundled", detector: "Detector | str | os.PathLike | None" = "bundled",
                  device: str | torch.device = "auto", flip_test: bool = True, batch_size: int = 64,
                  bf16: bool | None = None, box_score_threshold: float | None = None, max_people: int | None = None,
-                 tracker: "bool | PoseTracker" = True, padding: float = 1.25, profile: bool = False) -> None:
+                 tracker: "bool | PoseTracker" = True, profile: bool = False,
+                 task: "int | str" = 0) -> None:
         self.device = resolve_device(device)
         self.model = _load_pose_model(model, self.device)
-        if not hasattr(self.model, "codec") or not hasattr(self.model, "config"):
-            raise PoseforgeError(f"Predictor: {type(self.model).__name__} is not a poseforge top-down model")
+        if not callable(getattr(self.model, "predict", None)) or not hasattr(self.model, "needs_boxes"):
+            raise PoseforgeError(f"Predictor: {type(self.model).__name__} is not a poseforge estimator")
         # NHWC convolution weights (the conv stem, the head): the bundled model's forward is 1.08-1.16x as fast
         # on CPU (oneDNN; benchmarks/predict.py), patchify ViTs the same; numbers change only by float rounding
         self.model.to(memory_format=torch.channels_last)
-        self.keypoint_set = get_keypoint_set(self.model.config.keypoint_set)
-        self.input_size = tuple(int(v) for v in self.model.config.input_size)
-        self.use_udp = getattr(self.model.codec, "name", "") == "udp"
-        self.detector = load_detector(detector, self.device, box_score_threshold)
+        self.task = self.model.task_index(task)
+        ks = self.model.keypoint_set_of(self.task)
+        self.keypoint_set = get_keypoint_set(ks.name) if ks is not None else None
+        self.input_size = self.model.input_size
+        self.detector = load_detector(detector, self.device, box_score_threshold) if self.model.needs_boxes else None
         self.flip_test = bool(flip_test)
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
@@ -237,7 +240,6 @@ class Predictor:
         self.bf16 = (self.device.type == "cuda") if bf16 is None else bool(bf16)
         self.box_score_threshold = box_score_threshold
         self.max_people = max_people
-        self.padding = float(padding)
         self.tracker_setting = tracker
         self.profile = bool(profile)
         self.timings: dict[str, float] = {"detect": 0.0, "crop": 0.0, "model": 0.0, "decode": 0.0}
@@ -267,51 +269,24 @@ class Predictor:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
+    def _stage_marker(self) -> Callable[[str], None] | None:
+        """``on_stage`` callback adding each prediction stage's time to ``timings`` (profiling only)."""
+        if not self.profile:
+            return None
+        last = [time.perf_counter()]
+
+        def mark(stage: str) -> None:
+            last[0] = self._mark(stage, last[0])
+
+        return mark
+
     @torch.no_grad()
-    def estimate(self, frame: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Keypoints in xyxy ``boxes [N, 4]`` of one ``[3, H, W]`` frame on the device.
-
-        Returns ``(keypoints [N, K, 2], scores [N, K], crop areas [N])`` on the device.
-        """
-        t = time.perf_counter() if self.profile else 0.0
-        n = boxes.shape[0]
-        k = self.keypoint_set.num_keypoints
-        if n == 0:
-            z = torch.zeros(0, device=self.device)
-            return z.new_zeros(0, k, 2), z.new_zeros(0, k), z
-        w, h = self.input_size
-        work = torch.float32 if boxes.device.type == "mps" else torch.float64  # float64 where the device has it
-        center, scale = bbox_xywh_to_center_scale(xyxy_to_xywh(boxes.to(work)), w / h, self.padding)
-        matrix = get_affine_matrix(center, scale, 0.0, (w, h), self.use_udp)
-        keypoints, scores = [], []
-        for s in range(0, n, self.batch_size):  # chunks of crops; usually one
-            m = matrix[s:s + self.batch_size]
-            crops = crop_batch(frame, m, (w, h))
-            t = self._mark("crop", t)
-            outputs = self._forward(crops)
-            t = self._mark("model", t)
-            kp, sc = self._decode(outputs, crops.shape[0])
-            keypoints.append(crop_to_image(kp.float(), m).float())
-            scores.append(sc.float())
-            t = self._mark("decode", t)
-        return torch.cat(keypoints), torch.cat(scores), scale.prod(-1).float()
-
-    def _forward(self, crops: Tensor) -> Any:
-        model = self.model
-        x = model.normalize(crops)
-        if self.flip_test:
-            x = torch.cat([x, x.flip(-1)])
+    def estimate(self, frame: Tensor, boxes: Tensor | None = None) -> Any:
+        """The model's :class:`~poseforge.outputs.Predictions` for one ``[3, H, W]`` frame on the device:
+        in the xyxy ``boxes [N, 4]`` for models that need boxes, of the whole frame otherwise."""
         with self._autocast():
-            return model(x)
-
-    def _decode(self, outputs: Any, n: int) -> tuple[Tensor, Tensor]:
-        """Flip-test merge (the codec's ``flip_back``) and codec decoding, as ``model.predict`` does."""
-        outputs = _map(outputs, lambda o: o.float())
-        if self.flip_test:
-            plain, flipped = _map(outputs, lambda o: o[:n]), _map(outputs, lambda o: o[n:])
-            back = self.model.codec.flip_back(flipped, self.model.flip_index)
-            outputs = _zip_map(plain, back, lambda a, b: (a + b) * 0.5)
-        return self.model.codec.decode(outputs)
+            return self.model.predict(frame[None], None if boxes is None else [boxes], flip_test=self.flip_test,
+                                      task=self.task, batch_size=self.batch_size, on_stage=self._stage_marker())
 
     def _boxes_for(self, frame: Tensor, array: np.ndarray, key: Any, boxes: Any, box_scores: Any,
                    box_format: str) -> tuple[Tensor, Tensor]:
@@ -364,16 +339,42 @@ class Predictor:
                        key: Any, frame_index: int | None = None, timestamp: float | None = None,
                        keep_image: bool = True) -> PoseResult:
         frame = frame_to_tensor(array, self.device)
-        box_t, score_t = self._boxes_for(frame, array, key, boxes, box_scores, box_format)
-        keypoints, scores, areas = self.estimate(frame, box_t)
+        given = self._boxes_for(frame, array, key, boxes, box_scores, box_format) if self.model.needs_boxes else None
+        pred = self.estimate(frame, None if given is None else given[0])
         self.frames += 1
-        n = box_t.shape[0]
+        valid = pred.valid[0]
+        every = bool(valid.all())  # top-down: always; then no masking copies
+
+        def take(t: Tensor) -> Tensor:  # this frame's instances
+            return t[0] if every else t[0][valid]
+
+        keypoints, scores = take(pred.keypoints).float(), take(pred.scores).float()
+        n = int(keypoints.shape[0])
+        box_t = take(pred.boxes) if pred.boxes is not None else keypoints.new_zeros(n, 4)
+        if given is not None:
+            score_t = given[1]
+        elif pred.instance_scores is not None:
+            score_t = take(pred.instance_scores)
+        else:
+            score_t = scores.mean(-1) if scores.shape[-1] else scores.new_ones(n)
+        areas = take(pred.areas) if pred.areas is not None else keypoints.new_zeros(n)
+        dense = None
+        if pred.dense is not None:
+            maps = pred.dense
+            dense = {}
+            if maps.seg is not None:
+                dense["seg"] = maps.seg[0].argmax(0).to(torch.uint8).cpu().numpy()
+            if maps.depth is not None:
+                dense["depth"] = maps.depth[0, 0].float().cpu().numpy()
+            if maps.normals is not None:
+                dense["normals"] = maps.normals[0].float().permute(1, 2, 0).cpu().numpy()
         return PoseResult(
-            keypoint_set=self.keypoint_set.name, image_size=(int(array.shape[1]), int(array.shape[0])),
+            keypoint_set=self.keypoint_set.name if self.keypoint_set is not None else None,
+            image_size=(int(array.shape[1]), int(array.shape[0])),
             boxes=box_t.float().cpu().numpy(), box_scores=score_t.float().cpu().numpy(),
             keypoints=keypoints.cpu().numpy(), keypoint_scores=scores.cpu().numpy(),
             track_ids=np.full(n, -1, dtype=np.int64), areas=areas.cpu().numpy().astype(np.float64), source=source,
-            frame_index=frame_index, timestamp=timestamp, image=array if keep_image else None)
+            frame_index=frame_index, timestamp=timestamp, image=array if keep_image else None, dense=dense)
 
     # ----- sources --------------------------------------------------------------------------------
     def make_tracker(self) -> PoseTracker | None:
@@ -384,6 +385,8 @@ class Predictor:
         if isinstance(setting, PoseTracker):
             setting.reset()
             return setting
+        if self.keypoint_set is None:  # dense models have no people to track
+            return None
         return PoseTracker(self.keypoint_set)
 
     def predict_folder(self, folder: str | os.PathLike, on_skip: Callable[[Path, str], None] | None = None,
@@ -450,15 +453,3 @@ class Predictor:
                 yield from self.predict_video(path, **kwargs)
                 return
         yield self.predict(source)
-
-
-def _map(outputs: Any, fn: Callable[[Tensor], Tensor]) -> Any:
-    if isinstance(outputs, Tensor):
-        return fn(outputs)
-    return type(outputs)(_map(o, fn) for o in outputs)
-
-
-def _zip_map(a: Any, b: Any, fn: Callable[[Tensor, Tensor], Tensor]) -> Any:
-    if isinstance(a, Tensor):
-        return fn(a, b)
-    return type(a)(_zip_map(x, y, fn) for x, y in zip(a, b))

@@ -28,79 +28,21 @@ __all__ = ["linear_assignment", "OneEuroFilter", "one_euro_step", "PoseTracker",
 
 
 # ---------------------------------------------------------------------------------------------- assignment
-def _hungarian(cost: np.ndarray) -> np.ndarray:
-    """Minimum-cost assignment of every row of ``cost [n, m]`` (n <= m) to a distinct column.
-
-    Shortest augmenting paths with row/column potentials (Kuhn-Munkres, O(n^2 m)); the scan over
-    columns is vectorized. Returns ``col[i]`` for each row ``i``.
-    """
-    n, m = cost.shape
-    a = np.zeros((n + 1, m + 1))
-    a[1:, 1:] = cost
-    u = np.zeros(n + 1)
-    v = np.zeros(m + 1)
-    p = np.zeros(m + 1, dtype=np.int64)  # p[j]: row matched to column j (1-based, 0 = free)
-    way = np.zeros(m + 1, dtype=np.int64)
-    for i in range(1, n + 1):
-        p[0] = i
-        j0 = 0
-        minv = np.full(m + 1, np.inf)
-        used = np.zeros(m + 1, dtype=bool)
-        while True:
-            used[j0] = True
-            i0 = p[j0]
-            free = ~used
-            free[0] = False
-            cur = a[i0] - u[i0] - v
-            better = free & (cur < minv)
-            minv[better] = cur[better]
-            way[better] = j0
-            masked = np.where(free, minv, np.inf)
-            j1 = int(np.argmin(masked))
-            delta = masked[j1]
-            u[p[used]] += delta
-            v[used] -= delta
-            minv[~used] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0:
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-    cols = np.zeros(n, dtype=np.int64)
-    matched = np.flatnonzero(p[1:]) + 1
-    cols[p[matched] - 1] = matched - 1
-    return cols
-
-
 def linear_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Minimum-cost one-to-one assignment of a rectangular ``cost [n, m]`` matrix.
+    """Minimum-cost one-to-one assignment of a rectangular ``cost [n, m]`` matrix
+    (``scipy.optimize.linear_sum_assignment``, checked inputs).
 
-    Returns ``(rows, cols)`` index arrays of the ``min(n, m)`` assigned pairs, rows ascending (the
-    same answer as ``scipy.optimize.linear_sum_assignment`` up to ties). Uses ``lap`` when installed.
+    Returns ``(rows, cols)`` index arrays of the ``min(n, m)`` assigned pairs, rows ascending.
     """
+    from scipy.optimize import linear_sum_assignment
+
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2:
         raise PoseforgeError(f"linear_assignment: expected a 2-D cost matrix, got shape {cost.shape}")
     if not np.isfinite(cost).all():
         raise PoseforgeError("linear_assignment: the cost matrix has NaN or infinite entries")
-    n, m = cost.shape
-    if n == 0 or m == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    try:
-        import lap  # optional, faster for large problems
-
-        _, x, _ = lap.lapjv(cost, extend_cost=True)
-        rows = np.flatnonzero(x >= 0)
-        return rows.astype(np.int64), x[rows].astype(np.int64)
-    except ImportError:
-        pass
-    if n <= m:
-        return np.arange(n, dtype=np.int64), _hungarian(cost)
-    cols_of_t = _hungarian(cost.T)  # every column gets a row
-    order = np.argsort(cols_of_t)
-    return cols_of_t[order], np.arange(m, dtype=np.int64)[order]
+    rows, cols = linear_sum_assignment(cost)
+    return rows.astype(np.int64), cols.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------- similarity

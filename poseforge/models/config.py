@@ -14,11 +14,15 @@ import dataclasses
 import typing
 from typing import Any, ClassVar, Mapping, TypeVar
 
-from ..coerce import coerce
-from ..errors import PoseforgeError
-from ..registry import BACKBONES, ESTIMATORS, HEADS, Registry
+from ..coerce import build_dataclass, coerce
+import numpy as np
 
-__all__ = ["ConfigBase", "PartConfig", "BackboneConfig", "HeadConfig", "ModelConfig", "TopDownConfig",
+from ..errors import PoseforgeError
+from ..keypoints import get_keypoint_set
+from ..registry import BACKBONES, HEADS, MODEL_CONFIGS, Registry
+
+__all__ = ["ConfigBase", "PartConfig", "BackboneConfig", "HeadConfig", "ModelConfig", "TopDownConfig", "FeatureInfo",
+           "TaskConfig", "TaskLookup", "MultiTaskTopDownConfig",
            "config_from_dict", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 C = TypeVar("C", bound="ConfigBase")
@@ -26,6 +30,16 @@ C = TypeVar("C", bound="ConfigBase")
 # RGB, 0-255 pixel scale (the ImageNet statistics every ViTPose / RTMPose config uses).
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map a backbone returns (as timm's ``feature_info``): ``channels``, ``stride`` (input
+    pixels per cell) and ``size`` (``(width, height)`` in cells for the model's input size)."""
+
+    channels: int
+    stride: int
+    size: tuple[int, int]
 
 
 class ConfigBase:
@@ -42,18 +56,7 @@ class ConfigBase:
 
     @classmethod
     def _build(cls: type[C], data: Mapping[str, Any], where: str) -> C:
-        if not isinstance(data, Mapping):
-            raise PoseforgeError(f"{where}: expected an object, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise PoseforgeError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-        hints = typing.get_type_hints(cls)
-        kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
-        try:
-            return cls(**kwargs)
-        except TypeError as e:  # a required field is missing
-            raise PoseforgeError(f"{where}: {e}") from None
+        return build_dataclass(cls, data, where, _build_config, _is_config)
 
     def replace(self: C, **changes: Any) -> C:
         """Copy with some fields changed; unknown names are a :class:`PoseforgeError`."""
@@ -75,12 +78,17 @@ class PartConfig(ConfigBase):
     registry: ClassVar[Registry[Any]]
 
     @classmethod
+    def config_class_of(cls, type_name: str) -> type:
+        """The concrete config class of a ``type`` (the registered module's ``config_class``)."""
+        return cls.registry.get(type_name).config_class
+
+    @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
         if cls in _ABSTRACT_PARTS:  # dispatch on "type" to the concrete config class
             where = where or cls.__name__
             if not isinstance(data, Mapping) or "type" not in data:
                 raise PoseforgeError(f"{where}: missing field 'type' (one of {', '.join(cls.registry.names())})")
-            concrete = cls.registry.get(str(data["type"])).config_class
+            concrete = cls.config_class_of(str(data["type"]))
             return concrete.from_dict(data, where)
         return cls._build(data, where or cls.__name__)  # type: ignore[attr-defined]
 
@@ -98,16 +106,78 @@ class HeadConfig(PartConfig):
 
 
 class ModelConfig(PartConfig):
-    """Base of whole-model configs (``TopDownConfig``, ...); ``type`` picks the estimator class."""
+    """Base of whole-model configs (``TopDownConfig``, ...); ``type`` picks the config class in
+    ``MODEL_CONFIGS`` and the estimator class in ``ESTIMATORS`` (one estimator kind may take several
+    config types: top-down models with one task or several)."""
 
-    registry = ESTIMATORS
+    registry = MODEL_CONFIGS
+
+    @classmethod
+    def config_class_of(cls, type_name: str) -> type:
+        return MODEL_CONFIGS.get(type_name)
 
 
 _ABSTRACT_PARTS = (BackboneConfig, HeadConfig, ModelConfig, PartConfig)
 
 
 @dataclasses.dataclass(frozen=True)
-class TopDownConfig(ModelConfig):
+class TaskConfig(ConfigBase):
+    """One task of a multi-dataset model.
+
+    Attributes:
+        name: the task's name (``"coco"``, ``"wholebody"``, ``"ap10k"`` ...), unique in the model.
+        keypoint_set: its keypoint set (``poseforge.keypoints``).
+        head: index into the model's ``heads`` (``None``: the task's own index).
+        expert: backbone expert of the task (``None``: the task's own index; ignored without experts).
+    """
+
+    name: str
+    keypoint_set: str
+    head: int | None = None
+    expert: int | None = None
+
+
+class TaskLookup:
+    """Task lookup shared by the top-down configs: a single-task model has one task named after its
+    keypoint set, head 0 and no expert; a multi-task model lists its tasks."""
+
+    def task_list(self) -> tuple[TaskConfig, ...]:
+        raise NotImplementedError
+
+    def head_configs(self) -> tuple[HeadConfig, ...]:
+        raise NotImplementedError
+
+    def head_index(self, task: int) -> int:
+        t = self.task_list()[task]
+        return task if t.head is None else int(t.head)
+
+    def expert_index(self, task: int) -> int:
+        t = self.task_list()[task]
+        experts = int(getattr(getattr(self, "backbone", None), "num_experts", 1))
+        if experts == 1:
+            return 0
+        return task if t.expert is None else int(t.expert)
+
+    def task_index(self, task: "int | str") -> int:
+        """Index of a task given by index or name (one-line error listing the tasks otherwise)."""
+        names = [t.name for t in self.task_list()]
+        if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
+            if 0 <= int(task) < len(names):
+                return int(task)
+        elif isinstance(task, str):
+            if task in names:
+                return names.index(task)
+            if task.isdigit() and int(task) < len(names):
+                return int(task)
+        raise PoseforgeError(f"unknown task {task!r}; tasks: {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.task_list())
+
+
+@dataclasses.dataclass(frozen=True)
+class TopDownConfig(TaskLookup, ModelConfig):
     """A top-down single-person model: a person crop in, one keypoint set out.
 
     Attributes:
@@ -136,6 +206,81 @@ class TopDownConfig(ModelConfig):
         w, h = self.input_size
         if w <= 0 or h <= 0:
             raise PoseforgeError(f"TopDownConfig.input_size: expected positive (width, height), got {self.input_size}")
+
+    def task_list(self) -> tuple[TaskConfig, ...]:
+        return (TaskConfig(self.keypoint_set, self.keypoint_set),)
+
+    def head_configs(self) -> tuple[HeadConfig, ...]:
+        return (self.head,)
+
+    def head_index(self, task: int) -> int:
+        return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiTaskTopDownConfig(TaskLookup, ModelConfig):
+    """A top-down model predicting several keypoint sets, one per task (ViTPose++).
+
+    Attributes:
+        backbone: the backbone config (a ``ViTConfig`` with ``num_experts`` task experts).
+        heads: head configs; their output counts follow the tasks that use them.
+        tasks: the tasks, in dataset-index order.
+        codec: one codec for all tasks (``poseforge.codecs.create_codec`` keyword arguments).
+        name, input_size, mean, std, flip_test: as in :class:`~poseforge.models.config.TopDownConfig`.
+    """
+
+    backbone: BackboneConfig
+    heads: tuple[HeadConfig, ...]
+    tasks: tuple[TaskConfig, ...]
+    codec: dict = dataclasses.field(default_factory=dict, hash=False)
+    name: str = "custom"
+    input_size: tuple[int, int] = (192, 256)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    flip_test: bool = True
+    type: str = "topdown-multitask"
+
+    def __post_init__(self) -> None:
+        where = "MultiTaskTopDownConfig"
+        if not self.tasks:
+            raise PoseforgeError(f"{where}.tasks: at least one task is needed")
+        names = [t.name for t in self.tasks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise PoseforgeError(f"{where}.tasks: duplicate task name(s) {', '.join(duplicates)}")
+        experts = int(getattr(self.backbone, "num_experts", 1))
+        for i, task in enumerate(self.tasks):
+            get_keypoint_set(task.keypoint_set)  # unknown names fail here, naming the known ones
+            h = self.head_index(i)
+            if not 0 <= h < len(self.heads):
+                raise PoseforgeError(f"{where}.tasks[{i}] ({task.name}): head {h} outside 0..{len(self.heads) - 1}")
+            e = self.expert_index(i)
+            if experts > 1 and not 0 <= e < experts:
+                raise PoseforgeError(f"{where}.tasks[{i}] ({task.name}): expert {e} outside 0..{experts - 1}")
+        for h in range(len(self.heads)):
+            counts = {get_keypoint_set(t.keypoint_set).num_keypoints for i, t in enumerate(self.tasks) if self.head_index(i) == h}
+            if not counts:
+                raise PoseforgeError(f"{where}.heads[{h}]: no task uses this head")
+            if len(counts) > 1:
+                raise PoseforgeError(f"{where}.heads[{h}]: shared by tasks with different keypoint counts {sorted(counts)}")
+        w, h = self.input_size
+        if w <= 0 or h <= 0:
+            raise PoseforgeError(f"{where}.input_size: expected positive (width, height), got {self.input_size}")
+
+    def task_list(self) -> tuple[TaskConfig, ...]:
+        return self.tasks
+
+    def head_configs(self) -> tuple[HeadConfig, ...]:
+        return self.heads
+
+    @property
+    def keypoint_set(self) -> str:
+        """The first (default) task's keypoint set."""
+        return self.tasks[0].keypoint_set
+
+
+MODEL_CONFIGS.register("topdown", TopDownConfig)
+MODEL_CONFIGS.register("topdown-multitask", MultiTaskTopDownConfig)
 
 
 def config_from_dict(data: Mapping[str, Any], where: str = "config") -> ModelConfig:

@@ -8,7 +8,7 @@ Per block, the task's expert joins the shared FFN weights (``W`` are ``[out, in]
   along its inputs, ``fc2`` biases summed: the two FFNs become one with ``H`` hidden units.
 * I-FFN: the task's FFN is the FFN.
 
-The result is a :class:`~poseforge.models.estimator.TopDownEstimator` with a plain ``ViTConfig`` (the
+The result is a single-task :class:`~poseforge.models.estimators.TopDownEstimator` with a plain ``ViTConfig`` (the
 ``vitpose-*`` config type), so ``load_model``, the predictor, export and benchmarks treat it as
 ViTPose. Knowledge tokens, if any, are kept.
 """
@@ -20,9 +20,9 @@ from typing import Mapping
 import torch
 
 from ..errors import PoseforgeError
-from .config import TopDownConfig
-from .estimator import TopDownEstimator, model_from_state_dict
-from .multitask import MultiTaskTopDownEstimator
+from .config import MultiTaskTopDownConfig, TopDownConfig
+from .estimators import TopDownEstimator
+from .loading import model_from_state_dict
 
 __all__ = ["merge_experts", "merge_state_dict"]
 
@@ -71,13 +71,13 @@ def merge_state_dict(state: Mapping[str, torch.Tensor], config, task: int) -> di
     return out
 
 
-def merge_experts(model: MultiTaskTopDownEstimator, task: "int | str") -> TopDownEstimator:
+def merge_experts(model: TopDownEstimator, task: "int | str") -> TopDownEstimator:
     """The plain ViTPose equal to ``model`` on task ``task`` (index or name), on the model's device.
 
     Raises:
         PoseforgeError: not a multi-task model, or an unknown task (the message lists the tasks).
     """
-    if not isinstance(model, MultiTaskTopDownEstimator):
+    if not isinstance(getattr(model, "config", None), MultiTaskTopDownConfig):
         raise PoseforgeError(f"merge-experts needs a multi-task (ViTPose++) model, got {type(model).__name__} "
                              f"({getattr(getattr(model, 'config', None), 'name', '?')})")
     config = model.config

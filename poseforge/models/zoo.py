@@ -32,15 +32,17 @@ from functools import partial
 from typing import Any, Callable
 
 from ..errors import PoseforgeError
+from ..hub import list_weights, resolve_weights, weights_spec
 from ..registry import MODELS
 from .backbones.vit import ViTConfig
-from .config import HeadConfig, IMAGENET_MEAN, IMAGENET_STD, ModelConfig, TopDownConfig
-from .estimator import PoseEstimator, build_model
+from .config import (IMAGENET_MEAN, IMAGENET_STD, HeadConfig, ModelConfig, MultiTaskTopDownConfig, TaskConfig,
+                     TopDownConfig, config_from_dict)
+from .estimators.base import CONFIG_NAME, Estimator
 from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER
 from .heads.simcc import SIMCC_HEAD, simcc_codec
-from .multitask import MultiTaskTopDownConfig, TaskConfig
+from .loading import build_model, load_model
 
-__all__ = ["create_model", "list_models", "model_config", "apply_overrides", "VITPOSE_BACKBONES", "HEAD_PRESETS",
+__all__ = ["create_model", "list_models", "model_config", "apply_overrides", "sync_codec", "VITPOSE_BACKBONES", "HEAD_PRESETS",
            "VITPOSE_PLUS_TASKS", "VITPOSE_PLUS_PART_FEATURES", "SYNTHETIC_TASKS", "vitpose_plus_config"]
 
 VITPOSE_BACKBONES: dict[str, ViTConfig] = {
@@ -110,19 +112,29 @@ for _size in ("s", "b", "l", "h"):
 MODELS.register("vitpose++-tiny", partial(vitpose_plus_config, "tiny", SYNTHETIC_TASKS))
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of the registered models matching a shell pattern, e.g. ``list_models("vitpose-*")``."""
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Names of the registered models matching a shell pattern, e.g. ``list_models("vitpose-*")``;
+    ``pretrained=True``: the ``arch.tag`` names of the weights there are (``vitpose-tiny.synth``)."""
+    if pretrained:
+        return list_weights(pattern, kind="pose")
     return MODELS.names(pattern)
 
 
 def model_config(name: str, **overrides: Any) -> ModelConfig:
-    """The config ``create_model(name, **overrides)`` would build."""
+    """The config ``create_model(name, **overrides)`` would build (``name``: a zoo entry or an ``arch.tag``
+    weights name, whose architecture is the weights' own config)."""
+    if name not in MODELS and weights_spec(name) is not None:
+        folder = resolve_weights(name)
+        from ..io import read_json
+
+        return apply_overrides(config_from_dict(read_json(folder / CONFIG_NAME), where=str(folder / CONFIG_NAME)), overrides)
     factory: Callable[[], ModelConfig] = MODELS.get(name)
     return apply_overrides(factory(), overrides)
 
 
-def create_model(name: str, **overrides: Any) -> PoseEstimator:
-    """Build a registered model with freshly initialized weights.
+def create_model(name: str, pretrained: bool = False, **overrides: Any) -> Estimator:
+    """Build a registered model with freshly initialized weights, or - ``pretrained=True`` with an
+    ``arch.tag`` weights name such as ``"vitpose-tiny.synth"`` - with those weights (as :func:`load_model`).
 
     ``overrides`` may name any field of the model config (``keypoint_set="wholebody133"``,
     ``input_size=(288, 384)`` as (width, height), ``flip_test``, ``mean``/``std``), of its backbone
@@ -130,8 +142,16 @@ def create_model(name: str, **overrides: Any) -> PoseEstimator:
     ``grad_checkpointing`` ...) or of its head config; plus ``head="simple"|"classic"|"simcc"`` (or a
     head config; ``simcc`` also switches the codec to SimCC), ``codec="udp"|"msra"|"dark"`` (or a
     full codec dict) and ``sigma``. The head's output count follows the keypoint set; the codec's
-    input and heatmap sizes follow the input size.
+    input and heatmap sizes follow the input size. Pretrained weights take no overrides.
     """
+    if pretrained:
+        if weights_spec(name) is None:
+            raise PoseforgeError(f"create_model('{name}', pretrained=True): no weights of that name; "
+                                 f"known: {', '.join(list_weights(kind='pose')) or 'none'}")
+        if overrides:
+            raise PoseforgeError(f"create_model('{name}', pretrained=True): pretrained weights take no overrides "
+                                 f"({', '.join(overrides)})")
+        return load_model(name)
     model = build_model(model_config(name, **overrides))
     if getattr(model.config, "codec", None):
         model.codec  # noqa: B018  (built now so a bad codec name or setting fails here, not at predict time)
@@ -143,7 +163,7 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
     top_fields = {f.name for f in dataclasses.fields(config)}
     backbone = getattr(config, "backbone", None)
     head = getattr(config, "head", None)
-    heads = getattr(config, "heads", None)  # multi-task models: head overrides apply to every head
+    heads = config.heads if isinstance(config, MultiTaskTopDownConfig) else None  # head overrides apply to every head
     if head is None and heads:
         head = heads[0]
     if isinstance(overrides.get("head"), str) and overrides["head"] in HEAD_PRESETS:
@@ -210,7 +230,7 @@ def sync_codec(config: ModelConfig) -> ModelConfig:
     if not codec:
         return config
     backbone, head = getattr(config, "backbone", None), getattr(config, "head", None)
-    if head is None and getattr(config, "heads", None):
+    if head is None and isinstance(config, MultiTaskTopDownConfig):
         head = config.heads[0]
     if getattr(head, "type", None) == "simcc":
         if codec.get("name") != "simcc":
@@ -219,6 +239,6 @@ def sync_codec(config: ModelConfig) -> ModelConfig:
     elif codec.get("name") == "simcc" and hasattr(head, "output_size"):
         codec = {"name": "udp", "sigma": 2.0}
     codec["input_size"] = list(config.input_size)
-    if hasattr(backbone, "feature_size") and hasattr(head, "output_size"):  # a spatial (heatmap) head
-        codec["heatmap_size"] = list(head.output_size(backbone.feature_size(config.input_size)))
+    if hasattr(backbone, "feature_info") and hasattr(head, "output_size"):  # a spatial (heatmap) head
+        codec["heatmap_size"] = list(head.output_size(backbone.feature_info(config.input_size)[-1].size))
     return config.replace(codec=codec)

@@ -8,7 +8,7 @@ from .config import (DataSection, EMASection, LossSection, ModelSection, OptimSe
                      SyntheticSection, TrainConfig, apply_overrides, config_from_dict, config_to_dict, dump_yaml,
                      load_config)
 from .engine import Trainer
-from .losses import KeypointMSELoss, KLDiscretLoss, build_loss
+from ..models.losses import KeypointMSELoss, KLDiscretLoss, build_loss
 from .optim import LRSchedule, build_optimizer
 from .presets import get_preset, list_presets
 

@@ -17,13 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import PoseforgeError
 from ..io import atomic_path
+from ..models.loading import CHECKPOINT_VERSION, read_training_checkpoint
 
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state", "replace_directory",
            "CHECKPOINT_VERSION"]
 
-CHECKPOINT_VERSION = 1
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -67,18 +66,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a training checkpoint safely (``weights_only=True``); a bad file is a one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise PoseforgeError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # unpickling errors of many kinds: report them as one line
-        raise PoseforgeError(f"{path}: not a readable training checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise PoseforgeError(f"{path}: not a poseforge training checkpoint (no 'model' entry)")
-    if state.get("version", 0) > CHECKPOINT_VERSION:
-        raise PoseforgeError(f"{path}: checkpoint format {state['version']} is newer than this poseforge ({CHECKPOINT_VERSION})")
-    return state
+    return read_training_checkpoint(path, map_location)
 
 
 def replace_directory(target: str | os.PathLike, write: Any) -> Path:

@@ -17,14 +17,15 @@ Overrides address fields by dotted path; the value is parsed as YAML (``optim.lr
 from __future__ import annotations
 
 import dataclasses
-import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
-from ..coerce import coerce
+from ..coerce import build_dataclass
 from ..data.augment import AugmentConfig
 from ..errors import PoseforgeError
 from ..io import write_bytes_atomic
+from ..models.losses import LossConfig
+from ..registry import PRESETS  # filled by poseforge.train.presets (imported with the package)
 
 __all__ = ["ModelSection", "SyntheticSection", "SourceSection", "DataSection", "OptimSection", "ScheduleSection", "LossSection",
            "EMASection", "TrainConfig", "config_to_dict", "config_from_dict", "apply_overrides", "parse_override",
@@ -185,29 +186,8 @@ class ScheduleSection:
     steps_per_epoch: int | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class LossSection:
-    """Training loss. ``name="auto"`` picks it from the model's codec: heatmap codecs (msra, dark,
-    udp) -> ``"keypoint_mse"``, SimCC -> ``"kl_discret"``.
-
-    Attributes:
-        use_target_weight: weight each keypoint by its target weight (visibility inside the crop).
-        beta, label_softmax, label_beta: ``kl_discret`` settings (RTMPose: 10, True, 10).
-        loss_weight: multiplies the loss.
-        keypoint_map_weight: > 0 adds :class:`~poseforge.train.losses.KeypointMapAuxLoss` with this
-            weight: the SimCC head's keypoint maps learn a Gaussian at each keypoint.
-        keypoint_map_sigma: that Gaussian's sigma in input pixels (4, half a cell of a stride-8 map, learned
-            best of 8, 4 and 2 in full synth-cpu runs).
-    """
-
-    name: str = "auto"
-    use_target_weight: bool = True
-    beta: float = 10.0
-    label_softmax: bool = True
-    label_beta: float = 10.0
-    loss_weight: float = 1.0
-    keypoint_map_weight: float = 0.0
-    keypoint_map_sigma: float = 4.0
+# The loss settings live with the losses (the estimators build them); the training config names them.
+LossSection = LossConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,22 +323,7 @@ def config_from_dict(data: Mapping[str, Any], cls: type[T] = TrainConfig, where:
 
 
 def _build(cls: type[T], data: Any, where: str) -> T:
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, Mapping):
-        raise PoseforgeError(f"{where}: expected a mapping of {cls.__name__} fields, got {type(data).__name__} {data!r:.60}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise PoseforgeError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}; known: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check / convert YAML data to the annotated type ``tp``."""
-    return coerce(value, tp, where, _build)
+    return build_dataclass(cls, data, where, _build)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -441,23 +406,19 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 def load_config(name_or_path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> TrainConfig:
     """A preset name or a YAML file (optionally ``base: PRESET``), then ``overrides``."""
-    from .presets import get_preset, list_presets
-
     text = str(name_or_path)
     path = Path(text)
     if path.suffix.lower() in (".yaml", ".yml") or path.is_file():
         config = _read_yaml_config(path)
-    elif text.lower() in list_presets():
-        config = get_preset(text)
+    elif text.lower() in PRESETS:
+        config = PRESETS.get(text)()
     else:
-        raise PoseforgeError(f"--config {text}: neither a preset ({', '.join(list_presets())}) nor a YAML file")
+        raise PoseforgeError(f"--config {text}: neither a preset ({', '.join(PRESETS.names())}) nor a YAML file")
     return apply_overrides(config, overrides) if overrides else config
 
 
 def _read_yaml_config(path: Path) -> TrainConfig:
     import yaml
-
-    from .presets import get_preset
 
     try:
         data = yaml.safe_load(path.read_text())
@@ -474,7 +435,7 @@ def _read_yaml_config(path: Path) -> TrainConfig:
     base = data.pop("base", None)
     if base is None:
         return config_from_dict(data, TrainConfig, where=str(path))
-    merged = _deep_merge(config_to_dict(get_preset(str(base))), data)
+    merged = _deep_merge(config_to_dict(PRESETS.get(str(base))()), data)
     return config_from_dict(merged, TrainConfig, where=str(path))
 
 

@@ -1,11 +1,13 @@
-"""Training data: datasets -> top-down samples -> batches, deterministic and resumable.
+"""Training data: sources -> samples (the estimator's transform) -> batches, deterministic and resumable.
 
-Sources (:class:`CocoSource`, :class:`SyntheticSource`) give ``(record, image)`` pairs for sample
-indices. :class:`TopDownSamples` turns them into crops with the core
-:class:`~poseforge.data.transforms.TopDownTransform`: on the CPU in DataLoader workers
-(``cv2.warpAffine``), or - ``raw=True`` - it only decodes, and :func:`gpu_batch` crops and augments
-the whole batch on the GPU with ``TopDownTransform.apply_batch``. Synthetic data on CUDA is rendered
-on the GPU in the main process (:meth:`SyntheticSource.render_on_device`).
+Sources (:mod:`poseforge.data.sources`) give ``(record, image)`` pairs for sample indices - one person
+each for top-down models, whole images for bottom-up and dense ones (``estimator.needs_boxes``).
+:class:`TrainSamples` turns them into samples with the estimator's training transform, on the CPU in
+DataLoader workers, or - ``raw=True``, for transforms with a batch path - only decodes, and
+:func:`gpu_batch` crops and augments the whole batch on the GPU (``TopDownTransform.apply_batch``).
+Synthetic data on CUDA is rendered on the GPU in the main process
+(:meth:`~poseforge.data.sources.SyntheticSource.render_on_device`). ``data.sources`` mixes several
+datasets by ratio (:class:`~poseforge.data.sources.MixedSource`), each sample carrying its task.
 
 Determinism: :class:`ResumableBatchSampler` yields keys ``(epoch, position, index)``; the epoch order
 comes from ``(seed, epoch)`` and each sample's augmentation from ``(seed, epoch, position)``. So no
@@ -15,7 +17,6 @@ and N processes with batch B see the samples one process with batch N*B sees.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -24,16 +25,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.coco import read_coco
-from ..data.images import load_image
+from ..data.batch import Batch, collate
+from ..data.evalsets import EvalSet, find_coco_split, parse_synthetic_spec, records_eval_set, synthetic_eval_set
+from ..data.readers import read_dataset
 from ..data.records import PoseInstance
-from ..data.transforms import Batch, TopDownTransform, collate
+from ..data.sources import CocoSource, FileSource, MixedSource, SyntheticSource
 from ..errors import PoseforgeError
-from ..evaluation.runner import EvalSet, coco_eval_set, find_coco_split, synthetic_eval_set
-from .config import DataSection, TrainConfig
+from .config import DataSection, SourceSection, TrainConfig
 
-__all__ = ["CocoSource", "SyntheticSource", "TopDownSamples", "ResumableBatchSampler", "RawBatch", "build_train_source",
-           "build_val_set", "make_loader", "gpu_batch", "sample_seed", "worker_init", "single_threaded_opencv"]
+__all__ = ["TrainSamples", "ResumableBatchSampler", "RawBatch", "ValidationSet", "build_train_source",
+           "build_mixed_source", "build_val_sets", "make_loader", "gpu_batch", "sample_seed", "worker_init",
+           "single_threaded_opencv", "SEED_STRIDE", "CocoSource", "SyntheticSource", "FileSource", "MixedSource"]
+
+SEED_STRIDE = 1_000_033  # synthetic source k of a mix renders from seed + k * SEED_STRIDE (k = 0 keeps the base seed)
+_STREAM = 1 << 40  # index space of a fresh synthetic stream
 
 log = logging.getLogger("poseforge")
 
@@ -49,171 +54,116 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- sources
-class CocoSource:
-    """Instances of a COCO keypoint file; images decoded with OpenCV when loaded."""
-
-    def __init__(self, annotations: str | Path, image_root: str | Path | None = None, min_labeled: int = 1) -> None:
-        self.coco = read_coco(annotations, image_root=image_root, skip_crowd=True, min_labeled=min_labeled)
-        if not self.coco.instances:
-            raise PoseforgeError(f"{annotations}: no training instances (non-crowd, >= {min_labeled} labeled keypoints)")
-        self.keypoint_set = self.coco.keypoint_set
-        self.name = str(annotations)
-        for inst in self.coco.instances:  # segmentation polygons are not needed in workers
-            inst.extras = {}
-
-    def __len__(self) -> int:
-        return len(self.coco.instances)
-
-    def load(self, indices: Sequence[int]) -> list[tuple[PoseInstance, np.ndarray]]:
-        out = []
-        cache: dict[str, np.ndarray] = {}
-        for i in indices:
-            inst = self.coco.instances[i]
-            if inst.image_path not in cache:
-                cache[inst.image_path] = load_image(inst.image_path)
-            out.append((inst, cache[inst.image_path]))
-        return out
+def _train_keypoint_set(estimator: Any, task: int = 0) -> str:
+    ks = estimator.keypoint_set_of(task)
+    return ks.name if ks is not None else "coco17"  # models without keypoints still train on images of people
 
 
-class SyntheticSource:
-    """Procedural people: sample ``i`` is a person in synthetic image ``i`` (one image per sample, so
-    an epoch of ``N`` samples in a fresh stream renders ``N`` new images). ``cache=True`` renders all
-    images once, now (on the CPU in ``render_workers`` processes, default one per usable core), and
-    serves them from memory. ``render_batch``: images per vectorized render call (default: by size)."""
-
-    def __init__(self, num_images: int, seed: int, image_size: Sequence[int], people: Sequence[int],
-                 keypoint_set: str = "coco17", clutter: bool = True, device: str | torch.device = "cpu",
-                 cache: bool = False, render_workers: int | None = None, render_batch: int | None = None) -> None:
-        from ..data.synth import SyntheticPoseDataset
-
-        self.dataset = SyntheticPoseDataset(num_images, seed=seed, image_size=tuple(image_size), people=tuple(people),
-                                            keypoint_set=keypoint_set, clutter=clutter, device=device,
-                                            batch_size=render_batch)
-        # What a worker process needs to build the same (uncached, CPU) source.
-        self._options = dict(num_images=num_images, seed=seed, image_size=tuple(image_size), people=tuple(people),
-                             keypoint_set=keypoint_set, clutter=clutter, render_batch=render_batch)
-        self.keypoint_set = self.dataset.keypoint_set
-        self.name = f"synthetic(seed={seed})"
-        self._cache: list[tuple[PoseInstance, np.ndarray]] | None = None
-        if cache:  # images without a visible person (rare) are left out of the cached set
-            self._cache = self._render_cache(render_workers)
-            if not self._cache:
-                raise PoseforgeError(f"synthetic training set (seed {seed}): no image with a visible person")
-
-    def _render_cache(self, workers: int | None) -> list[tuple[PoseInstance, np.ndarray]]:
-        """Every image's ``(record, image)``, rendered chunk by chunk so that the dense maps (depth,
-        normals, parts: ~8x the image bytes) of one chunk at a time are alive, not those of the whole
-        set; on the CPU in ``workers`` processes (default: one per usable core, shared among torchrun's
-        local ranks), in order."""
-        from ..data.synth.parallel import cores_per_process, index_chunks, render_pool, render_progress
-
-        n = len(self.dataset)
-        chunks = index_chunks(n, self.dataset.batch_size)
-        if self.dataset.device.type != "cpu":
-            workers = 0
-        workers = min(cores_per_process() if workers is None else workers, len(chunks))
-        log.info(f"rendering {n} synthetic training images ({self.name}, "
-                 f"{'%d processes' % workers if workers > 1 else 'in-process'})")
-        cache: list[tuple[PoseInstance, np.ndarray]] = []
-        start = time.perf_counter()
-        with render_progress(n, "rendering the training set") as advance, render_pool(workers) as pool:
-            parts = (pool.map(_render_chunk, [self._options] * len(chunks), chunks) if pool is not None
-                     else (self._render(c, substitute=False) for c in chunks))
-            for chunk, pairs in zip(chunks, parts):
-                cache.extend(pair for pair in pairs if pair is not None)
-                advance(len(chunk))
-        log.info(f"rendered {n} images in {time.perf_counter() - start:.0f} s")
-        return cache
-
-    def __len__(self) -> int:
-        return len(self._cache) if self._cache is not None else len(self.dataset)
-
-    def _render(self, indices: Sequence[int], substitute: bool = True) -> list[Any]:
-        """``(record, image)`` per index. An image whose figure ended up hidden (rare) is replaced by the
-        next image, in steps of 7919, that has a visible person (``substitute``), else gives ``None``."""
-        out: list[Any] = []
-        for rendered in self.dataset.render_batch(indices):
-            people = _trainable(rendered.instances)
-            if not people and substitute:
-                n = len(self.dataset)
-                for k in range(1, 64):
-                    rendered = self.dataset.render((rendered.index + 7919 * k) % n)
-                    people = _trainable(rendered.instances)
-                    if people:
-                        break
-            if not people:
-                out.append(None)
-                continue
-            inst = people[rendered.index % len(people)]
-            out.append((inst.copy(image=None, extras={}), rendered.image.copy()))  # not a view of the chunk
-        if substitute and any(pair is None for pair in out):
-            raise PoseforgeError(f"synthetic images (seed {self.dataset.seed}): no visible person near {list(indices)[:4]}")
-        return out
-
-    def load(self, indices: Sequence[int]) -> list[tuple[PoseInstance, np.ndarray]]:
-        if self._cache is not None:
-            return [self._cache[i] for i in indices]
-        return self._render(indices)
-
-    def render_on_device(self, indices: Sequence[int]) -> dict[str, Tensor]:
-        """Render images on the dataset's device: ``image`` [B,3,H,W] uint8 and one person per image
-        (``bbox`` [B,4], ``keypoints`` [B,K,2], ``visibility`` [B,K])."""
-        b = self.dataset.render_tensors(list(indices))
-        present = b.present.bool()
-        count = present.sum(1).clamp(min=1)
-        pick = torch.as_tensor(list(indices), device=present.device) % count  # which present slot
-        rank = present.long().cumsum(1) - 1
-        slot = ((rank == pick[:, None]) & present).float().argmax(1)
-        rows = torch.arange(len(slot), device=slot.device)
-        bbox = b.bbox[rows, slot].float()
-        # An image whose figure ended up hidden (rare) becomes a sample without labels (zero loss weight).
-        valid = present.any(1) & (bbox[:, 2] >= 2) & (bbox[:, 3] >= 2)
-        w, h = self.dataset.image_size
-        whole = bbox.new_tensor([0.0, 0.0, w - 1.0, h - 1.0]).expand_as(bbox)
-        return {"image": b.image.permute(0, 3, 1, 2).contiguous(), "bbox": torch.where(valid[:, None], bbox, whole),
-                "keypoints": b.keypoints[rows, slot].float(),
-                "visibility": b.visibility[rows, slot].float() * valid[:, None]}
-
-
-def _render_chunk(options: dict[str, Any], indices: list[int]) -> list[Any]:
-    """One cache chunk, in a worker process (its source is built once per process)."""
-    from ..data.synth.parallel import built_once
-
-    return built_once(SyntheticSource, options)._render(indices, substitute=False)
-
-
-def _trainable(instances: Sequence[PoseInstance]) -> list[PoseInstance]:
-    """People worth a training sample: a box of at least 2x2 pixels and a labeled keypoint."""
-    return [i for i in instances if i.bbox[2] >= 2 and i.bbox[3] >= 2 and i.num_labeled > 0]
-
-
-def build_train_source(data: DataSection, keypoint_set: str, total_images: int | None = None,
-                       device: str | torch.device = "cpu") -> CocoSource | SyntheticSource:
-    """The training source a data section names (``total_images``: synthetic images needed in all)."""
+def build_train_source(data: DataSection, estimator: Any, total_images: int | None = None,
+                       device: str | torch.device = "cpu") -> FileSource | SyntheticSource:
+    """The training source a data section names for ``estimator`` (its first task's keypoint set; one
+    person per sample for top-down models, whole images otherwise); ``total_images``: synthetic images
+    needed in all."""
+    keypoint_set = _train_keypoint_set(estimator)
+    per_instance = bool(estimator.needs_boxes)
     if data.train.lower() == "synthetic":
         s = data.synthetic
         count = (total_images or s.train_images) if s.fresh else s.train_images
-        return SyntheticSource(count, s.seed, s.image_size, s.people, keypoint_set, s.clutter, device, cache=not s.fresh)
+        return SyntheticSource(count, s.seed, s.image_size, s.people, keypoint_set, s.clutter, device,
+                               cache=not s.fresh, per_instance=per_instance)
     annotations, root = find_coco_split(data.train, "train")
-    source = CocoSource(annotations, root, data.min_labeled)
-    if source.keypoint_set.name != keypoint_set:
+    source = CocoSource(annotations, root, data.min_labeled, per_instance=per_instance)
+    if estimator.keypoint_set_of(0) is not None and source.keypoint_set.name != keypoint_set:
         raise PoseforgeError(f"{annotations}: {source.keypoint_set.name} keypoints, but the model predicts {keypoint_set}")
     return source
 
 
-def build_val_set(config: TrainConfig, keypoint_set: str) -> EvalSet | None:
-    """The validation set: the held-out synthetic set, or the val split / file of the data."""
+def _task_of(estimator: Any, source: SourceSection, where: str) -> int:
+    try:
+        return estimator.task_index(source.task)
+    except PoseforgeError as e:
+        raise PoseforgeError(f"{where}.task: {e}") from None
+
+
+def build_mixed_source(config: TrainConfig, estimator: Any) -> MixedSource:
+    """The training mix ``config.data.sources`` describes: source ``k`` trains task ``sources[k].task`` of
+    ``estimator`` (each source rendered or read with its task's keypoint set)."""
     data = config.data
+    s = data.synthetic
+    if estimator.num_tasks < 2:
+        raise PoseforgeError(f"data.sources (a multi-dataset mix) needs a multi-task model such as vitpose++-tiny, "
+                             f"not {config.model.name}")
+    per_instance = bool(estimator.needs_boxes)
+    sources, tasks, ratios, unbounded = [], [], [], []
+    for k, src in enumerate(data.sources):
+        where = f"data.sources[{k}]"
+        t = _task_of(estimator, src, where)
+        ks = _train_keypoint_set(estimator, t)
+        if src.train.lower() == "synthetic":
+            count = _STREAM if s.fresh else s.train_images
+            source: Any = SyntheticSource(count, s.seed + k * SEED_STRIDE, s.image_size, s.people, ks, s.clutter,
+                                          cache=not s.fresh, per_instance=per_instance)
+            source.name = f"synthetic {ks} (seed {s.seed + k * SEED_STRIDE})"
+            unbounded.append(s.fresh)
+        else:
+            path = Path(src.train)
+            annotations, root = (find_coco_split(path, "train") if path.is_dir() else (path, None))
+            source = FileSource(annotations, src.image_root or root, src.format, data.min_labeled, ks, per_instance)
+            if source.keypoint_set.name != ks:
+                raise PoseforgeError(f"{where}: {annotations} has {source.keypoint_set.name} keypoints but task "
+                                     f"'{src.task}' predicts {ks}")
+            unbounded.append(False)
+        sources.append(source)
+        tasks.append(t)
+        ratios.append(src.ratio)
+    finite = [len(src) for src, u in zip(sources, unbounded) if not u]
+    length = sum(finite) if len(finite) == len(sources) else max(s.train_images, 1)
+    return MixedSource(sources, tasks, ratios, length, config.seed, unbounded)
+
+
+@dataclass
+class ValidationSet:
+    """An evaluation set the trainer validates on: ``name`` (a task name in a mix, else ``None``), the
+    model ``task`` it scores and the :class:`~poseforge.data.evalsets.EvalSet`."""
+
+    name: str | None
+    task: int
+    data: EvalSet
+
+
+def build_val_sets(config: TrainConfig, estimator: Any) -> list[ValidationSet]:
+    """The validation sets: one (the held-out synthetic set, or the val split / file of the data), or with
+    ``data.sources`` one per source (its task's held-out synthetic set, or its file's val split)."""
+    data = config.data
+    if data.sources:
+        s = data.synthetic
+        out = []
+        for k, src in enumerate(data.sources):
+            t = _task_of(estimator, src, f"data.sources[{k}]")
+            ks = _train_keypoint_set(estimator, t)
+            spec = src.val if src.val is not None else src.train
+            if spec.lower() == "synthetic":
+                eval_set = synthetic_eval_set(num_images=s.val_images, seed=s.val_seed + k * SEED_STRIDE,
+                                              image_size=s.image_size, people=s.val_people, keypoint_set=ks,
+                                              clutter=s.clutter)
+            else:
+                path = Path(spec)
+                annotations, root = find_coco_split(path, "val") if path.is_dir() else (path, None)
+                gt = read_dataset(annotations, src.format, src.image_root or root, keypoint_set=ks)
+                if gt.keypoint_set.name != ks:
+                    raise PoseforgeError(f"{annotations}: {gt.keypoint_set.name} keypoints, but the task predicts {ks}")
+                eval_set = records_eval_set(gt, str(annotations))
+            out.append(ValidationSet(estimator.task_names[t], t, eval_set))
+        return out
+    keypoint_set = _train_keypoint_set(estimator)
     spec = data.val if data.val is not None else data.train
     if spec.lower().startswith("synthetic"):
-        from ..evaluation.runner import parse_synthetic_spec
-
         s = data.synthetic
         kwargs = parse_synthetic_spec(spec, dict(num_images=s.val_images, seed=s.val_seed, image_size=s.image_size,
                                                  people=s.val_people, keypoint_set=keypoint_set, clutter=s.clutter))
         if kwargs["seed"] == s.seed:
             log.warning(f"validation uses the training seed {s.seed}: it is not a held-out set")
-        return synthetic_eval_set(**kwargs)
+        return [ValidationSet(None, 0, synthetic_eval_set(**kwargs))]
     path = Path(spec)
     boxes = data.val_boxes
     if boxes is not None and not Path(boxes).is_absolute() and not Path(boxes).exists():
@@ -230,7 +180,9 @@ def build_val_set(config: TrainConfig, keypoint_set: str) -> EvalSet | None:
         annotations, root = path, None
         if data.val is None:
             log.warning(f"validating on the training file {path} (give data.val for a held-out set)")
-    return coco_eval_set(annotations, boxes, image_root=root, keypoint_set=keypoint_set)
+    from ..data.evalsets import coco_eval_set
+
+    return [ValidationSet(None, 0, coco_eval_set(annotations, boxes, image_root=root, keypoint_set=keypoint_set))]
 
 
 # ---------------------------------------------------------------------------------------------- samples
@@ -246,15 +198,22 @@ class RawBatch:
         return RawBatch([im.pin_memory() for im in self.images], self.instances, self.seed)
 
 
-class TopDownSamples(torch.utils.data.Dataset):
-    """Keys ``(epoch, position, index)`` -> top-down training samples (see the module doc).
+class TrainSamples(torch.utils.data.Dataset):
+    """Keys ``(epoch, position, index)`` -> training samples (see the module doc): each record goes through
+    ``transforms[k]``, ``k`` its source in a mix (0 for a single source).
 
     DataLoader fetches a whole batch through ``__getitems__`` so a synthetic source renders it in one
     vectorized call.
     """
 
-    def __init__(self, source: CocoSource | SyntheticSource, transform: TopDownTransform, seed: int, raw: bool = False) -> None:
-        self.source, self.transform, self.seed, self.raw = source, transform, int(seed), raw
+    def __init__(self, source: Any, transforms: Sequence[Any], seed: int, raw: bool = False) -> None:
+        self.source, self.transforms, self.seed, self.raw = source, list(transforms), int(seed), raw
+        if raw and len(self.transforms) != 1:
+            raise PoseforgeError("raw (GPU-augmented) batches need a single source")
+
+    @property
+    def transform(self) -> Any:
+        return self.transforms[0]
 
     def __len__(self) -> int:
         return len(self.source)
@@ -263,14 +222,15 @@ class TopDownSamples(torch.utils.data.Dataset):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: Sequence[tuple[int, int, int]]) -> list[Any]:
-        pairs = self.source.load([int(k[2]) for k in keys])
+        loaded = self.source.load([int(k[2]) for k in keys])
         if self.raw:
-            return [(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), inst, sample_seed(self.seed, e, p))
-                    for (inst, image), (e, p, _) in zip(pairs, keys)]
+            return [(torch.from_numpy(np.ascontiguousarray(item[1].transpose(2, 0, 1))), item[0], sample_seed(self.seed, e, p))
+                    for item, (e, p, _) in zip(loaded, keys)]
         samples = []
-        for (inst, image), (epoch, position, _) in zip(pairs, keys):
+        for item, (epoch, position, _) in zip(loaded, keys):
             generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, position))
-            samples.append(self.transform(inst, image, generator=generator))
+            k = item[2] if len(item) > 2 else 0
+            samples.append(self.transforms[k](item[0], item[1], generator=generator))
         return samples
 
 
@@ -278,7 +238,7 @@ def collate_raw(items: Sequence[tuple[Tensor, PoseInstance, int]]) -> RawBatch:
     return RawBatch([i[0] for i in items], [i[1] for i in items], int(items[0][2]))
 
 
-def gpu_batch(raw: RawBatch | dict[str, Tensor], transform: TopDownTransform, device: torch.device, seed: int | None = None) -> Batch:
+def gpu_batch(raw: RawBatch | dict[str, Tensor], transform: Any, device: torch.device, seed: int | None = None) -> Batch:
     """Crop and augment a raw batch on ``device`` (one generator per batch, seeded from its first sample)."""
     generator = torch.Generator().manual_seed(raw.seed if isinstance(raw, RawBatch) else int(seed or 0))
     if isinstance(raw, RawBatch):
@@ -356,7 +316,7 @@ def single_threaded_opencv() -> None:
     cv2.setNumThreads(1)
 
 
-def make_loader(samples: TopDownSamples, sampler: ResumableBatchSampler, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+def make_loader(samples: TrainSamples, sampler: ResumableBatchSampler, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     """DataLoader over ``sampler``'s batches; its own generator keeps it off the global RNG."""
     if num_workers > 0:
         single_threaded_opencv()

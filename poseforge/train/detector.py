@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from ..errors import PoseforgeError
+from ..evaluation.boxes import evaluate_boxes
 from ..io import write_json_atomic
 from ..inference.detectors.base import Detections, xywh_to_xyxy
 from ..inference.detectors.builtin import (BuiltinDetector, PersonDetectorConfig, PersonDetectorNet, detector_loss,
@@ -43,7 +43,7 @@ from ..inference.detectors.builtin import (BuiltinDetector, PersonDetectorConfig
 from .config import OptimSection, ScheduleSection
 from .optim import LRSchedule, build_optimizer
 
-__all__ = ["DetectorTrainConfig", "train_detector", "render_scenes", "evaluate_boxes", "evaluate_detector", "main"]
+__all__ = ["DetectorTrainConfig", "train_detector", "render_scenes", "evaluate_detector", "main"]
 
 log = logging.getLogger("poseforge")
 
@@ -140,36 +140,6 @@ def augment(images: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, mode
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def evaluate_boxes(gt_boxes: Sequence[np.ndarray], gt_areas: Sequence[np.ndarray], detections: Sequence[Detections]) -> dict[str, float]:
-    """COCO box AP/AR (faster-coco-eval, ``bbox`` mode) of per-image detections against xyxy ground truth."""
-    from faster_coco_eval import COCO, COCOeval_faster
-
-    images = [{"id": i, "width": 1, "height": 1} for i in range(len(gt_boxes))]
-    anns = []
-    for i, (boxes, areas) in enumerate(zip(gt_boxes, gt_areas)):
-        for b, a in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(areas).reshape(-1)):
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "iscrowd": 0, "area": float(a),
-                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
-    dets = []
-    for i, d in enumerate(detections):
-        for b, s in zip(d.boxes_xywh.cpu().tolist(), d.scores.cpu().tolist()):
-            dets.append({"image_id": i, "category_id": 1, "bbox": b, "score": s, "area": b[2] * b[3]})
-    quiet = lambda *a, **k: None  # noqa: E731
-    categories = [{"id": 1, "name": "person"}]
-    gt = COCO({"images": images, "categories": categories, "annotations": anns}, print_function=quiet)
-    if not dets:
-        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "AR100": 0.0}
-    dt = COCO({"images": images, "categories": categories, "annotations": [dict(d, id=n + 1) for n, d in enumerate(dets)]},
-              print_function=quiet)
-    evaluator = COCOeval_faster(gt, dt, "bbox", print_function=quiet)
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    s = evaluator.stats
-    return {"AP": float(s[0]), "AP50": float(s[1]), "AP75": float(s[2]), "APs": float(s[3]), "APm": float(s[4]),
-            "APl": float(s[5]), "AR100": float(s[8])}
-
-
 def evaluate_detector(detector: BuiltinDetector, images: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor,
                       areas: torch.Tensor, batch_size: int = 32) -> dict[str, float]:
     """Box AP of ``detector`` on rendered scenes (score threshold lowered to 0.05 for the AP sweep)."""
@@ -183,7 +153,7 @@ def evaluate_detector(detector: BuiltinDetector, images: torch.Tensor, boxes: to
         detector.score_threshold = threshold
     gt = [boxes[i][valid[i]].numpy() for i in range(len(images))]
     ga = [areas[i][valid[i]].numpy() for i in range(len(images))]
-    return evaluate_boxes(gt, ga, dets)
+    return evaluate_boxes(gt, ga, [d.boxes.cpu().numpy() for d in dets], [d.scores.cpu().numpy() for d in dets])
 
 
 # ---------------------------------------------------------------------------------------------- training

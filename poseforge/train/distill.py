@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import PoseforgeError
-from ..models.estimator import PoseEstimator, build_model, outputs_to_float
+from ..models.estimators import Estimator
+from ..models.loading import build_model
+from ..outputs import HeadOutput, Heatmaps, SimCCLogits
 from .config import TrainConfig
 
 __all__ = ["OutputDistillation", "simcc_distillation_loss", "learn_knowledge_token", "token_student_setup", "check_compatible",
@@ -36,7 +38,7 @@ __all__ = ["OutputDistillation", "simcc_distillation_loss", "learn_knowledge_tok
 METHODS = ("output", "token", "both")
 
 
-def check_compatible(teacher: PoseEstimator, student: PoseEstimator) -> None:
+def check_compatible(teacher: Estimator, student: Estimator) -> None:
     """The teacher can supervise the student: same keypoint set, input size, codec and heatmap size."""
     problems = []
     t_codec, s_codec = teacher.config.codec, student.config.codec
@@ -69,9 +71,14 @@ def _output_kind(codec: dict) -> str:
     return "simcc" if codec.get("name") == "simcc" else "heatmap"
 
 
-def simcc_distillation_loss(student: tuple[Tensor, Tensor], teacher: tuple[Tensor, Tensor], beta: float = 10.0) -> Tensor:
+def simcc_distillation_loss(student: SimCCLogits | tuple[Tensor, Tensor], teacher: SimCCLogits | tuple[Tensor, Tensor],
+                            beta: float = 10.0) -> Tensor:
     """``KL(softmax(beta * teacher) || softmax(beta * student))`` per keypoint and axis, averaged over
     keypoints and the batch, summed over the x and y axes (``beta`` as in the SimCC training loss)."""
+    if isinstance(student, SimCCLogits):
+        student = (student.simcc_x, student.simcc_y)
+    if isinstance(teacher, SimCCLogits):
+        teacher = (teacher.simcc_x, teacher.simcc_y)
     total = student[0].new_zeros((), dtype=torch.float32)
     for s, t in zip(student, teacher):
         log_p = F.log_softmax(s.float().flatten(0, 1) * beta, dim=1)
@@ -88,35 +95,38 @@ class OutputDistillation:
     crops with its own mean / std.
     """
 
-    def __init__(self, teacher: PoseEstimator, weight: float = 1.0) -> None:
+    def __init__(self, teacher: Estimator, weight: float = 1.0) -> None:
         if weight < 0:
             raise PoseforgeError(f"output distillation weight must be >= 0, got {weight}")
         self.teacher = teacher.eval().requires_grad_(False)
         self.weight = float(weight)
 
-    def teacher_outputs(self, raw_images: Tensor) -> Tensor | tuple[Tensor, ...]:
+    def teacher_outputs(self, raw_images: Tensor) -> HeadOutput:
         device = raw_images.device
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
         with torch.no_grad():
-            return outputs_to_float(self.teacher(self.teacher.normalize(raw_images)))
+            return self.teacher(self.teacher.normalize(raw_images)).float()
 
-    def __call__(self, batch: Any, images: Tensor, outputs: Tensor | tuple[Tensor, ...]) -> Tensor:
+    def __call__(self, batch: Any, images: Tensor, outputs: HeadOutput) -> Tensor:
         target = self.teacher_outputs(batch.image)
-        if isinstance(target, Tensor) != isinstance(outputs, Tensor):
-            raise PoseforgeError("output distillation: the teacher and the student have different kinds of head "
-                                 "(heatmaps vs SimCC)")
-        shapes = ([list(target.shape)], [list(outputs.shape)]) if isinstance(target, Tensor) else \
-            ([list(t.shape) for t in target], [list(o.shape) for o in outputs])
-        if shapes[0] != shapes[1]:
-            kind = "heatmaps" if isinstance(target, Tensor) else "SimCC logits"
-            raise PoseforgeError(f"output distillation: teacher {kind} {shapes[0]} vs student {shapes[1]}")
-        if isinstance(target, Tensor):
-            return self.weight * F.mse_loss(outputs.float(), target)
-        return self.weight * simcc_distillation_loss(tuple(outputs), tuple(target))
+        if type(target) is not type(outputs):
+            raise PoseforgeError(f"output distillation: the teacher and the student have different kinds of head "
+                                 f"({type(target).__name__} vs {type(outputs).__name__})")
+        if isinstance(target, Heatmaps):
+            if target.heatmaps.shape != outputs.heatmaps.shape:
+                raise PoseforgeError(f"output distillation: teacher heatmaps {list(target.heatmaps.shape)} vs student "
+                                     f"{list(outputs.heatmaps.shape)}")
+            return self.weight * F.mse_loss(outputs.heatmaps.float(), target.heatmaps)
+        if isinstance(target, SimCCLogits):
+            shapes = [list(target.simcc_x.shape), list(target.simcc_y.shape)], [list(outputs.simcc_x.shape), list(outputs.simcc_y.shape)]
+            if shapes[0] != shapes[1]:
+                raise PoseforgeError(f"output distillation: teacher SimCC logits {shapes[0]} vs student {shapes[1]}")
+            return self.weight * simcc_distillation_loss(outputs, target)
+        raise PoseforgeError(f"output distillation: no distillation loss for {type(target).__name__} outputs")
 
 
-def teacher_with_tokens(teacher: PoseEstimator, tokens: int = 1, seed: int = 0) -> PoseEstimator:
+def teacher_with_tokens(teacher: Estimator, tokens: int = 1, seed: int = 0) -> Estimator:
     """A frozen copy of ``teacher`` with ``tokens`` fresh learnable knowledge tokens (drop path off,
     BatchNorm on its running statistics); only ``backbone.knowledge_token`` requires gradients."""
     backbone = teacher.config.backbone
@@ -134,7 +144,7 @@ def teacher_with_tokens(teacher: PoseEstimator, tokens: int = 1, seed: int = 0) 
     return freeze_batchnorm(model)
 
 
-def learn_knowledge_token(teacher: PoseEstimator, config: TrainConfig, run_dir: str | os.PathLike, tokens: int = 1,
+def learn_knowledge_token(teacher: Estimator, config: TrainConfig, run_dir: str | os.PathLike, tokens: int = 1,
                           progress: bool | None = None) -> Tensor:
     """Stage 1 of token distillation: train only the knowledge tokens of a frozen teacher with the
     ground-truth loss (``config`` gives data, epochs and learning rate). Returns the tokens
@@ -152,7 +162,7 @@ def learn_knowledge_token(teacher: PoseEstimator, config: TrainConfig, run_dir: 
     return token
 
 
-def token_student_setup(token: Tensor, teacher: PoseEstimator | None = None) -> Callable[[nn.Module], nn.Module]:
+def token_student_setup(token: Tensor, teacher: Estimator | None = None) -> Callable[[nn.Module], nn.Module]:
     """``setup_model`` hook of stage 2: put the learned ``token`` into the student (built with
     ``knowledge_tokens`` and ``knowledge_dim`` matching it) and freeze it."""
 

@@ -112,7 +112,7 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo, device: torch.de
             log.info("DDP: BatchNorm statistics are per process (SyncBatchNorm needs CUDA)")
         ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
         # Multi-task models: a batch may leave some task experts and heads unused.
-        unused = bool(getattr(model, "takes_dataset_index", False))
+        unused = bool(getattr(model, "has_unused_parameters", False))
         return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=True,
                                                    find_unused_parameters=unused)
     if strategy == "fsdp":

@@ -1,11 +1,14 @@
 """The training engine: one loop for every model family.
 
-:class:`Trainer` builds the model (``create_model``), its loss (from the codec), the data, AdamW with
-layer-wise LR decay and the LR schedule from a :class:`~poseforge.train.config.TrainConfig`, then
-``fit()`` runs epochs of optimizer steps: targets are encoded on the device by ``model.codec``, the
-forward pass runs under bf16 autocast on CUDA (fp32 on CPU), gradients are accumulated, clipped and
-applied, an optional EMA follows, and every ``val_interval`` epochs the model (the EMA one when on) is
-scored with COCO AP on the validation set.
+:class:`Trainer` builds the model (``create_model``), the data, AdamW with layer-wise LR decay and the
+LR schedule from a :class:`~poseforge.train.config.TrainConfig`, then ``fit()`` runs epochs of
+optimizer steps. It only calls the estimator protocol (:mod:`poseforge.models.estimators.base`), so
+top-down, bottom-up and dense models train the same way: samples come from ``model.transform``, the
+forward pass runs under bf16 autocast on CUDA (fp32 on CPU), ``model.loss(outputs, batch)`` gives the
+loss (targets encoded on the device by the codec), gradients are accumulated, clipped and applied, an
+optional EMA follows, and every ``val_interval`` epochs the model (the EMA one when on) is scored by
+its own metric (``model.metric``: COCO AP, mIoU ...) on the validation set(s); the metric's primary
+stat picks the best checkpoint.
 
 Run folder (``run_dir``)::
 
@@ -20,10 +23,10 @@ Resuming (``Trainer(config, run_dir, resume=True)``) restores ``last.pt`` and co
 batches, augmentations, dropout draws and learning rates the uninterrupted run would have used.
 
 Extension points: ``data.sources`` trains a multi-task model on a ratio-mixed set of datasets (each
-sample's dataset index goes to the model and the task-balanced loss; validation reports AP per
-dataset; see :mod:`poseforge.train.multitask`); ``setup_model`` may adapt or replace the freshly built
-model before the optimizer sees it (load partial weights, freeze parameters) and ``extra_loss`` adds
-a term to every step's loss (distillation from a teacher; see :mod:`poseforge.train.distill`).
+sample carries its dataset index, which the model takes as its task; validation reports the stats per
+dataset and their mean); ``setup_model`` may adapt or replace the freshly built model before the
+optimizer sees it (load partial weights, freeze parameters) and ``extra_loss`` adds a term to every
+step's loss (distillation from a teacher; see :mod:`poseforge.train.distill`).
 """
 from __future__ import annotations
 
@@ -40,37 +43,29 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..data.transforms import Batch, TopDownTransform
+from ..data.batch import Batch
+from ..device import resolve_device
 from ..errors import PoseforgeError
 from ..evaluation.coco import format_table
-from ..evaluation.runner import EvalSet, evaluate_model
+from ..evaluation.evaluator import evaluate
 from ..io import write_bytes_atomic
-from ..models.estimator import outputs_to_float
 from .checkpoint import capture_rng_state, load_checkpoint, replace_directory, restore_rng_state, save_checkpoint
 from .compiling import CompiledForward
 from .config import TrainConfig, config_to_dict, save_config
 from .curves import write_curves
-from .data import (ResumableBatchSampler, TopDownSamples, build_train_source, build_val_set, gpu_batch,
-                   make_loader, sample_seed)
+from .data import (ResumableBatchSampler, TrainSamples, ValidationSet, build_mixed_source, build_train_source,
+                   build_val_sets, gpu_batch, make_loader, sample_seed)
 from .distributed import (DistInfo, all_reduce_mean, barrier, choose_strategy, init_distributed, wrap_model)
 from .ema import ModelEMA
 from .init import init_position_embeddings
-from .losses import KeypointMapAuxLoss, build_loss
 from .optim import LRSchedule, build_optimizer
 
-__all__ = ["Trainer", "resolve_device"]
+__all__ = ["Trainer", "format_task_table", "TASK_COLUMNS"]
 
 log = logging.getLogger("poseforge")
 
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PoseforgeError(f"device '{name}' requested but CUDA is not available")
-    return device
+# Stats averaged over the validation sets of a mix (and the per-dataset table's columns).
+TASK_COLUMNS = ("AP", "AP50", "AP75", "AR", "PCK@0.2", "EPE", "mIoU", "AbsRel", "normal_mean")
 
 
 class Trainer:
@@ -122,43 +117,21 @@ class Trainer:
         self.estimator = model.to(self.device)
         if config.channels_last:  # 4-D tensors only: convolution weights
             self.estimator.to(memory_format=torch.channels_last)
-        self.codec = model.codec
-        self.loss_fn = build_loss(getattr(self.codec, "name", ""), config.loss)
-        if config.loss.keypoint_map_weight > 0:
-            if not hasattr(model.head, "return_maps"):
-                raise PoseforgeError(f"loss.keypoint_map_weight needs a head with keypoint maps (simcc), "
-                                     f"not {type(model.head).__name__}")
-            model.head.return_maps = True
-            self.loss_fn = KeypointMapAuxLoss(self.loss_fn, model.config.input_size, config.loss.keypoint_map_weight,
-                                              config.loss.keypoint_map_sigma)
-        self.keypoint_set = model.keypoint_set.name
-        # A mix of datasets trains a multi-task model: each sample's dataset index goes to it and to the loss.
-        # (A multi-task model on one plain dataset trains its first task.)
-        self.mixed = bool(config.data.sources)
-        if self.mixed and not getattr(model, "takes_dataset_index", False):
-            raise PoseforgeError(f"data.sources (a multi-dataset mix) needs a multi-task model such as vitpose++-tiny, "
-                                 f"not {config.model.name}")
-        self.takes_index = self.mixed
-        if self.takes_index:
-            from .multitask import TaskBalancedHeatmapLoss
-
-            self.loss_fn = TaskBalancedHeatmapLoss(model.num_keypoints_per_task(), config.loss.use_target_weight,
-                                                   config.loss.loss_weight)
+        model.configure_loss(config.loss)
 
         # ----- data
         data = config.data
         micro_per_step = config.optim.accumulate
         global_batch = data.batch_size * self.dist.world_size
-        self.synthetic = data.train.lower() == "synthetic" and not self.mixed
-        if self.mixed:
-            from .multitask import build_mixed_source
-
+        mixed = bool(data.sources)
+        fresh_synthetic = data.train.lower() == "synthetic" and data.synthetic.fresh and not mixed
+        if mixed:
             self.source = build_mixed_source(config, model)
             per_epoch = len(self.source) // (global_batch * micro_per_step)
-        elif self.synthetic and data.synthetic.fresh:  # rendered on the fly: built below, once its length is known
+        elif fresh_synthetic:  # rendered on the fly: built below, once its length is known
             per_epoch = data.synthetic.train_images // (global_batch * micro_per_step)
         else:  # a COCO-format dataset, or synthetic images rendered once and kept in memory
-            self.source = build_train_source(data, self.keypoint_set)
+            self.source = build_train_source(data, model)
             per_epoch = len(self.source) // (global_batch * micro_per_step)
         self.steps_per_epoch = config.schedule.steps_per_epoch or per_epoch
         if self.steps_per_epoch < 1:
@@ -166,31 +139,22 @@ class Trainer:
                                  f"({global_batch} x {micro_per_step} accumulation)")
         self.batches_per_epoch = self.steps_per_epoch * micro_per_step
         self.total_steps = self.steps_per_epoch * config.schedule.epochs
-        self.gpu_augment = data.gpu_augment and self.device.type == "cuda" and not self.mixed
-        fresh = (self.synthetic and data.synthetic.fresh) or self.mixed  # a mix walks on through its sources
-        self.render_on_device = fresh and self.gpu_augment
-        if self.synthetic and data.synthetic.fresh:
+        # one transform per source: each source's samples are cut for its own task
+        transforms = [model.transform(True, data.augment, task=t) for t in (self.source.tasks if mixed else [0])]
+        self.transform = transforms[0]
+        self.gpu_augment = (data.gpu_augment and self.device.type == "cuda" and not mixed
+                            and hasattr(self.transform, "apply_batch"))
+        fresh = fresh_synthetic or mixed  # a mix walks on through its sources
+        if fresh_synthetic:
             total_images = self.batches_per_epoch * global_batch * config.schedule.epochs
-            self.source = build_train_source(data, self.keypoint_set, total_images,
-                                             device=self.device if self.render_on_device else "cpu")
-        use_udp = getattr(self.codec, "name", "") == "udp"
-        self.transform = TopDownTransform(tuple(model.config.input_size), self.keypoint_set, use_udp=use_udp,
-                                          augment=data.augment)
+            render_here = self.gpu_augment and model.needs_boxes
+            self.source = build_train_source(data, model, total_images, device=self.device if render_here else "cpu")
+        self.render_on_device = fresh_synthetic and self.gpu_augment and getattr(self.source, "per_instance", False)
         self.sampler = ResumableBatchSampler(len(self.source), data.batch_size, config.seed, shuffle=True,
                                              rank=self.dist.rank, world_size=self.dist.world_size, fresh=fresh,
                                              batches_per_epoch=self.batches_per_epoch)
-        self.samples = TopDownSamples(self.source, self.transform, config.seed, raw=self.gpu_augment and not fresh)
-        self.val_set: EvalSet | None = None
-        self.task_val_sets = None  # [(task, EvalSet)] of a multi-dataset mix
-        if self.mixed:
-            from .multitask import MixedSamples, build_task_val_sets, mixed_transforms
-
-            transforms = mixed_transforms(model, self.source, use_udp, data.augment)
-            self.samples = MixedSamples(self.source, transforms, config.seed, model.max_keypoints)
-            if config.val_interval > 0:
-                self.task_val_sets = build_task_val_sets(config, model)
-        elif config.val_interval > 0:
-            self.val_set = build_val_set(config, self.keypoint_set)
+        self.samples = TrainSamples(self.source, transforms, config.seed, raw=self.gpu_augment and not fresh)
+        self.val_sets: list[ValidationSet] = build_val_sets(config, model) if config.val_interval > 0 else []
 
         # ----- optimization
         lr = config.optim.lr
@@ -212,7 +176,8 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
-        self.best_ap = -math.inf
+        self.best_score = math.nan  # the validation metric's primary stat at its best so far
+        self.best_metric: str | None = None
         self.best_epoch = -1
         self.elapsed = 0.0  # training seconds before this process (resumed runs)
         self.setup_seconds = 0.0  # seconds spent building model and data (rendering a cached set), all sessions
@@ -264,7 +229,8 @@ class Trainer:
                 self._save("last.pt")
         self.stopped_early = self.epoch < config.schedule.epochs
         summary = {"run_dir": str(self.run_dir), "steps": self.step, "epochs": self.epoch,
-                   "best_ap": self.best_ap if self.best_ap > -math.inf else None, "best_epoch": self.best_epoch,
+                   "best_score": None if math.isnan(self.best_score) else self.best_score, "best_metric": self.best_metric,
+                   "best_epoch": self.best_epoch,
                    "last_stats": self.last_stats, "seconds": self._elapsed(), "setup_seconds": self.setup_seconds,
                    "stopped_early": self.stopped_early}
         barrier()
@@ -306,16 +272,17 @@ class Trainer:
         accumulate = config.optim.accumulate
         micro = 0
         window_loss = torch.zeros((), device=self.device)
-        window_parts: dict[str, Tensor] = {}  # named terms of the loss (a loss's ``last_parts``), for the log
+        window_parts: dict[str, Tensor] = {}  # named terms of the loss, for the log
         window_steps, window_images, window_start = 0, 0, time.perf_counter()
         for batch in batches:
             micro += 1
             last_micro = micro == accumulate
             with self._no_sync(not last_micro):
-                loss = self._forward_loss(batch) / accumulate
+                loss, parts = self._forward_loss(batch)
+                loss = loss / accumulate
                 self.scaler.scale(loss).backward()
             window_loss += loss.detach()
-            for name, part in getattr(self.loss_fn, "last_parts", {}).items():
+            for name, part in parts.items():
                 window_parts[name] = window_parts.get(name, 0.0) + part / accumulate
             window_images += len(batch) * self.dist.world_size
             self.batch_in_epoch += 1
@@ -351,29 +318,23 @@ class Trainer:
             return _ResetGradientSync(self.model)
         return contextlib.nullcontext()
 
-    def _forward_loss(self, batch: Batch) -> Tensor:
-        targets = self.codec.encode(batch.keypoints, batch.visibility)
-        if isinstance(self.loss_fn, KeypointMapAuxLoss):
-            targets["keypoints"] = batch.keypoints
+    def _forward_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of a micro-batch and its named terms (detached), through the estimator protocol."""
         images = self.estimator.normalize(batch.image)
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
-        inputs = (batch.dataset_index,) if self.takes_index else ()
-        if self.takes_index:
-            targets["dataset_index"] = batch.dataset_index
         with autocast:
-            outputs = self.forward_model(images, *inputs)
-        outputs = outputs_to_float(outputs)
-        loss = self.loss_fn(outputs, targets)
+            outputs = self.forward_model(images, batch.dataset_index)  # each sample's task
+        outputs = outputs.float()
+        losses = self.estimator.loss(outputs, batch)
+        loss = losses["loss"]
         if self.extra_loss is not None:
-            if isinstance(self.loss_fn, KeypointMapAuxLoss):  # a teacher's outputs have no keypoint maps
-                outputs = tuple(outputs[:-1])
             loss = loss + self.extra_loss(batch, images, outputs)
         if not torch.isfinite(loss):
             raise PoseforgeError(f"step {self.step}: the loss is {float(loss)}; lower optim.lr or check the data")
-        return loss
+        return loss, {k: v.detach() for k, v in losses.items() if k != "loss"}
 
     def _optimizer_step(self) -> float:
         clip = self.config.optim.clip_grad
@@ -396,12 +357,13 @@ class Trainer:
         self.batch_in_epoch = 0
         due = config.val_interval > 0 and (self.epoch % config.val_interval == 0 or self.epoch == config.schedule.epochs)
         improved = False
-        if due and (self.val_set is not None or self.task_val_sets is not None):
-            stats = self.validate()
+        if due and self.val_sets:
+            stats, metric, higher = self._validate()
             self.last_stats = stats
-            ap = stats.get("AP", -1.0)
-            if ap > self.best_ap:
-                self.best_ap, self.best_epoch, improved = ap, self.epoch, True
+            score = stats.get(metric, math.nan)
+            if not math.isnan(score) and (math.isnan(self.best_score) or
+                                          (score > self.best_score if higher else score < self.best_score)):
+                self.best_score, self.best_metric, self.best_epoch, improved = score, metric, self.epoch, True
             self._record({"kind": "val", "epoch": self.epoch, "step": self.step, **stats})
         self._save("last.pt")
         if improved:
@@ -411,33 +373,37 @@ class Trainer:
             write_curves(self.metrics_path, self.run_dir / "curves.png", f"{config.name}: {self.estimator.config.name}")
 
     def validate(self) -> dict[str, float]:
-        """COCO AP of the model (the EMA model when on) on the validation set (per dataset for a mix:
-        ``<task>/AP`` ..., with ``AP`` the mean over the datasets)."""
-        model = self.ema.module if self.ema is not None else self.model
-        if self.task_val_sets is not None:
-            from .multitask import format_task_table, validate_tasks
+        """The model's own metric (the EMA model's when on) on the validation set; with several sets (a
+        mix of datasets) every stat per set as ``<task>/<stat>`` and the means of the common ones."""
+        return self._validate()[0]
 
-            start = time.perf_counter()
-            stats = validate_tasks(model, self.task_val_sets, flip_test=self.config.flip_test,
-                                   batch_size=self.config.data.val_batch_size, num_workers=self.config.data.num_workers,
-                                   device=self.device)
-            self.model.train()
-            if self.dist.is_main:
-                log.info(format_task_table(stats, f"epoch {self.epoch} (step {self.step}): AP per dataset "
-                                                  f"[{time.perf_counter() - start:.0f} s]"))
-            return stats
-        if self.val_set is None:
+    def _validate(self) -> tuple[dict[str, float], str, bool]:
+        if not self.val_sets:
             raise PoseforgeError("no validation set (val_interval is 0)")
+        model = self.ema.module if self.ema is not None else self.model
         start = time.perf_counter()
-        result = evaluate_model(model, self.val_set, flip_test=self.config.flip_test,
-                                batch_size=self.config.data.val_batch_size, num_workers=self.config.data.num_workers,
-                                device=self.device)
+        results = [(vs, evaluate(model, vs.data, task=vs.task, flip_test=self.config.flip_test,
+                                 batch_size=self.config.data.val_batch_size, num_workers=self.config.data.num_workers,
+                                 device=self.device)) for vs in self.val_sets]
         self.model.train()
-        stats = {k: float(v) for k, v in result.stats.items()}
+        first = results[0][1]
+        seconds = time.perf_counter() - start
+        if len(results) == 1:
+            stats = {k: float(v) for k, v in first.stats.items()}
+            if self.dist.is_main:
+                log.info(format_table(stats, title=f"epoch {self.epoch} (step {self.step}): {results[0][0].data.name} "
+                                                   f"[{seconds:.0f} s]"))
+            return stats, first.primary, first.higher_is_better
+        stats = {}
+        for vs, result in results:
+            stats.update({f"{vs.name}/{k}": float(v) for k, v in result.stats.items()})
+        for key in TASK_COLUMNS:
+            values = [r.stats[key] for _, r in results if key in r.stats]
+            if values:
+                stats[key] = float(sum(values) / len(values))
         if self.dist.is_main:
-            log.info(format_table(stats, title=f"epoch {self.epoch} (step {self.step}): {self.val_set.name} "
-                                               f"[{time.perf_counter() - start:.0f} s]"))
-        return stats
+            log.info(format_task_table(stats, f"epoch {self.epoch} (step {self.step}): per dataset [{seconds:.0f} s]"))
+        return stats, first.primary, first.higher_is_better
 
     # ------------------------------------------------------------------------------------------ logging
     def _record(self, record: dict[str, Any]) -> None:
@@ -486,7 +452,8 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": capture_rng_state(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "best_ap": self.best_ap, "best_epoch": self.best_epoch, "elapsed": self._elapsed(),
+            "best_score": self.best_score, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+            "elapsed": self._elapsed(),
             "setup_seconds": self.setup_seconds,
             "world_size": self.dist.world_size,
             "config": config_to_dict(self.config),
@@ -508,12 +475,13 @@ class Trainer:
             barrier()
             return
         if source is None:
-            from ..models.estimator import model_from_state_dict
+            from ..models.loading import model_from_state_dict
 
             source = model_from_state_dict(self.estimator.config, state, "FSDP full state")
         replace_directory(self.run_dir / "best", lambda folder: source.save_pretrained(folder))
         write_bytes_atomic(self.run_dir / "best" / "training.json", json.dumps(
-            {"epoch": self.best_epoch, "step": self.step, "AP": self.best_ap, "config": self.config.name}, indent=2).encode())
+            {"epoch": self.best_epoch, "step": self.step, self.best_metric or "score": self.best_score,
+             "config": self.config.name}, indent=2).encode())
         barrier()
 
     def _resume(self) -> None:
@@ -540,7 +508,11 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         restore_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
-        self.best_ap, self.best_epoch = float(state["best_ap"]), int(state["best_epoch"])
+        # runs saved before the metric was the model's own stored their best AP as "best_ap"
+        best = state.get("best_score", state.get("best_ap", math.nan))
+        self.best_score = math.nan if best is None or best == -math.inf else float(best)
+        self.best_metric = state.get("best_metric", "AP" if "best_ap" in state else None)
+        self.best_epoch = int(state["best_epoch"])
         self.elapsed = float(state.get("elapsed", 0.0))
         self.setup_seconds += float(state.get("setup_seconds", 0.0))
         if self.dist.is_main and self.metrics_path.exists():  # drop records written after the checkpoint
@@ -591,3 +563,20 @@ class _Bar:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def format_task_table(stats: dict[str, float], title: str = "") -> str:
+    """Per-dataset table of a mix's validation stats (one row per task, then the mean)."""
+    tasks = list(dict.fromkeys(k.split("/", 1)[0] for k in stats if "/" in k))
+    columns = [c for c in TASK_COLUMNS if any(f"{t}/{c}" in stats for t in tasks)]
+    width = max([len(t) for t in tasks] + [len("mean")])
+    lines = [title] if title else []
+    lines.append(f"{'task':<{width}}  " + "  ".join(f"{c:>7}" for c in columns))
+    for t in tasks:
+        lines.append(f"{t:<{width}}  " + "  ".join(_cell(stats.get(f"{t}/{c}")) for c in columns))
+    lines.append(f"{'mean':<{width}}  " + "  ".join(_cell(stats.get(c)) for c in columns))
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:7.4f}" if value is not None and not math.isnan(value) else f"{'-':>7}"

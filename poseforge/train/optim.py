@@ -15,19 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..device import unwrap_model
 from ..errors import PoseforgeError
 from .config import OptimSection, ScheduleSection
 
-__all__ = ["build_optimizer", "LRSchedule", "unwrap_model"]
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The estimator inside DDP / ``torch.compile`` wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None or not isinstance(inner, nn.Module):
-            return model
-        model = inner
+__all__ = ["build_optimizer", "LRSchedule"]
 
 
 def build_optimizer(model: nn.Module, config: OptimSection, lr: float | None = None) -> torch.optim.AdamW:

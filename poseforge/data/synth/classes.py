@@ -4,7 +4,7 @@ This is the one place the list lives; the renderer's part maps and any dense hea
 """
 from __future__ import annotations
 
-__all__ = ["SAPIENS_PART_CLASSES", "part_class_index"]
+__all__ = ["SAPIENS_PART_CLASSES", "part_class_index", "part_flip_index"]
 
 SAPIENS_PART_CLASSES: tuple[str, ...] = (
     "Background",
@@ -43,3 +43,14 @@ _INDEX = {name: i for i, name in enumerate(SAPIENS_PART_CLASSES)}
 def part_class_index(name: str) -> int:
     """Index of a Sapiens part class by name (``"Left_Hand"`` -> 5)."""
     return _INDEX[name]
+
+
+def part_flip_index(classes: tuple[str, ...] = SAPIENS_PART_CLASSES) -> tuple[int, ...]:
+    """The class of each class in a mirrored image: ``Left_*`` and ``Right_*`` swap, the rest stay."""
+    index = {name: i for i, name in enumerate(classes)}
+    out = []
+    for name in classes:
+        side, _, part = name.partition("_")
+        other = {"Left": "Right", "Right": "Left"}.get(side)
+        out.append(index.get(f"{other}_{part}", index[name]) if other else index[name])
+    return tuple(out)

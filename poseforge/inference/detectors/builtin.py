@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import PoseforgeError
+from ...hub import resolve_weights, weights_spec
 from ...io import atomic_path, read_json, write_json_atomic
 from ...models.config import IMAGENET_MEAN, IMAGENET_STD, ConfigBase
 from .base import Detections, Detector, Frame, frame_to_tensor, nms
@@ -172,7 +173,7 @@ class PersonDetectorNet(nn.Module):
         if data.get("type") != PersonDetectorConfig.type:
             raise PoseforgeError(f"{weights}: not a poseforge person detector (type {data.get('type')!r})")
         model = cls(PersonDetectorConfig.from_dict(data, str(folder / CONFIG_NAME)))
-        from ...models.estimator import check_state_dict
+        from ...models.estimators import check_state_dict
 
         check_state_dict(model, state, str(weights))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -287,7 +288,7 @@ class BuiltinDetector(Detector):
     """Runs :class:`PersonDetectorNet` on frames (letterbox, forward and decoding on the device).
 
     Args:
-        model: the network, or a folder / file written by ``save_pretrained``, or ``"bundled"``.
+        model: the network, a folder / file written by ``save_pretrained``, or a weights name (``"bundled"``).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` ...
         score_threshold, nms_threshold, max_detections: override the config's decoding defaults.
     """
@@ -302,11 +303,7 @@ class BuiltinDetector(Detector):
         self._device = torch.device(device)
         if isinstance(model, (str, os.PathLike)):
             self.name = str(model)
-            if str(model) == "bundled":
-                from ...assets import asset_path
-
-                model = asset_path("detector")
-            model = PersonDetectorNet.from_pretrained(model, self._device)
+            model = PersonDetectorNet.from_pretrained(resolve_weights(str(model), "detector") or model, self._device)
         else:
             self.name = "PersonDetectorNet"
         self.model = model.to(self._device).eval()
@@ -358,8 +355,8 @@ class BuiltinDetector(Detector):
 
 def load_detector(spec: "Detector | str | os.PathLike | None", device: str | torch.device = "auto",
                   score_threshold: float | None = None) -> Detector | None:
-    """A detector from a spec: a :class:`Detector` (returned as is), ``None``, ``"bundled"`` (the
-    built-in network shipped with poseforge), a ``.onnx`` export (:class:`~.onnx.OnnxDetector`), a
+    """A detector from a spec: a :class:`Detector` (returned as is), ``None``, a weights name
+    (``"person-detector.synth"``, alias ``"bundled"``: the built-in network shipped with poseforge), a ``.onnx`` export (:class:`~.onnx.OnnxDetector`), a
     folder / ``.safetensors`` of a built-in detector, a COCO detection results ``.json``
     (:class:`~.base.DetectionFile`) or an ultralytics weights file (``.pt``, needs ultralytics)."""
     if spec is None or isinstance(spec, Detector):
@@ -367,8 +364,8 @@ def load_detector(spec: "Detector | str | os.PathLike | None", device: str | tor
     text = str(spec)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if text == "bundled":
-        return BuiltinDetector("bundled", device, score_threshold=score_threshold)
+    if weights_spec(text, "detector") is not None:
+        return BuiltinDetector(text, device, score_threshold=score_threshold)
     path = Path(text)
     if path.suffix.lower() == ".onnx":
         from .onnx import OnnxDetector

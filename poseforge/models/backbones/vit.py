@@ -50,7 +50,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ...errors import PoseforgeError
 from ...registry import BACKBONES
-from ..config import BackboneConfig
+from ..config import BackboneConfig, FeatureInfo
 
 __all__ = ["ViTConfig", "VisionTransformer", "ATTENTION_KINDS", "MOE_VARIANTS", "ExpertSegments", "token_grid"]
 
@@ -92,6 +92,8 @@ class ViTConfig(BackboneConfig):
         expert_ratio: the paper's partition ratio alpha (0.25).
         knowledge_tokens: learned tokens appended to the patch tokens (knowledge-token distillation).
         knowledge_dim: width of those tokens (``None``: ``embed_dim``); another width is projected.
+        out_indices: blocks whose token grids the backbone returns, as feature maps of stride
+            ``patch_size`` (negative counts from the end; the last block's map goes through the final norm).
     """
 
     embed_dim: int = 768
@@ -119,6 +121,7 @@ class ViTConfig(BackboneConfig):
     expert_ratio: float = 0.25
     knowledge_tokens: int = 0
     knowledge_dim: int | None = None
+    out_indices: tuple[int, ...] = (-1,)
     type: str = "vit"
 
     def __post_init__(self) -> None:
@@ -161,6 +164,10 @@ class ViTConfig(BackboneConfig):
         if self.knowledge_tokens < 0 or (self.knowledge_dim is not None and self.knowledge_dim <= 0):
             raise PoseforgeError(f"ViTConfig: knowledge_tokens must be >= 0 and knowledge_dim positive, got "
                                  f"{self.knowledge_tokens}, {self.knowledge_dim}")
+        bad = [i for i in self.out_indices if not -self.depth <= i < self.depth]
+        if not self.out_indices or bad:
+            raise PoseforgeError(f"ViTConfig.out_indices: expected block indices in {-self.depth}..{self.depth - 1}, "
+                                 f"got {list(self.out_indices)}")
         if self.knowledge_tokens and self.attention != "full":
             raise PoseforgeError(f"ViTConfig.knowledge_tokens: only supported with full attention, not '{self.attention}'")
 
@@ -196,6 +203,15 @@ class ViTConfig(BackboneConfig):
         """``(width, height)`` of the output feature map for an ``(width, height)`` input."""
         rows, cols = self.token_grid(input_size)
         return cols, rows
+
+    @property
+    def block_indices(self) -> tuple[int, ...]:
+        """``out_indices`` as non-negative block numbers."""
+        return tuple(i % self.depth for i in self.out_indices)
+
+    def feature_info(self, input_size: tuple[int, int]) -> list[FeatureInfo]:
+        """One :class:`FeatureInfo` per output map (every map is the token grid: stride ``patch_size``)."""
+        return [FeatureInfo(self.embed_dim, self.patch_size, self.feature_size(input_size)) for _ in self.out_indices]
 
 
 def token_grid(input_size: tuple[int, int], patch_size: int, padding: int) -> tuple[int, int]:
@@ -526,7 +542,8 @@ def block_attention(config: ViTConfig, index: int) -> tuple[str, bool]:
 
 @BACKBONES.register("vit")
 class VisionTransformer(nn.Module):
-    """ViTPose backbone. ``forward(images [B,3,H,W]) -> features [B, embed_dim, Hp, Wp]``.
+    """ViTPose backbone. ``forward(images [B,3,H,W]) -> [features [B, embed_dim, Hp, Wp], ...]``, one map per
+    ``out_indices`` entry (by default the last block's, after the final norm), described by ``feature_info``.
 
     The position embeddings are stored for the token grid of ``input_size`` (``(width, height)``)
     and resized bicubically when an input of another size comes in.
@@ -537,7 +554,7 @@ class VisionTransformer(nn.Module):
     def __init__(self, config: ViTConfig, input_size: tuple[int, int] = (192, 256)) -> None:
         super().__init__()
         self.config = config
-        self.out_channels = config.embed_dim
+        self.feature_info = config.feature_info(input_size)
         self.grad_checkpointing = config.grad_checkpointing
         if config.stem == "conv":
             self.patch_embed: nn.Module = ConvStem(config.in_channels, config.embed_dim, config.patch_size,
@@ -624,8 +641,10 @@ class VisionTransformer(nn.Module):
             return dataset_index
         return ExpertSegments.build(dataset_index, batch, self.config.num_experts)
 
-    def forward(self, images: torch.Tensor, dataset_index: "int | torch.Tensor | ExpertSegments | None" = None) -> torch.Tensor:
-        """Features ``[B, C, rows, cols]``; ``dataset_index`` picks each sample's expert (MoE FFN only)."""
+    def forward(self, images: torch.Tensor,
+                dataset_index: "int | torch.Tensor | ExpertSegments | None" = None) -> list[torch.Tensor]:
+        """Feature maps ``[B, C, rows, cols]`` of the ``out_indices`` blocks; ``dataset_index`` picks each
+        sample's expert (MoE FFN only)."""
         x = self.patch_embed(images)
         b, c, rows, cols = x.shape
         x = x.flatten(2).transpose(1, 2) + self.interpolated_pos_embed(rows, cols)
@@ -636,12 +655,19 @@ class VisionTransformer(nn.Module):
             token = self.knowledge_token if self.knowledge_proj is None else self.knowledge_proj(self.knowledge_token)
             x = torch.cat([x, token.to(x.dtype).expand(b, -1, -1)], dim=1)
         grid = (rows, cols)
-        for block in self.blocks:
+        wanted = self.config.block_indices
+        last = self.config.depth - 1
+        outputs = {}
+        for i, block in enumerate(self.blocks):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, grid, segments, use_reentrant=False)
             else:
                 x = block(x, grid, segments)
-        x = self.norm(x)
+            if i in wanted:
+                outputs[i] = self.norm(x) if i == last else x
+        return [self._to_map(outputs[i], segments, b, c, rows, cols) for i in wanted]
+
+    def _to_map(self, x: torch.Tensor, segments: ExpertSegments | None, b: int, c: int, rows: int, cols: int) -> torch.Tensor:
         if self.config.knowledge_tokens:
             x = x[:, :rows * cols]
         if segments is not None:

@@ -10,14 +10,16 @@ checkpoints map one to one.
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import PoseforgeError
+from ...outputs import Heatmaps
 from ...registry import HEADS
-from ..config import HeadConfig
+from ..config import FeatureInfo, HeadConfig
 
 __all__ = ["HeatmapHeadConfig", "HeatmapHead", "CLASSIC_DECODER", "SIMPLE_DECODER", "head_preset", "deconv_layers",
            "check_decoder"]
@@ -93,17 +95,22 @@ def head_preset(name: str) -> HeatmapHeadConfig:
 
 @HEADS.register("heatmap")
 class HeatmapHead(nn.Module):
-    """``forward(features [B,C,h,w]) -> heatmaps [B,K,H,W]``."""
+    """``forward([..., features [B,C,h,w]]) -> Heatmaps(heatmaps [B,K,H,W])`` from the last feature map.
+
+    Built from the backbone's ``feature_info`` (it reads the last level), the keypoint count and the
+    model's input size (part of the head builder interface; a convolutional head does not need it).
+    """
 
     config_class = HeatmapHeadConfig
 
-    def __init__(self, config: HeatmapHeadConfig, in_channels: int, num_outputs: int,
-                 feature_size: tuple[int, int] | None = None, input_size: tuple[int, int] | None = None) -> None:
-        # feature_size / input_size are part of the head builder interface; a convolutional head needs neither.
+    def __init__(self, config: HeatmapHeadConfig, feature_info: Sequence[FeatureInfo], num_outputs: int,
+                 input_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.config = config
         self.num_outputs = num_outputs
-        self.deconv_layers, channels = deconv_layers(in_channels, config.deconv_channels, config.deconv_kernel_sizes)
+        self.feature_size = tuple(feature_info[-1].size)
+        self.deconv_layers, channels = deconv_layers(feature_info[-1].channels, config.deconv_channels,
+                                                     config.deconv_kernel_sizes)
         k = config.final_kernel_size
         self.final_layer = nn.Conv2d(channels, num_outputs, k, padding=k // 2)
         self.reset_parameters()
@@ -120,12 +127,13 @@ class HeatmapHead(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def output_size(self, feature_size: tuple[int, int]) -> tuple[int, int]:
-        """``(width, height)`` of the heatmaps for ``(width, height)`` features."""
-        return self.config.output_size(feature_size)
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the heatmaps."""
+        return self.config.output_size(self.feature_size)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = features
+    def forward(self, features: Sequence[torch.Tensor]) -> Heatmaps:
+        x = features[-1]
         if self.config.input_upsample > 1:
             x = F.interpolate(F.relu(x), scale_factor=float(self.config.input_upsample), mode="bilinear", align_corners=False)
-        return self.final_layer(self.deconv_layers(x))
+        return Heatmaps(self.final_layer(self.deconv_layers(x)))

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import PoseforgeError
+from ...outputs import Heatmaps
 from ...registry import HEADS
 from ..backbones.vit import ExpertSegments
-from ..config import HeadConfig
+from ..config import FeatureInfo, HeadConfig
 
 __all__ = ["MultiTaskHeads", "pad_channels"]
 
@@ -35,33 +36,34 @@ class MultiTaskHeads(nn.ModuleList):
 
     Args:
         configs: one head config per head.
-        in_channels: backbone channels.
+        feature_info: the backbone's feature maps.
         num_outputs: keypoints of each head.
-        feature_size, input_size: ``(width, height)``, passed to every head builder.
+        input_size: ``(width, height)``, passed to every head builder.
     """
 
-    def __init__(self, configs: Sequence[HeadConfig], in_channels: int, num_outputs: Sequence[int],
-                 feature_size: tuple[int, int], input_size: tuple[int, int]) -> None:
+    def __init__(self, configs: Sequence[HeadConfig], feature_info: Sequence[FeatureInfo], num_outputs: Sequence[int],
+                 input_size: tuple[int, int]) -> None:
         if len(configs) != len(num_outputs):
             raise PoseforgeError(f"MultiTaskHeads: {len(configs)} head configs but {len(num_outputs)} output counts")
         # Mixed batches are zero-padded to one keypoint count and trained with the task-balanced heatmap loss.
         other = sorted({c.type for c in configs} - {"heatmap"})
         if other:
             raise PoseforgeError(f"MultiTaskHeads: multi-task models take heatmap heads, got {', '.join(other)}")
-        super().__init__(HEADS.get(c.type)(c, in_channels=in_channels, num_outputs=int(k), feature_size=feature_size,
-                                           input_size=input_size) for c, k in zip(configs, num_outputs))
+        super().__init__(HEADS.get(c.type)(c, feature_info=feature_info, num_outputs=int(k), input_size=input_size)
+                         for c, k in zip(configs, num_outputs))
         self.num_outputs = tuple(int(k) for k in num_outputs)
 
-    def output_size(self, feature_size: tuple[int, int]) -> tuple[int, int] | None:
+    @property
+    def output_size(self) -> tuple[int, int] | None:
         """``(width, height)`` of the heatmaps (all heads must agree); ``None`` for non-spatial heads."""
-        sizes = {tuple(h.output_size(feature_size)) if hasattr(h, "output_size") else None for h in self}
+        sizes = {tuple(h.output_size) if hasattr(h, "output_size") else None for h in self}
         if len(sizes) != 1:
             raise PoseforgeError(f"the task heads give different output sizes {sorted(map(str, sizes))}; "
                                  "one codec needs one heatmap size")
         return sizes.pop()
 
-    def forward_grouped(self, features: torch.Tensor, segments: ExpertSegments, channels: int) -> torch.Tensor:
-        """Run head ``label`` on every segment of the grouped ``features``; outputs zero-padded to
+    def forward_grouped(self, features: Sequence[torch.Tensor], segments: ExpertSegments, channels: int) -> Heatmaps:
+        """Run head ``label`` on every segment of the grouped ``features``; heatmaps zero-padded to
         ``channels`` keypoints and concatenated in the (grouped) batch order."""
-        outs = [pad_channels(self[h](features[s:t]), channels) for h, s, t in segments.segments]
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+        outs = [pad_channels(self[h]([f[s:t] for f in features]).heatmaps, channels) for h, s, t in segments.segments]
+        return Heatmaps(outs[0] if len(outs) == 1 else torch.cat(outs, dim=0))

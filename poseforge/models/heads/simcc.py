@@ -8,19 +8,21 @@ linear classifiers over ``round(w_in * split_ratio)`` x bins and ``round(h_in * 
 Decoded by the ``simcc`` codec (each axis' argmax refined to the mean of its window, ``split_ratio``
 bins per input pixel), so localisation is not limited to a heatmap's stride; trained with the KL loss
 of RTMPose, optionally plus a dense loss on the keypoint maps (``loss.keypoint_map_weight``; see
-:class:`~poseforge.train.losses.KeypointMapAuxLoss`).
+:class:`~poseforge.models.losses.KeypointMapAuxLoss`).
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ...errors import PoseforgeError
+from ...outputs import SimCCLogits
 from ...registry import HEADS
-from ..config import HeadConfig
+from ..config import FeatureInfo, HeadConfig
 from .heatmap import check_decoder, deconv_layers
 
 __all__ = ["SimCCHeadConfig", "SimCCHead", "SIMCC_HEAD", "simcc_codec"]
@@ -74,23 +76,22 @@ def simcc_codec(input_size: tuple[int, int], split_ratio: float = 2.0) -> dict:
 
 @HEADS.register("simcc")
 class SimCCHead(nn.Module):
-    """``forward(features [B,C,h,w]) -> (x_logits [B,K,Wx], y_logits [B,K,Hy])``.
-
-    With ``return_maps`` set (by a trainer whose loss supervises the keypoint maps) a head in training
-    mode also returns its keypoint maps ``[B,K,h',w']``; inference outputs never change.
-    """
+    """``forward([..., features [B,C,h,w]]) -> SimCCLogits(simcc_x [B,K,Wx], simcc_y [B,K,Hy], keypoint_maps
+    [B,K,h',w'])`` from the last feature map; the keypoint maps are what the classifiers read (an
+    optional dense loss supervises them)."""
 
     config_class = SimCCHeadConfig
-    return_maps: bool = False
 
-    def __init__(self, config: SimCCHeadConfig, in_channels: int, num_outputs: int,
-                 feature_size: tuple[int, int] | None = None, input_size: tuple[int, int] | None = None) -> None:
+    def __init__(self, config: SimCCHeadConfig, feature_info: Sequence[FeatureInfo], num_outputs: int,
+                 input_size: tuple[int, int] | None = None) -> None:
         super().__init__()
-        if feature_size is None or input_size is None:
-            raise PoseforgeError("SimCCHead needs the backbone's feature_size and the model's input_size")
+        if input_size is None:
+            raise PoseforgeError("SimCCHead needs the model's input_size")
         self.config = config
         self.num_outputs = num_outputs
-        self.deconv_layers, channels = deconv_layers(in_channels, config.deconv_channels, config.deconv_kernel_sizes)
+        feature_size = feature_info[-1].size
+        self.deconv_layers, channels = deconv_layers(feature_info[-1].channels, config.deconv_channels,
+                                                     config.deconv_kernel_sizes)
         k = config.final_kernel_size
         self.final_layer = nn.Conv2d(channels, num_outputs, k, padding=k // 2)
         scale = 2 ** len(config.deconv_channels)
@@ -118,9 +119,7 @@ class SimCCHead(nn.Module):
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        maps = self.final_layer(self.deconv_layers(features))
+    def forward(self, features: Sequence[torch.Tensor]) -> SimCCLogits:
+        maps = self.final_layer(self.deconv_layers(features[-1]))
         x = self.mlp(maps.flatten(2))
-        if self.return_maps and self.training:
-            return self.cls_x(x), self.cls_y(x), maps
-        return self.cls_x(x), self.cls_y(x)
+        return SimCCLogits(self.cls_x(x), self.cls_y(x), maps)

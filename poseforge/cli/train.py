@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import dump_yaml, load_config
+    from ..train.config import dump_yaml, load_config
 
     if args.resume:
         if not args.out:
@@ -60,26 +60,26 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    from .engine import Trainer
+    from ..train.engine import Trainer
 
     trainer = Trainer(config, out, resume=args.resume)
     summary = trainer.fit()
     if trainer.dist.is_main:
-        best = summary["best_ap"]
+        best, metric = summary["best_score"], summary["best_metric"]
         status = "stopped at max_steps" if summary["stopped_early"] else "done"
         print(f"{status}: {summary['epochs']} epochs, {summary['steps']} steps in {summary['seconds'] / 60:.1f} min "
               f"(+ {summary['setup_seconds'] / 60:.1f} min building model and data); "
-              + (f"best AP {best:.4f} (epoch {summary['best_epoch']}); " if best is not None else "")
+              + (f"best {metric} {best:.4f} (epoch {summary['best_epoch']}); " if best is not None else "")
               + f"run folder {out}")
         if args.export:
             import shlex
 
-            from .export import export_run
+            from ..train.export import export_run
 
             typed = getattr(args, "command_line", None)
             record = export_run(out, args.export, command=shlex.join(typed) if typed else None)
             print(f"exported {record['what']} to {args.export}")
-    from .distributed import cleanup_distributed
+    from ..train.distributed import cleanup_distributed
 
     cleanup_distributed()
     return 0

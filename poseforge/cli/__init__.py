@@ -1,6 +1,7 @@
-"""The ``poseforge`` command. Each subcommand lives beside its feature and is imported on use.
+"""The ``poseforge`` command: every subcommand is a module of this package, imported on use.
 
-A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Errors that poseforge
+A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; it parses and prints,
+and calls the library below it (this package is the top layer: nothing below imports it). Errors that poseforge
 raises on purpose (:class:`PoseforgeError`) and missing files become one line and exit code 2.
 """
 from __future__ import annotations
@@ -11,18 +12,18 @@ import logging
 import sys
 from typing import NoReturn, Sequence
 
-from .errors import PoseforgeError
+from ..errors import PoseforgeError
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("poseforge.inference.demo", "run the whole pipeline on fresh synthetic people: detect, estimate, score, draw"),
-    "eval": ("poseforge.evaluation.cli", "score COCO-format keypoint results against ground truth (OKS AP/AR)"),
-    "convert": ("poseforge.convert.cli", "convert official / mmpose / Hugging Face checkpoints to poseforge models"),
-    "synth": ("poseforge.data.synth.cli", "render a synthetic people dataset with exact labels (COCO format)"),
-    "train": ("poseforge.train.cli", "train a model from a preset or YAML config (DDP/FSDP under torchrun)"),
-    "predict": ("poseforge.inference.cli", "poses in your images, folders, videos or webcam (boxes from a detector)"),
-    "merge-experts": ("poseforge.models.merge_cli", "fold one task of a ViTPose++ model into a plain ViTPose (same outputs, same speed)"),
-    "distill": ("poseforge.train.distill_cli", "train a small student from a trained teacher (output and/or knowledge-token distillation)"),
+    "demo": ("poseforge.cli.demo", "run the whole pipeline on fresh synthetic people: detect, estimate, score, draw"),
+    "eval": ("poseforge.cli.eval", "score COCO-format keypoint results against ground truth (OKS AP/AR)"),
+    "convert": ("poseforge.cli.convert", "convert official / mmpose / Hugging Face checkpoints to poseforge models"),
+    "synth": ("poseforge.cli.synth", "render a synthetic people dataset with exact labels (COCO format)"),
+    "train": ("poseforge.cli.train", "train a model from a preset or YAML config (DDP/FSDP under torchrun)"),
+    "predict": ("poseforge.cli.predict", "poses in your images, folders, videos or webcam (boxes from a detector)"),
+    "merge-experts": ("poseforge.cli.merge", "fold one task of a ViTPose++ model into a plain ViTPose (same outputs, same speed)"),
+    "distill": ("poseforge.cli.distill", "train a small student from a trained teacher (output and/or knowledge-token distillation)"),
 }
 
 
@@ -34,7 +35,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = OneLineErrorParser(prog="poseforge", description="Human pose estimation toolkit: train, evaluate, distil and serve.")
     parser.add_argument("--version", action="version", version=f"poseforge {__version__}")

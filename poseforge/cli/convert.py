@@ -6,16 +6,9 @@ import logging
 from pathlib import Path
 
 from ..errors import PoseforgeError
+from .common import size_argument
 
 log = logging.getLogger(__name__)
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 192x256), got '{text}'") from None
-    return w, h
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default=None, metavar="NAME[:SET],...",
                         help="ViTPose++ checkpoints: task names in dataset-index order, e.g. coco:coco17,aic:aic14 "
                              "(default: the official six with six experts)")
-    parser.add_argument("--input-size", type=_size, default=None, metavar="WxH",
+    parser.add_argument("--input-size", type=size_argument, default=None, metavar="WxH",
                         help="crop size the checkpoint was trained at (default: from the position embeddings)")
     parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: the official value for the width)")
     parser.add_argument("--codec", default="udp", help="codec of the converted model (default: udp)")
@@ -36,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import convert_checkpoint
-    from ..models.estimator import CONFIG_NAME, WEIGHTS_NAME
+    from ..convert import convert_checkpoint
+    from ..models.estimators import CONFIG_NAME, WEIGHTS_NAME
 
     output = Path(args.output)
     if (output / WEIGHTS_NAME).exists() and not args.force:

@@ -57,9 +57,9 @@ def _jpeg(image) -> bytes:
 def run(args: argparse.Namespace) -> int:
     # Before torch loads OpenMP: idle worker threads sleep instead of spinning (fast on shared cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .predictor import Predictor
-    from .tracking import OneEuroFilter, PoseTracker
-    from .video import VideoWriter, is_video_file
+    from ..inference.predictor import Predictor
+    from ..inference.tracking import OneEuroFilter, PoseTracker
+    from ..inference.video import VideoWriter, is_video_file
 
     source: Any = args.input
     webcam = source.isdigit() and not Path(source).exists()
@@ -78,12 +78,13 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if as_video:
         name = f"webcam{source}" if webcam else Path(source).stem
-        tracker = PoseTracker(predictor.keypoint_set, smoothing=OneEuroFilter() if args.smooth else False)
+        tracker = (PoseTracker(predictor.keypoint_set, smoothing=OneEuroFilter() if args.smooth else False)
+                   if predictor.keypoint_set is not None else None)  # dense models: no people to track
         frames, people, ids = [], 0, set()
         writer = None
         reader_fps = 25.0
         if not webcam:
-            from .video import VideoReader
+            from ..inference.video import VideoReader
 
             with VideoReader(source) as probe:
                 reader_fps = probe.fps or 25.0

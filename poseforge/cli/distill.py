@@ -38,17 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluation.runner import load_eval_model
+    from ..models import load_model
     from ..models.zoo import model_config
-    from .config import load_config
-    from .distill import (OutputDistillation, check_compatible, learn_knowledge_token, save_token,
+    from ..train.config import load_config
+    from ..train.distill import (OutputDistillation, check_compatible, learn_knowledge_token, save_token,
                           token_student_setup)
-    from .engine import Trainer
+    from ..train.engine import Trainer
 
     if args.tokens < 1 or args.token_epochs < 1:
         raise PoseforgeError("--tokens and --token-epochs must be >= 1")
-    teacher = load_eval_model(args.teacher)
-    if getattr(teacher, "takes_dataset_index", False):
+    teacher = load_model(args.teacher)
+    if teacher.num_tasks > 1:
         raise PoseforgeError(f"{args.teacher}: a multi-task teacher; merge one task first (poseforge merge-experts)")
     out = Path(args.out)
     overrides = [f"model.name={args.student}"]
@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(config.seed)
     trainer = Trainer(config, out / "student", setup_model=setup, extra_loss=extra)
     summary = trainer.fit()
-    best = summary["best_ap"]
+    best, metric = summary["best_score"], summary["best_metric"]
     print(f"distill ({args.method}): student {config.model.name} in {out / 'student'}: "
-          + (f"best AP {best:.4f} (epoch {summary['best_epoch']}), " if best is not None else "")
+          + (f"best {metric} {best:.4f} (epoch {summary['best_epoch']}), " if best is not None else "")
           + f"{summary['steps']} steps in {summary['seconds'] / 60:.1f} min")
     return 0

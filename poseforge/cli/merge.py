@@ -26,13 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluation.runner import load_eval_model
-    from .estimator import WEIGHTS_NAME
-    from .merge import merge_experts
-    from .multitask import MultiTaskTopDownEstimator
+    from ..models import load_model
+    from ..models.config import MultiTaskTopDownConfig
+    from ..models.estimators import WEIGHTS_NAME
+    from ..models.merge import merge_experts
 
-    model = load_eval_model(args.model)
-    if not isinstance(model, MultiTaskTopDownEstimator):
+    model = load_model(args.model)
+    if not isinstance(model.config, MultiTaskTopDownConfig):
         raise PoseforgeError(f"{args.model}: not a multi-task (ViTPose++) model ({model.config.name}); nothing to merge")
     names = list(model.config.task_names) if "all" in args.task else args.task
     tasks = [model.config.task_index(t) for t in names]
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             raise PoseforgeError(f"{out}: already holds a model (use --force to overwrite)")
         merged = merge_experts(model, t).eval()
         with torch.no_grad():
-            diff = float((merged(x) - model(x, t)).abs().max())
+            diff = float((merged(x).heatmaps - model(x, t).heatmaps).abs().max())
         if not diff <= args.tolerance:
             raise PoseforgeError(f"task {name}: merged heatmaps differ by {diff:.3g} (> {args.tolerance:g})")
         merged.save_pretrained(out)

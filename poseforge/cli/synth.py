@@ -22,12 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...errors import PoseforgeError
-from ...io import write_bytes_atomic
-from ..coco import write_coco
-from .dataset import RenderedImage, SyntheticPoseDataset
-from .labels import mask_to_rle
-from .parallel import built_once, index_chunks, render_pool, render_progress
+from ..data.coco import write_coco
+from ..data.synth.dataset import RenderedImage, SyntheticPoseDataset
+from ..data.synth.labels import mask_to_rle
+from ..data.synth.parallel import built_once, index_chunks, render_pool, render_progress
+from ..errors import PoseforgeError
+from ..io import write_bytes_atomic
+from .common import range_argument, size_argument
 
 log = logging.getLogger("poseforge")
 
@@ -35,32 +36,12 @@ JPEG_QUALITY = 95
 SHEET_QUALITY = 85  # previews: smaller files
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 640x480), got '{text}'") from None
-    return w, h
-
-
-def _people(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(v) for v in text.split("-")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX (e.g. 1-4), got '{text}'") from None
-    if len(parts) == 1:
-        return parts[0], parts[0]
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX (e.g. 1-4), got '{text}'")
-    return parts[0], parts[1]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--num-images", required=True, type=int, metavar="N", help="number of images to render")
     parser.add_argument("--seed", type=int, default=0, help="image i is rendered from (seed, i) alone (default 0)")
-    parser.add_argument("--size", type=_size, default=(640, 480), metavar="WxH", help="image size (default 640x480)")
-    parser.add_argument("--people", type=_people, default=(1, 4), metavar="MIN-MAX",
+    parser.add_argument("--size", type=size_argument, default=(640, 480), metavar="WxH", help="image size (default 640x480)")
+    parser.add_argument("--people", type=range_argument, default=(1, 4), metavar="MIN-MAX",
                         help="figures per image (default 1-4; 1 frames one person like a top-down crop)")
     parser.add_argument("--keypoints", default="coco17", choices=("coco17", "wholebody133", "ap10k17"),
                         help="keypoint set; ap10k17 renders quadrupeds (default coco17)")
@@ -106,7 +87,7 @@ def dense_files(stem: str, r: RenderedImage) -> dict[str, bytes]:
 
 def sheets(samples: list[RenderedImage], dataset: SyntheticPoseDataset) -> tuple[np.ndarray, np.ndarray]:
     """(skeleton-overlay grid, dense grid with rows image | parts | depth | normals) for some samples."""
-    from ...inference.drawing import colorize_depth, colorize_normals, colorize_parts, contact_sheet, draw_pose
+    from ..inference.drawing import colorize_depth, colorize_normals, colorize_parts, contact_sheet, draw_pose
 
     ks = dataset.keypoint_set
     overlays = []

@@ -1,0 +1,142 @@
+"""``poseforge eval``: score keypoint predictions against COCO-format ground truth.
+
+The predictions come as a COCO results file (``--gt ANN.json --results RES.json``) or from a model
+run over a dataset (``--model NAME|RUN_DIR|FILE --data COCO_JSON_OR_DIR|synthetic``): any estimator
+kind, scored by its own metric (:func:`poseforge.evaluation.evaluate`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import PoseforgeError
+from ..io import write_json_atomic
+from ..evaluation.coco import BACKENDS, coco_metric, evaluate_keypoints, format_table
+
+log = logging.getLogger("poseforge")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gt", metavar="ANN.json", help="COCO-format keypoint ground truth (with --results)")
+    parser.add_argument("--results", metavar="RES.json", help="COCO keypoint results (image_id, category_id, keypoints, score)")
+    parser.add_argument("--keypoints", metavar="NAME", help="keypoint set (coco17, wholebody133, ...); inferred from --gt by default")
+    parser.add_argument("--json", metavar="OUT", help="also write the stats to this JSON file")
+    parser.add_argument("--rescore", action="store_true",
+                        help="rescore (box score x mean keypoint score > 0.2) and OKS-NMS the results first, as mmpose's CocoMetric")
+    parser.add_argument("--no-area", dest="use_area", action="store_false",
+                        help="scale OKS by 0.53 x box area instead of the annotation area (CrowdPose, AIC)")
+    parser.add_argument("--crowdpose", action="store_true", default=None,
+                        help="report AP(E)/AP(M)/AP(H) (default: when the images have crowdIndex)")
+    parser.add_argument("--backend", choices=BACKENDS, default="faster", help="COCO evaluation backend (default: faster)")
+    model = parser.add_argument_group("run a model (instead of --gt/--results)")
+    model.add_argument("--model", metavar="NAME|RUN_DIR|FILE",
+                       help="weights name (vitpose-tiny.synth, bundled), a model folder / .safetensors, a training run "
+                            "folder or a .pt checkpoint")
+    model.add_argument("--data", metavar="COCO_JSON_OR_DIR|synthetic",
+                       help="ground truth to predict on: a COCO keypoint JSON, a dataset folder (its val split), or "
+                            "'synthetic[:seed=S,images=N,size=WxH,people=A-B]' (default: the run's held-out set)")
+    model.add_argument("--boxes", metavar="DETECTIONS.json", help="COCO detection results to crop (default: ground-truth boxes)")
+    model.add_argument("--flip", dest="flip", action="store_true", default=None, help="flip test (default: the model's setting)")
+    model.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test")
+    model.add_argument("--out", metavar="RESULTS.json", help="write the scored COCO keypoint results here")
+    model.add_argument("--batch-size", type=int, default=64, help="crops per forward pass (default: 64)")
+    model.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding and cropping (default: 2)")
+    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return run_model_command(args)
+    if args.gt is None:
+        raise PoseforgeError("pass --gt ANN.json --results RES.json, or --model NAME|RUN_DIR|FILE --data ...")
+    if args.results is not None:
+        stats = _evaluate_results_file(args)
+    else:
+        raise PoseforgeError("nothing to evaluate: pass --results RES.json")
+    print(format_table(stats, title=f"{args.results} vs {args.gt}"))
+    if args.json:
+        write_json_atomic(args.json, stats, indent=2)
+        log.info(f"wrote {args.json}")
+    return 0
+
+
+def _evaluate_results_file(args: argparse.Namespace) -> dict[str, float]:
+    options = dict(use_area=args.use_area, backend=args.backend, crowdpose=args.crowdpose)
+    if args.rescore:
+        return coco_metric(args.gt, args.results, args.keypoints, **options)
+    return evaluate_keypoints(args.gt, args.results, args.keypoints, **options)
+
+
+def run_model_command(args: argparse.Namespace) -> int:
+    """``poseforge eval --model ... --data ...``: predict, print the stats table, optionally write results."""
+    import torch
+
+    from ..data.evalsets import coco_eval_set, parse_synthetic_spec, synthetic_eval_set
+    from ..device import resolve_device
+    from ..evaluation.evaluator import evaluate
+    from ..models import load_model
+
+    if args.results is not None or args.gt is not None:
+        raise PoseforgeError("--model runs a model on --data; it does not take --gt or --results")
+    if args.batch_size < 1 or args.workers < 0:
+        raise PoseforgeError("--batch-size must be >= 1 and --workers >= 0")
+    device = resolve_device(args.device)
+    model = load_model(args.model, device=device)
+    model.to(memory_format=torch.channels_last)  # NHWC convolutions, as the Predictor and training validation
+    keypoint_set = model.keypoint_set_of(0)
+    data = args.data or "synthetic"
+    if data.lower().startswith("synthetic"):
+        if args.boxes:
+            raise PoseforgeError("--boxes needs a COCO --data (synthetic sets use their ground-truth boxes)")
+        eval_set = synthetic_eval_set(**parse_synthetic_spec(data, synthetic_defaults(args.model, model)))
+    else:
+        eval_set = coco_eval_set(data, args.boxes, keypoint_set=keypoint_set.name if keypoint_set is not None else None)
+    result = evaluate(model, eval_set, flip_test=args.flip, batch_size=args.batch_size, num_workers=args.workers,
+                      device=device)
+    flip = model.config.flip_test if args.flip is None else args.flip
+    print(format_table(result.stats, title=f"{args.model} on {eval_set.name} (flip test {'on' if flip else 'off'})"))
+    if args.out:
+        write_json_atomic(args.out, result.results)
+        log.info(f"wrote {len(result.results)} results to {args.out}")
+    if args.json:
+        write_json_atomic(args.json, result.stats, indent=2)
+        log.info(f"wrote {args.json}")
+    return 0
+
+
+def _training_config(folder: Path) -> Any:
+    """The training config recorded in ``folder``: a run's ``config.yaml`` or an export's ``training.json``."""
+    from ..train.config import config_from_dict, load_config
+
+    if (folder / "config.yaml").is_file():
+        return load_config(folder / "config.yaml")
+    record = folder / "training.json"
+    if record.is_file():
+        try:
+            data = json.loads(record.read_text())
+        except json.JSONDecodeError as err:
+            raise PoseforgeError(f"{record}: not valid JSON ({err})") from None
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+            return config_from_dict(data["config"], where=f"{record}: config")
+    return None
+
+
+def synthetic_defaults(model_name: str, model: Any) -> dict[str, Any]:
+    """The held-out synthetic set of the training run a model comes from (a run's config.yaml or an
+    exported model's training.json, named weights included), else the model's keypoint set only."""
+    from ..models.loading import resolve_model_path
+
+    keypoint_set = model.keypoint_set_of(0)
+    defaults: dict[str, Any] = {"keypoint_set": keypoint_set.name} if keypoint_set is not None else {}
+    path = resolve_model_path(model_name)
+    for folder in (path, path.parent, path.parent.parent):
+        config = _training_config(folder)
+        if config is not None:
+            s = config.data.synthetic
+            defaults.update(num_images=s.val_images, seed=s.val_seed, image_size=s.image_size, people=s.val_people,
+                            clutter=s.clutter)
+            break
+    return defaults

@@ -1,0 +1,144 @@
+"""Model loading: one resolver for names, folders and files, used by the API and every command.
+
+:func:`load_model` takes
+
+* a weights name ``arch.tag`` (``"vitpose-tiny.synth"``) or an alias (``"bundled"``), resolved by
+  :mod:`poseforge.hub`;
+* a model folder or ``.safetensors`` file written by ``save_pretrained``;
+* a training run folder (its ``best/`` model, else the weights in ``last.pt``) or a training
+  checkpoint ``.pt`` (the EMA weights when the run kept them).
+
+Models are built on the meta device around the stored tensors (no random initialization, every key
+and shape checked), configs come from ``config.json`` or the safetensors metadata; nothing is unpickled
+except through ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import PoseforgeError
+from ..hub import resolve_weights, weights_spec
+from ..io import read_json
+from ..registry import ESTIMATORS
+from .config import ModelConfig, config_from_dict
+from .estimators.base import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME, Estimator, check_state_dict
+
+__all__ = ["build_model", "load_model", "model_from_state_dict", "read_training_checkpoint", "resolve_model_path",
+           "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = 1
+
+
+def build_model(config: ModelConfig | Mapping[str, Any]) -> Estimator:
+    """Build the estimator a config describes (a config object or its ``to_dict()`` form)."""
+    if not isinstance(config, ModelConfig):
+        config = config_from_dict(config)
+    return ESTIMATORS.get(config.type)(config)
+
+
+def _read_safetensors(path: Path, device: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            metadata = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, metadata
+    except FileNotFoundError:
+        raise PoseforgeError(f"{path}: file not found") from None
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise PoseforgeError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def read_training_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint safely (``weights_only=True``); a bad file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoseforgeError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors of many kinds: report them as one line
+        raise PoseforgeError(f"{path}: not a readable training checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise PoseforgeError(f"{path}: not a poseforge training checkpoint (no 'model' entry)")
+    if state.get("version", 0) > CHECKPOINT_VERSION:
+        raise PoseforgeError(f"{path}: checkpoint format {state['version']} is newer than this poseforge ({CHECKPOINT_VERSION})")
+    return state
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """The file or folder a model name, folder or file refers to (see the module doc); a training run
+    folder resolves to its ``best/`` model or its ``last.pt``."""
+    text = str(name_or_path)
+    named = resolve_weights(text, "pose")
+    if named is not None:
+        return named
+    path = Path(text)
+    if path.is_dir() and not (path / WEIGHTS_NAME).is_file():
+        if (path / "best" / WEIGHTS_NAME).is_file():
+            return path / "best"
+        if (path / "last.pt").is_file():
+            return path / "last.pt"
+        raise PoseforgeError(f"{path}: not a model folder or training run (no {WEIGHTS_NAME}, best/ or last.pt)")
+    if not path.exists():
+        hint = "" if "." in text or os.sep in text else "; pretrained names: see poseforge.hub.list_weights()"
+        raise PoseforgeError(f"{path}: no such model name, folder or file{hint}")
+    return path
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Estimator:
+    """Rebuild a model from a name, folder or file (see the module doc), in eval mode on ``device``.
+
+    Named weights ship in fp16 and load as float32 unless ``dtype`` says otherwise; other files keep
+    their stored dtype unless ``dtype`` is given.
+    """
+    if weights_spec(str(path), "pose") is not None:
+        dtype = dtype or torch.float32
+    resolved = resolve_model_path(path)
+    if resolved.suffix == ".pt":
+        state = read_training_checkpoint(resolved)
+        if "model_config" not in state:
+            raise PoseforgeError(f"{resolved}: training checkpoint without a model config")
+        weights = state["ema"]["module"] if state.get("ema") else state["model"]
+        model = model_from_state_dict(state["model_config"], weights, str(resolved), device)
+    else:
+        if resolved.is_dir():
+            weights_path, config_path = resolved / WEIGHTS_NAME, resolved / CONFIG_NAME
+        else:
+            weights_path, config_path = resolved, resolved.with_name(CONFIG_NAME)
+        if not weights_path.is_file():
+            raise PoseforgeError(f"{weights_path}: file not found (expected a folder written by save_pretrained)")
+        tensors, metadata = _read_safetensors(weights_path, str(device))
+        if config_path.is_file():
+            data = read_json(config_path)
+        elif CONFIG_METADATA_KEY in metadata:
+            try:
+                data = json.loads(metadata[CONFIG_METADATA_KEY])
+            except json.JSONDecodeError as e:
+                raise PoseforgeError(f"{weights_path}: corrupt config metadata ({e})") from None
+        else:
+            raise PoseforgeError(f"{weights_path}: no {CONFIG_NAME} beside it and no config in its metadata")
+        config = config_from_dict(data, where=str(config_path if config_path.is_file() else weights_path))
+        model = model_from_state_dict(config, tensors, str(weights_path), device)
+    if dtype is not None:
+        for module in model.children():
+            module.to(dtype=dtype)
+    return model.eval()
+
+
+def model_from_state_dict(config: ModelConfig | Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],
+                          source: str = "checkpoint", device: torch.device | str = "cpu") -> Estimator:
+    """Build the model of ``config`` around ``state_dict``'s tensors (no random init, keys checked)."""
+    with torch.device("meta"):
+        model = build_model(config)
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict({k: v.to(device) for k, v in state_dict.items()}, strict=True, assign=True)
+    model._init_buffers(device)  # the non-persistent buffers (normalization, flip index) left on the meta device
+    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise PoseforgeError(f"model tensors not restored from the checkpoint: {', '.join(leftover[:8])}")
+    return model.eval()
