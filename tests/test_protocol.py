@@ -3,6 +3,7 @@ parts) train, evaluate and predict through the same Trainer, evaluator and Predi
 pieces the protocol adds (whole-image transform, instance-padded batches, dense metrics) are exact."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -139,7 +140,7 @@ def test_dense_labels_warp_with_the_image_and_perfect_maps_score_perfectly():
     data = held_out(images=2)
     dense = data.load_dense([0, 1])
     images = data.load_images([0, 1])
-    records = [r.__class__(**{**r.__dict__, "dense": dense[r.image_id]}) for r in data.image_records()]
+    records = [dataclasses.replace(r, dense=dense[r.image_id]) for r in data.image_records()]
     batch = collate([model.transform(False)(r, images[r.image_id]) for r in records])
     assert batch.seg.shape == (2, 128, 96) and batch.depth.shape == (2, 128, 96)
     assert int((batch.seg == 255).sum()) == 0  # same aspect ratio: no padding to ignore

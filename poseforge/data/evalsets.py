@@ -25,6 +25,7 @@ from ..io import read_json
 from .coco import CocoKeypoints, read_coco
 from .images import load_image
 from .records import ImageInfo, ImageRecord, PoseInstance
+from .transforms import clip_bbox_xywh
 
 __all__ = ["EvalSet", "coco_eval_set", "synthetic_eval_set", "find_coco_split", "read_detections",
            "parse_synthetic_spec", "records_eval_set"]
@@ -96,17 +97,16 @@ class EvalSet:
         (as mmpose clips annotation boxes), no labels: the ground truth stays with the metric."""
         ks = self.gt.keypoint_set
         k = ks.num_keypoints
-        out = []
-        for n, (image_id, box, score) in enumerate(zip(self.image_ids.tolist(), self.boxes, self.box_scores.tolist())):
-            info = self.gt.images[int(image_id)]
-            box = np.asarray(box, dtype=np.float64)
-            if self.clip_boxes:
-                box = _clip_box(box, info.width, info.height)
-            instance_id = int(self.box_instance_ids[n]) if self.box_instance_ids is not None else -1
-            out.append(PoseInstance(image_id=int(image_id), image_path=info.path, image_size=(info.width, info.height),
-                                    bbox=box, keypoints=np.zeros((k, 2)), visibility=np.zeros(k), keypoint_set=ks.name,
-                                    instance_id=instance_id, score=float(score)))
-        return out
+        infos = [self.gt.images[int(i)] for i in self.image_ids.tolist()]
+        boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        if self.clip_boxes and len(boxes):
+            boxes = clip_bbox_xywh(boxes, np.asarray([i.width for i in infos], dtype=np.float64),
+                                   np.asarray([i.height for i in infos], dtype=np.float64))
+        ids = self.box_instance_ids if self.box_instance_ids is not None else np.full(len(boxes), -1)
+        return [PoseInstance(image_id=info.id, image_path=info.path, image_size=(info.width, info.height), bbox=box,
+                             keypoints=np.zeros((k, 2)), visibility=np.zeros(k), keypoint_set=ks.name,
+                             instance_id=int(instance_id), score=float(score))
+                for info, box, score, instance_id in zip(infos, boxes, self.box_scores.tolist(), ids.tolist())]
 
     def image_records(self) -> list[ImageRecord]:
         """One record per image with its ground-truth people (bottom-up and dense models)."""
@@ -114,13 +114,6 @@ class EvalSet:
         return [ImageRecord(image_id=i, image_path=info.path, image_size=(info.width, info.height),
                             keypoint_set=self.gt.keypoint_set.name, instances=by_image[i])
                 for i, info in self.gt.images.items()]
-
-
-def _clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A box (x, y, w, h) clipped to ``[0, W - 1] x [0, H - 1]`` (mmpose's annotation clipping)."""
-    x1, y1 = min(max(box[0], 0.0), width - 1.0), min(max(box[1], 0.0), height - 1.0)
-    x2, y2 = min(max(box[0] + box[2], 0.0), width - 1.0), min(max(box[1] + box[3], 0.0), height - 1.0)
-    return np.asarray([x1, y1, x2 - x1, y2 - y1], dtype=np.float64)
 
 
 def _gt_boxes(gt: CocoKeypoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

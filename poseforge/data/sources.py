@@ -13,6 +13,7 @@ rebuild in DataLoader workers.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -230,7 +231,8 @@ class MixedSource:
         for k in np.unique(source):
             rows = np.flatnonzero(source == k)
             for row, (record, image) in zip(rows, self.sources[int(k)].load(local[rows].tolist())):
-                tagged = record.copy(dataset_index=self.tasks[int(k)]) if isinstance(record, PoseInstance) else \
-                    ImageRecord(**{**record.__dict__, "dataset_index": self.tasks[int(k)]})
+                task = self.tasks[int(k)]
+                tagged = (record.copy(dataset_index=task) if isinstance(record, PoseInstance)
+                          else dataclasses.replace(record, dataset_index=task))
                 out[row] = (tagged, image, int(k))
         return out

@@ -38,6 +38,7 @@ __all__ = [
     "TopDownTransform",
     "affine_points",
     "bbox_xywh_to_center_scale",
+    "clip_bbox_xywh",
     "compose_affine",
     "crop_batch",
     "crop_image",
@@ -88,6 +89,18 @@ def fix_aspect_ratio(scale: Array, aspect_ratio: float) -> Array:
     fixed = torch.where((w > h * aspect_ratio)[..., None], torch.stack([w, w / aspect_ratio], -1),
                         torch.stack([h * aspect_ratio, h], -1))
     return _restore(fixed, scale)
+
+
+def clip_bbox_xywh(bbox: Array, width: Array | float, height: Array | float) -> Array:
+    """Boxes ``[..., 4]`` (x, y, w, h) clipped to ``[0, W - 1] x [0, H - 1]`` (mmpose clips annotation
+    boxes so, not detections); ``width`` / ``height`` broadcast against the boxes' leading dims."""
+    b = _work(bbox)
+    w, h = _work(width, b.device), _work(height, b.device)
+    x1 = torch.minimum(b[..., 0].clamp(min=0), w - 1)
+    y1 = torch.minimum(b[..., 1].clamp(min=0), h - 1)
+    x2 = torch.minimum((b[..., 0] + b[..., 2]).clamp(min=0), w - 1)
+    y2 = torch.minimum((b[..., 1] + b[..., 3]).clamp(min=0), h - 1)
+    return _restore(torch.stack([x1, y1, x2 - x1, y2 - y1], -1), bbox)
 
 
 def bbox_xywh_to_center_scale(
@@ -339,11 +352,7 @@ class TopDownTransform:
         n = bbox.shape[0]
         width, height = image_size[:, 0].to(bbox.dtype), image_size[:, 1].to(bbox.dtype)
         if self.clip_bbox:
-            x1 = torch.minimum(bbox[:, 0].clamp(min=0), width - 1)
-            y1 = torch.minimum(bbox[:, 1].clamp(min=0), height - 1)
-            x2 = torch.minimum((bbox[:, 0] + bbox[:, 2]).clamp(min=0), width - 1)
-            y2 = torch.minimum((bbox[:, 1] + bbox[:, 3]).clamp(min=0), height - 1)
-            bbox = torch.stack([x1, y1, x2 - x1, y2 - y1], 1)
+            bbox = clip_bbox_xywh(bbox, width, height)
         center, scale = bbox_xywh_to_center_scale(bbox, None, self.padding)
         rotation = torch.zeros(n, dtype=bbox.dtype, device=bbox.device)
         flip = torch.zeros(n, dtype=torch.bool, device=bbox.device)

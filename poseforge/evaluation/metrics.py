@@ -81,6 +81,7 @@ class CocoKeypointMetric(Metric):
         self.score_mode, self.keypoint_score_thr, self.nms_thr, self.pck_thr = score_mode, keypoint_score_thr, nms_thr, pck_thr
         self.category_id = int(next((c["id"] for c in gt.categories if isinstance(c, dict) and "id" in c), 1))
         self._rows: list[dict[str, np.ndarray]] = []
+        self._merged_rows: dict[str, np.ndarray] | None = None  # of _rows, made once per compute
         self._raw: list[dict[str, Any]] | None = None
         self._scored: list[dict[str, Any]] = []
 
@@ -102,14 +103,14 @@ class CocoKeypointMetric(Metric):
             "scores": scores[rows, slots], "box_score": box_scores[rows, slots],
             "area": areas[rows, slots] if areas is not None else keypoint_extent_areas(flat_kp),
             "instance_id": instance[rows]})
-        self._raw = None
+        self._merged_rows, self._raw = None, None
 
     def state(self) -> list[dict[str, np.ndarray]]:
         return self._rows
 
     def merge(self, states: Sequence[list[dict[str, np.ndarray]]]) -> None:
         self._rows = [row for state in states for row in state]
-        self._raw = None
+        self._merged_rows, self._raw = None, None
 
     def predictions(self) -> dict[str, np.ndarray]:
         """Everything accumulated, in sample order: ``image_id``, ``keypoints [N, K, 2]``, ``scores [N, K]``,
@@ -117,6 +118,11 @@ class CocoKeypointMetric(Metric):
         return self._merged()
 
     def _merged(self) -> dict[str, np.ndarray]:
+        if self._merged_rows is None:
+            self._merged_rows = self._merge_rows()
+        return self._merged_rows
+
+    def _merge_rows(self) -> dict[str, np.ndarray]:
         k = self.gt.keypoint_set.num_keypoints
         if not self._rows:
             empty = np.zeros(0)

@@ -29,6 +29,7 @@ from .config import ModelConfig, config_from_dict
 from .estimators.base import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME, Estimator, check_state_dict
 
 __all__ = ["build_model", "load_model", "model_from_state_dict", "read_training_checkpoint", "resolve_model_path",
+           "saved_config",
            "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
@@ -113,21 +114,42 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", dtyp
         if not weights_path.is_file():
             raise PoseforgeError(f"{weights_path}: file not found (expected a folder written by save_pretrained)")
         tensors, metadata = _read_safetensors(weights_path, str(device))
-        if config_path.is_file():
-            data = read_json(config_path)
-        elif CONFIG_METADATA_KEY in metadata:
-            try:
-                data = json.loads(metadata[CONFIG_METADATA_KEY])
-            except json.JSONDecodeError as e:
-                raise PoseforgeError(f"{weights_path}: corrupt config metadata ({e})") from None
-        else:
-            raise PoseforgeError(f"{weights_path}: no {CONFIG_NAME} beside it and no config in its metadata")
-        config = config_from_dict(data, where=str(config_path if config_path.is_file() else weights_path))
+        config = _saved_config(weights_path, config_path, metadata)
         model = model_from_state_dict(config, tensors, str(weights_path), device)
     if dtype is not None:
         for module in model.children():
             module.to(dtype=dtype)
     return model.eval()
+
+
+def _saved_config(weights_path: Path, config_path: Path, metadata: Mapping[str, str]) -> ModelConfig:
+    """The config of saved weights: ``config.json`` beside them, else the safetensors metadata."""
+    if config_path.is_file():
+        return config_from_dict(read_json(config_path), where=str(config_path))
+    if CONFIG_METADATA_KEY not in metadata:
+        raise PoseforgeError(f"{weights_path}: no {CONFIG_NAME} beside it and no config in its metadata")
+    try:
+        data = json.loads(metadata[CONFIG_METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise PoseforgeError(f"{weights_path}: corrupt config metadata ({e})") from None
+    return config_from_dict(data, where=str(weights_path))
+
+
+def saved_config(name_or_path: str | os.PathLike) -> ModelConfig:
+    """The config of a weights name or model folder / ``.safetensors`` file, without reading the tensors."""
+    from safetensors import safe_open
+
+    resolved = resolve_model_path(name_or_path)
+    weights_path = resolved / WEIGHTS_NAME if resolved.is_dir() else resolved
+    config_path = weights_path.with_name(CONFIG_NAME)
+    if config_path.is_file():
+        return _saved_config(weights_path, config_path, {})
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise PoseforgeError(f"{weights_path}: not a readable safetensors file ({e})") from None
+    return _saved_config(weights_path, config_path, metadata)
 
 
 def model_from_state_dict(config: ModelConfig | Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],

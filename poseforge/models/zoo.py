@@ -32,15 +32,15 @@ from functools import partial
 from typing import Any, Callable
 
 from ..errors import PoseforgeError
-from ..hub import list_weights, resolve_weights, weights_spec
+from ..hub import list_weights, weights_spec
 from ..registry import MODELS
 from .backbones.vit import ViTConfig
 from .config import (IMAGENET_MEAN, IMAGENET_STD, HeadConfig, ModelConfig, MultiTaskTopDownConfig, TaskConfig,
-                     TopDownConfig, config_from_dict)
-from .estimators.base import CONFIG_NAME, Estimator
+                     TopDownConfig)
+from .estimators.base import Estimator
 from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER
 from .heads.simcc import SIMCC_HEAD, simcc_codec
-from .loading import build_model, load_model
+from .loading import build_model, load_model, saved_config
 
 __all__ = ["create_model", "list_models", "model_config", "apply_overrides", "sync_codec", "VITPOSE_BACKBONES", "HEAD_PRESETS",
            "VITPOSE_PLUS_TASKS", "VITPOSE_PLUS_PART_FEATURES", "SYNTHETIC_TASKS", "vitpose_plus_config"]
@@ -124,10 +124,7 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
     """The config ``create_model(name, **overrides)`` would build (``name``: a zoo entry or an ``arch.tag``
     weights name, whose architecture is the weights' own config)."""
     if name not in MODELS and weights_spec(name) is not None:
-        folder = resolve_weights(name)
-        from ..io import read_json
-
-        return apply_overrides(config_from_dict(read_json(folder / CONFIG_NAME), where=str(folder / CONFIG_NAME)), overrides)
+        return apply_overrides(saved_config(name), overrides)
     factory: Callable[[], ModelConfig] = MODELS.get(name)
     return apply_overrides(factory(), overrides)
 

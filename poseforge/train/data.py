@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from ..data.batch import Batch, collate
-from ..data.evalsets import EvalSet, find_coco_split, parse_synthetic_spec, records_eval_set, synthetic_eval_set
+from ..data.evalsets import (EvalSet, coco_eval_set, find_coco_split, parse_synthetic_spec, records_eval_set,
+                             synthetic_eval_set)
 from ..data.readers import read_dataset
 from ..data.records import PoseInstance
 from ..data.sources import CocoSource, FileSource, MixedSource, SyntheticSource
@@ -180,8 +181,6 @@ def build_val_sets(config: TrainConfig, estimator: Any) -> list[ValidationSet]:
         annotations, root = path, None
         if data.val is None:
             log.warning(f"validating on the training file {path} (give data.val for a held-out set)")
-    from ..data.evalsets import coco_eval_set
-
     return [ValidationSet(None, 0, coco_eval_set(annotations, boxes, image_root=root, keypoint_set=keypoint_set))]
 
 
