@@ -24,6 +24,14 @@ task, expert width ``part_features`` S 96, B 192, L 256, H 320 (alpha = 0.25; th
 config file says 192, the released S checkpoint has 96), drop path 0.1 / 0.3 / 0.5 / 0.55 and layer
 decay 0.8 / 0.75 / 0.8 / 0.8. ``vitpose++-tiny`` is poseforge's small CPU model for the three
 synthetic tasks (people ``coco17``, whole bodies ``wholebody133``, quadrupeds ``ap10k17``).
+
+RTMPose (``rtmpose-{t,s,m,l,x}``) follows mmpose's ``rtmpose-{size}_8xb256-420e_coco-256x192`` configs:
+a CSPNeXt P5 backbone (deepen / widen t 0.167/0.375, s 0.33/0.5, m 0.67/0.75, l 1/1, x 1.33/1.25,
+expand ratio 0.5, channel attention, the stride-32 map only) and the RTMCC head (7x7 convolution,
+256-wide tokens, GAU with s = 128 and expansion 2, SiLU), SimCC labels at split ratio 2 with sigma
+(4.9, 5.66) at 256x192 and (6, 6.93) at 384x288, unnormalized, decoded by argmax as mmpose.
+``-384x288`` names take the larger input; ``rtmpose-*-wholebody`` and ``dwpose-*`` predict the 133
+COCO-WholeBody keypoints (DWPose is RTMPose distilled: the same architecture).
 """
 from __future__ import annotations
 
@@ -34,16 +42,19 @@ from typing import Any, Callable
 from ..errors import PoseforgeError
 from ..hub import list_weights, weights_spec
 from ..registry import MODELS
+from .backbones.cspnext import CSPNeXtConfig
 from .backbones.vit import ViTConfig
 from .config import (IMAGENET_MEAN, IMAGENET_STD, HeadConfig, ModelConfig, MultiTaskTopDownConfig, TaskConfig,
                      TopDownConfig)
 from .estimators.base import Estimator
 from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER
+from .heads.rtmcc import RTMCC_HEAD
 from .heads.simcc import SIMCC_HEAD, simcc_codec
 from .loading import build_model, load_model, saved_config
 
 __all__ = ["create_model", "list_models", "model_config", "apply_overrides", "sync_codec", "VITPOSE_BACKBONES", "HEAD_PRESETS",
-           "VITPOSE_PLUS_TASKS", "VITPOSE_PLUS_PART_FEATURES", "SYNTHETIC_TASKS", "vitpose_plus_config"]
+           "VITPOSE_PLUS_TASKS", "VITPOSE_PLUS_PART_FEATURES", "SYNTHETIC_TASKS", "vitpose_plus_config",
+           "RTMPOSE_BACKBONES", "RTMPOSE_SIGMAS", "rtmpose_config", "rtmpose_codec"]
 
 VITPOSE_BACKBONES: dict[str, ViTConfig] = {
     "tiny": ViTConfig(embed_dim=192, depth=6, num_heads=3, drop_path_rate=0.0, layer_decay=0.8),
@@ -56,7 +67,8 @@ VITPOSE_BACKBONES: dict[str, ViTConfig] = {
 
 # Head shorthands accepted by ``create_model(..., head="simple")``; later families add theirs.
 # ``simcc`` switches the codec to SimCC as well (see ``sync_codec``).
-HEAD_PRESETS: dict[str, HeadConfig] = {"classic": CLASSIC_DECODER, "simple": SIMPLE_DECODER, "simcc": SIMCC_HEAD}
+HEAD_PRESETS: dict[str, HeadConfig] = {"classic": CLASSIC_DECODER, "simple": SIMPLE_DECODER, "simcc": SIMCC_HEAD,
+                                       "rtmcc": RTMCC_HEAD}
 
 _TINY_HEAD = dataclasses.replace(CLASSIC_DECODER, deconv_channels=(128, 128))
 
@@ -110,6 +122,53 @@ def vitpose_plus_config(size: str, tasks: tuple[tuple[str, str], ...] = VITPOSE_
 for _size in ("s", "b", "l", "h"):
     MODELS.register(f"vitpose++-{_size}", partial(vitpose_plus_config, _size))
 MODELS.register("vitpose++-tiny", partial(vitpose_plus_config, "tiny", SYNTHETIC_TASKS))
+
+
+# CSPNeXt sizes of the RTMPose configs: (deepen_factor, widen_factor); the head reads 1024 x widen channels.
+RTMPOSE_BACKBONES: dict[str, CSPNeXtConfig] = {
+    size: CSPNeXtConfig(deepen_factor=d, widen_factor=w)
+    for size, (d, w) in {"t": (0.167, 0.375), "s": (0.33, 0.5), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}.items()}
+# Official SimCC label sigmas (x, y) in bins by input (width, height).
+RTMPOSE_SIGMAS: dict[tuple[int, int], tuple[float, float]] = {(192, 256): (4.9, 5.66), (288, 384): (6.0, 6.93)}
+
+
+def rtmpose_codec(input_size: tuple[int, int], split_ratio: float = 2.0) -> dict:
+    """The ``simcc`` codec of the RTMPose configs for ``input_size``: official sigmas where they exist
+    (:data:`RTMPOSE_SIGMAS`, else :func:`~poseforge.models.heads.simcc.simcc_codec`'s scaling), unnormalized
+    labels, mmpose's argmax decoding."""
+    codec = simcc_codec(input_size, split_ratio)
+    official = RTMPOSE_SIGMAS.get(tuple(input_size))
+    if official is not None:
+        codec["sigma"] = [s * split_ratio / 2 for s in official]
+    codec.pop("decode_window", None)
+    return codec
+
+
+def rtmpose_config(size: str, keypoint_set: str = "coco17", input_size: tuple[int, int] = (192, 256),
+                   family: str = "rtmpose") -> TopDownConfig:
+    """Config of RTMPose-``size`` (t, s, m, l, x) for a keypoint set and input ``(width, height)``;
+    ``family="dwpose"`` names the same architecture as DWPose."""
+    suffix = "-wholebody" if keypoint_set == "wholebody133" and family == "rtmpose" else ""
+    if tuple(input_size) != (192, 256):
+        suffix += f"-{input_size[1]}x{input_size[0]}"
+    config = TopDownConfig(
+        name=f"{family}-{size}{suffix}", backbone=RTMPOSE_BACKBONES[size], head=RTMCC_HEAD,
+        codec=rtmpose_codec(input_size), keypoint_set=keypoint_set, input_size=tuple(input_size),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return sync_codec(config)
+
+
+for _size in RTMPOSE_BACKBONES:
+    MODELS.register(f"rtmpose-{_size}", partial(rtmpose_config, _size))
+    MODELS.register(f"rtmpose-{_size}-wholebody", partial(rtmpose_config, _size, "wholebody133"))
+for _size in ("m", "l", "x"):
+    MODELS.register(f"rtmpose-{_size}-384x288", partial(rtmpose_config, _size, "coco17", (288, 384)))
+for _size in ("l", "x"):
+    MODELS.register(f"rtmpose-{_size}-wholebody-384x288", partial(rtmpose_config, _size, "wholebody133", (288, 384)))
+for _size in ("t", "s", "m", "l"):
+    MODELS.register(f"dwpose-{_size}", partial(rtmpose_config, _size, "wholebody133", family="dwpose"))
+for _size in ("m", "l"):
+    MODELS.register(f"dwpose-{_size}-384x288", partial(rtmpose_config, _size, "wholebody133", (288, 384), "dwpose"))
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
@@ -229,7 +288,7 @@ def sync_codec(config: ModelConfig) -> ModelConfig:
     backbone, head = getattr(config, "backbone", None), getattr(config, "head", None)
     if head is None and isinstance(config, MultiTaskTopDownConfig):
         head = config.heads[0]
-    if getattr(head, "type", None) == "simcc":
+    if getattr(head, "split_ratio", None) is not None:  # a SimCC-type head (simcc, rtmcc)
         if codec.get("name") != "simcc":
             codec = simcc_codec(config.input_size, head.split_ratio)
         codec["split_ratio"] = head.split_ratio

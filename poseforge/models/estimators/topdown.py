@@ -150,8 +150,8 @@ class TopDownEstimator(Estimator):
             return TaskBalancedHeatmapLoss(self.num_keypoints_per_task(), config.use_target_weight, config.loss_weight)
         loss = build_loss(self.codec.name, config)
         if config.keypoint_map_weight > 0:
-            if getattr(self.config.head, "type", None) != "simcc":
-                raise PoseforgeError(f"loss.keypoint_map_weight needs a head with keypoint maps (simcc), "
+            if getattr(self.config.head, "split_ratio", None) is None:
+                raise PoseforgeError(f"loss.keypoint_map_weight needs a head with keypoint maps (simcc, rtmcc), "
                                      f"not {type(self.head).__name__}")
             loss = KeypointMapAuxLoss(loss, self.input_size, config.keypoint_map_weight, config.keypoint_map_sigma)
         return loss

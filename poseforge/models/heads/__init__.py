@@ -1,6 +1,7 @@
 """Heads, registered by config ``type`` in ``poseforge.registry.HEADS``."""
 from .heatmap import CLASSIC_DECODER, SIMPLE_DECODER, HeatmapHead, HeatmapHeadConfig
+from .rtmcc import RTMCC_HEAD, RTMCCHead, RTMCCHeadConfig
 from .simcc import SIMCC_HEAD, SimCCHead, SimCCHeadConfig, simcc_codec
 
 __all__ = ["CLASSIC_DECODER", "SIMPLE_DECODER", "HeatmapHead", "HeatmapHeadConfig", "SIMCC_HEAD", "SimCCHead",
-           "SimCCHeadConfig", "simcc_codec"]
+           "SimCCHeadConfig", "simcc_codec", "RTMCC_HEAD", "RTMCCHead", "RTMCCHeadConfig"]
