@@ -50,6 +50,7 @@ class WeightsSpec:
 
 # Short names kept for the commands users already type: ``--model bundled``, ``detector="bundled"``.
 ALIASES: dict[tuple[str, str], str] = {("pose", "bundled"): "vitpose-tiny.synth",
+                                       ("pose", "rtmpose-t-synth"): "rtmpose-t.synth",  # the recipe's name
                                        ("detector", "bundled"): "person-detector.synth"}
 
 

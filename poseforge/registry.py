@@ -58,6 +58,7 @@ DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 PRESETS: Registry[Any] = Registry("experiment preset")
 BACKBONES: Registry[Any] = Registry("backbone")  # type name -> nn.Module class with .config_class
 HEADS: Registry[Any] = Registry("head")
+NECKS: Registry[Any] = Registry("neck")  # type name -> nn.Module class between a backbone and its head
 ESTIMATORS: Registry[Any] = Registry("estimator")  # top-level config type -> estimator class (topdown, bottomup, dense)
 MODEL_CONFIGS: Registry[Any] = Registry("model config")  # top-level config type -> config class
 LOSSES: Registry[Any] = Registry("loss")  # loss name -> nn.Module class (chosen from a codec by default)

@@ -1,31 +1,67 @@
-"""``poseforge convert SRC DST_DIR``: official / mmpose / Hugging Face ViTPose checkpoint -> poseforge folder."""
+"""``poseforge convert SRC DST_DIR``: ViTPose (official / mmpose / Hugging Face), ViTPose++ and mmpose 1.x
+RTMPose / DWPose / RTMW checkpoints -> a poseforge model folder."""
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from ..errors import PoseforgeError
 from .common import size_argument
 
 log = logging.getLogger(__name__)
 
+_FORMATS = ["auto", "official", "mmpose", "hf", "poseforge", "rtmpose"]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="checkpoint file (.pth/.pt/.bin/.safetensors) or Hugging Face folder")
     parser.add_argument("output", help="folder to write model.safetensors + config.json into")
-    parser.add_argument("--format", default="auto", choices=["auto", "official", "mmpose", "hf", "poseforge"],
-                        help="checkpoint layout (default: guessed from the key names)")
-    parser.add_argument("--keypoint-set", default=None, help="keypoint set name (default: guessed from the keypoint count)")
-    parser.add_argument("--tasks", default=None, metavar="NAME[:SET],...",
-                        help="ViTPose++ checkpoints: task names in dataset-index order, e.g. coco:coco17,aic:aic14 "
-                             "(default: the official six with six experts)")
+    parser.add_argument("--format", default="auto", choices=_FORMATS,
+                        help="checkpoint layout (default: guessed from the key names; rtmpose covers RTMPose, DWPose "
+                             "and RTMW)")
+    parser.add_argument("--keypoint-set", default=None,
+                        help="keypoint set name (default: the checkpoint's keypoint names, else its keypoint count)")
     parser.add_argument("--input-size", type=size_argument, default=None, metavar="WxH",
-                        help="crop size the checkpoint was trained at (default: from the position embeddings)")
-    parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: the official value for the width)")
-    parser.add_argument("--codec", default="udp", help="codec of the converted model (default: udp)")
-    parser.add_argument("--sigma", type=float, default=2.0, help="codec Gaussian sigma (default: 2)")
+                        help="crop size the checkpoint was trained at (default: from the checkpoint's config or its "
+                             "tensor shapes)")
+    parser.add_argument("--raw-weights", action="store_true",
+                        help="convert the raw training weights of an mmengine EMA checkpoint (its ema_state_dict entry: "
+                             "mmengine saves the averaged weights, the default, in state_dict)")
+    parser.add_argument("--sigma", type=float, default=None,
+                        help="codec Gaussian sigma (default: ViTPose 2; RTMPose the checkpoint's, else the official "
+                             "one)")
+    vitpose = parser.add_argument_group("ViTPose / ViTPose++")
+    vitpose.add_argument("--tasks", default=None, metavar="NAME[:SET],...",
+                         help="ViTPose++ checkpoints: task names in dataset-index order, e.g. coco:coco17,aic:aic14 "
+                              "(default: the official six with six experts)")
+    vitpose.add_argument("--num-heads", type=int, default=None,
+                         help="attention heads (default: the official value for the width)")
+    vitpose.add_argument("--codec", default=None, help="codec of the converted model (default: udp)")
+    rtm = parser.add_argument_group("RTMPose / DWPose / RTMW")
+    rtm.add_argument("--split-ratio", type=float, default=None,
+                     help="SimCC bins per pixel (default: from the checkpoint's config or its tensor shapes)")
+    rtm.add_argument("--distill-stage", type=int, choices=[1, 2], default=None,
+                     help="DWPose distiller checkpoints: 1 takes the student, 2 the teacher's backbone with the "
+                          "student's head (default: from the checkpoint's config, two_dis)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing model in OUTPUT")
+
+
+def describe_parts(config: Any) -> str:
+    """One phrase for a model config's parts: ViT width / depth / heads or CSPNeXt factors, the neck, the head."""
+    b = config.backbone
+    if hasattr(b, "embed_dim"):
+        text = f"{b.embed_dim}-wide x {b.depth} blocks, {b.num_heads} heads"
+    elif getattr(b, "type", None) == "cspnext":
+        text = f"CSPNeXt-{b.arch} (deepen {b.deepen_factor:g}, widen {b.widen_factor:g})"
+    else:
+        text = f"{getattr(b, 'type', type(b).__name__)} backbone"
+    neck = getattr(config, "neck", None)
+    if neck is not None:
+        text += f" + {neck.type} neck"
+    heads = getattr(config, "heads", None) or (config.head,)
+    return text + f", {heads[0].type} head"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if (output / WEIGHTS_NAME).exists() and not args.force:
         raise PoseforgeError(f"{output}: already holds a model (use --force to overwrite)")
-    model = convert_checkpoint(args.source, format=args.format, keypoint_set=args.keypoint_set,
+    model = convert_checkpoint(args.source, format=args.format, raw_weights=args.raw_weights, keypoint_set=args.keypoint_set,
                                input_size=args.input_size, num_heads=args.num_heads, codec=args.codec, sigma=args.sigma,
-                               tasks=args.tasks.split(",") if args.tasks else None)
+                               tasks=args.tasks.split(",") if args.tasks else None, split_ratio=args.split_ratio,
+                               distill_stage=args.distill_stage)
     model.save_pretrained(output)
     cfg = model.config
     w, h = cfg.input_size
@@ -47,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         outputs = f"{cfg.backbone.num_experts} experts x {cfg.backbone.expert_width} channels; tasks {sets}"
     else:
         outputs = f"{cfg.keypoint_set} ({model.keypoint_set.num_keypoints} keypoints)"
-    print(f"  {cfg.name}: {cfg.backbone.embed_dim}-wide x {cfg.backbone.depth} blocks, {cfg.backbone.num_heads} heads, "
-          f"{model.num_parameters() / 1e6:.1f}M parameters, input {w}x{h}, {outputs}, codec {cfg.codec.get('name')}")
+    codec = cfg.codec.get("name")
+    if codec == "simcc":
+        codec += f" (split ratio {cfg.codec.get('split_ratio'):g})"
+    print(f"  {cfg.name}: {describe_parts(cfg)}, {model.num_parameters() / 1e6:.1f}M parameters, input {w}x{h}, "
+          f"{outputs}, codec {codec}")
     return 0

@@ -22,12 +22,28 @@ __all__ = ["Checkpoint", "read_checkpoint"]
 
 @dataclass
 class Checkpoint:
-    """A foreign checkpoint: its tensors, and the JSON config of a Hugging Face folder if any."""
+    """A foreign checkpoint: its tensors, the JSON config of a Hugging Face folder if any, the ``meta``
+    entry of an mmengine / mmcv file, and the tensors of its ``ema_state_dict`` entry if any (mmengine's
+    ``EMAHook``; ``module.`` prefixes and the ``steps`` counter removed)."""
 
     path: Path
     state_dict: dict[str, torch.Tensor]
     hf_config: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    ema_state_dict: dict[str, torch.Tensor] | None = None
+
+    def weights(self, raw: bool = False) -> dict[str, torch.Tensor]:
+        """``state_dict``, or with ``raw=True`` the ``ema_state_dict`` entry (the raw training weights).
+
+        mmengine's ``EMAHook`` swaps the two when it saves: ``state_dict`` then holds the averaged
+        weights (what mmpose evaluates and publishes) and ``ema_state_dict`` the raw training weights.
+        """
+        if not raw:
+            return self.state_dict
+        if self.ema_state_dict is None:
+            raise PoseforgeError(f"{self.path}: no ema_state_dict entry (the checkpoint was not saved with an EMA "
+                                 "hook); convert it without --raw-weights")
+        return self.ema_state_dict
 
 
 class _Inert:
@@ -80,6 +96,17 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _ema_tensors(raw: Any) -> dict[str, torch.Tensor] | None:
+    """The tensors of an mmengine ``ema_state_dict`` entry without the averaged model's ``module.`` prefix
+    and its ``steps`` counter; ``None`` when there is no such entry."""
+    ema = raw.get("ema_state_dict") if isinstance(raw, dict) else None
+    if not isinstance(ema, dict):
+        return None
+    tensors = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ema.items()
+               if isinstance(v, torch.Tensor) and k != "steps"}
+    return tensors or None
+
+
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -118,4 +145,4 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         return Checkpoint(path, _load_safetensors(path))
     raw = _torch_load(path)
     meta = raw.get("meta") if isinstance(raw, dict) and isinstance(raw.get("meta"), dict) else {}
-    return Checkpoint(path, _unwrap(raw, path), None, meta)
+    return Checkpoint(path, _unwrap(raw, path), None, meta, _ema_tensors(raw))

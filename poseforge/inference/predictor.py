@@ -186,11 +186,12 @@ def as_rgb_image(image: Any, name: str = "image") -> tuple[np.ndarray, str | Non
 
 
 def _load_pose_model(model: Any, device: torch.device) -> torch.nn.Module:
-    if isinstance(model, torch.nn.Module):
+    if isinstance(model, torch.nn.Module):  # the caller's model: never changed beyond eval mode
         return model.to(device).eval()
     from ..models import load_model
 
-    return load_model(model, device=device).float().eval()
+    # a model loaded here is only predicted with: BatchNorms are folded (conv backbones)
+    return load_model(model, device=device).float().prepare_for_inference(fuse_batchnorm=True)
 
 
 # ---------------------------------------------------------------------------------------------- predictor

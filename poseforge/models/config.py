@@ -1,7 +1,7 @@
 """Model configuration objects: frozen dataclasses that round-trip through plain JSON.
 
 Every model part (backbone, head, whole estimator) has a config dataclass with a ``type`` field; the
-``type`` picks the class from a registry (``BACKBONES``, ``HEADS``, ``ESTIMATORS``), so a new model
+``type`` picks the class from a registry (``BACKBONES``, ``NECKS``, ``HEADS``, ``ESTIMATORS``), so a new model
 family plugs in by registering its classes, and ``config.json`` files written today load tomorrow.
 
 ``to_dict()`` gives JSON-ready data (tuples become lists); ``from_dict()`` types it back (lists become
@@ -19,9 +19,10 @@ import numpy as np
 
 from ..errors import PoseforgeError
 from ..keypoints import get_keypoint_set
-from ..registry import BACKBONES, HEADS, MODEL_CONFIGS, Registry
+from ..registry import BACKBONES, HEADS, MODEL_CONFIGS, NECKS, Registry
 
-__all__ = ["ConfigBase", "PartConfig", "BackboneConfig", "HeadConfig", "ModelConfig", "TopDownConfig", "FeatureInfo",
+__all__ = ["ConfigBase", "PartConfig", "BackboneConfig", "NeckConfig", "HeadConfig", "ModelConfig", "TopDownConfig",
+           "FeatureInfo",
            "TaskConfig", "TaskLookup", "MultiTaskTopDownConfig",
            "config_from_dict", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -99,6 +100,14 @@ class BackboneConfig(PartConfig):
     registry = BACKBONES
 
 
+class NeckConfig(PartConfig):
+    """Base of neck configs (``CSPNeXtPAFPNConfig``, ...): an optional part that turns the backbone's maps
+    into the maps the head reads. A neck module is built from the backbone's ``feature_info`` and exposes
+    its own ``feature_info``; its config's ``feature_info(backbone_info)`` gives the same without building it."""
+
+    registry = NECKS
+
+
 class HeadConfig(PartConfig):
     """Base of head configs (``HeatmapHeadConfig``, ...)."""
 
@@ -117,7 +126,7 @@ class ModelConfig(PartConfig):
         return MODEL_CONFIGS.get(type_name)
 
 
-_ABSTRACT_PARTS = (BackboneConfig, HeadConfig, ModelConfig, PartConfig)
+_ABSTRACT_PARTS = (BackboneConfig, NeckConfig, HeadConfig, ModelConfig, PartConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +198,8 @@ class TopDownConfig(TaskLookup, ModelConfig):
         input_size: crop size ``(width, height)`` in pixels.
         mean, std: RGB normalization on the 0-255 scale, applied inside ``predict``.
         flip_test: default of ``predict(flip_test=None)``.
+        neck: optional neck config between backbone and head (e.g. RTMW's ``"cspnext_pafpn"``); the head
+            is then built from the neck's maps.
     """
 
     backbone: BackboneConfig
@@ -200,6 +211,7 @@ class TopDownConfig(TaskLookup, ModelConfig):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     flip_test: bool = True
+    neck: NeckConfig | None = None
     type: str = "topdown"
 
     def __post_init__(self) -> None:

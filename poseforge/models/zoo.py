@@ -31,7 +31,8 @@ expand ratio 0.5, channel attention, the stride-32 map only) and the RTMCC head 
 256-wide tokens, GAU with s = 128 and expansion 2, SiLU), SimCC labels at split ratio 2 with sigma
 (4.9, 5.66) at 256x192 and (6, 6.93) at 384x288, unnormalized, decoded by argmax as mmpose.
 ``-384x288`` names take the larger input; ``rtmpose-*-wholebody`` and ``dwpose-*`` predict the 133
-COCO-WholeBody keypoints (DWPose is RTMPose distilled: the same architecture).
+COCO-WholeBody keypoints (DWPose is RTMPose distilled: the same architecture). RTMW (``rtmw-{m,l,x}``,
+``rtmw-{l,x}-384x288``, mmpose's cocktail14 configs) adds a CSPNeXt-PAFPN neck and the two-level RTMW head.
 """
 from __future__ import annotations
 
@@ -49,12 +50,14 @@ from .config import (IMAGENET_MEAN, IMAGENET_STD, HeadConfig, ModelConfig, Multi
 from .estimators.base import Estimator
 from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER
 from .heads.rtmcc import RTMCC_HEAD
+from .heads.rtmw import RTMW_HEAD
 from .heads.simcc import SIMCC_HEAD, simcc_codec
 from .loading import build_model, load_model, saved_config
+from .necks.cspnext_pafpn import CSPNeXtPAFPNConfig
 
 __all__ = ["create_model", "list_models", "model_config", "apply_overrides", "sync_codec", "VITPOSE_BACKBONES", "HEAD_PRESETS",
            "VITPOSE_PLUS_TASKS", "VITPOSE_PLUS_PART_FEATURES", "SYNTHETIC_TASKS", "vitpose_plus_config",
-           "RTMPOSE_BACKBONES", "RTMPOSE_SIGMAS", "rtmpose_config", "rtmpose_codec"]
+           "RTMPOSE_BACKBONES", "RTMPOSE_SIGMAS", "rtmpose_config", "rtmpose_codec", "RTMW_NECK", "rtmw_config"]
 
 VITPOSE_BACKBONES: dict[str, ViTConfig] = {
     "tiny": ViTConfig(embed_dim=192, depth=6, num_heads=3, drop_path_rate=0.0, layer_decay=0.8),
@@ -169,6 +172,32 @@ for _size in ("t", "s", "m", "l"):
     MODELS.register(f"dwpose-{_size}", partial(rtmpose_config, _size, "wholebody133", family="dwpose"))
 for _size in ("m", "l"):
     MODELS.register(f"dwpose-{_size}-384x288", partial(rtmpose_config, _size, "wholebody133", (288, 384), "dwpose"))
+
+
+# ----- RTMW (mmpose's ``rtmw-{size}_..._cocktail14`` configs): RTMPose's CSPNeXt with its stride-8/16/32 maps,
+# a CSPNeXt-PAFPN neck (2 blocks per CSP layer) returning the stride-16 and -32 levels, and the RTMW head;
+# 133 COCO-WholeBody keypoints, SimCC as RTMPose's.
+RTMW_NECK = CSPNeXtPAFPNConfig(out_indices=(1, 2), num_csp_blocks=2, expand_ratio=0.5)
+
+
+def rtmw_config(size: str, input_size: tuple[int, int] = (192, 256),
+                keypoint_set: str = "wholebody133") -> TopDownConfig:
+    """Config of RTMW-``size`` (m, l, x; any RTMPose CSPNeXt size builds) for an input ``(width, height)``."""
+    suffix = "" if keypoint_set == "wholebody133" else f"-{keypoint_set}"
+    if tuple(input_size) != (192, 256):
+        suffix += f"-{input_size[1]}x{input_size[0]}"
+    config = TopDownConfig(
+        name=f"rtmw-{size}{suffix}", backbone=RTMPOSE_BACKBONES[size].replace(out_indices=(2, 3, 4)), neck=RTMW_NECK,
+        head=RTMW_HEAD, codec=rtmpose_codec(input_size), keypoint_set=keypoint_set, input_size=tuple(input_size),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return sync_codec(config)
+
+
+for _size in ("m", "l", "x"):
+    MODELS.register(f"rtmw-{_size}", partial(rtmw_config, _size))
+for _size in ("l", "x"):
+    MODELS.register(f"rtmw-{_size}-384x288", partial(rtmw_config, _size, (288, 384)))
+# ----- end RTMW
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
@@ -296,5 +325,8 @@ def sync_codec(config: ModelConfig) -> ModelConfig:
         codec = {"name": "udp", "sigma": 2.0}
     codec["input_size"] = list(config.input_size)
     if hasattr(backbone, "feature_info") and hasattr(head, "output_size"):  # a spatial (heatmap) head
-        codec["heatmap_size"] = list(head.output_size(backbone.feature_info(config.input_size)[-1].size))
+        info = backbone.feature_info(config.input_size)
+        if getattr(config, "neck", None) is not None:  # the head reads the neck's maps
+            info = config.neck.feature_info(info)
+        codec["heatmap_size"] = list(head.output_size(info[-1].size))
     return config.replace(codec=codec)

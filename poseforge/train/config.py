@@ -117,6 +117,8 @@ class DataSection:
         val_batch_size: crops per forward pass in validation.
         num_workers: DataLoader worker processes (decoding, cropping, rendering).
         augment: training augmentation (``AugmentConfig``; mmpose's defaults).
+        augment_stage2, stage2_epochs: the last ``stage2_epochs`` epochs train with ``augment_stage2``
+            instead (mmpose's ``PipelineSwitchHook``: RTMPose's milder final augmentation); 0: no switch.
         gpu_augment: crop and augment whole batches on the GPU when training on CUDA.
         min_labeled: training instances need at least this many labeled keypoints.
         synthetic: synthetic data settings.
@@ -131,6 +133,8 @@ class DataSection:
     val_batch_size: int = 64
     num_workers: int = 2
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    augment_stage2: AugmentConfig | None = None
+    stage2_epochs: int = 0
     gpu_augment: bool = True
     min_labeled: int = 1
     synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
@@ -280,6 +284,10 @@ def _check_config(c: TrainConfig) -> None:
                     "optim.clip_grad": c.optim.clip_grad, "ema.momentum": c.ema.momentum,
                     "loss.keypoint_map_weight": c.loss.keypoint_map_weight}
     problems += [f"{k}: expected a value >= 0, got {v}" for k, v in non_negative.items() if v < 0]
+    if c.data.stage2_epochs and c.data.augment_stage2 is None:
+        problems.append("data.stage2_epochs: set data.augment_stage2 (the augmentation to switch to)")
+    if not 0 <= c.data.stage2_epochs <= c.schedule.epochs:
+        problems.append(f"data.stage2_epochs: expected 0..schedule.epochs ({c.schedule.epochs}), got {c.data.stage2_epochs}")
     if not c.loss.keypoint_map_sigma > 0:
         problems.append(f"loss.keypoint_map_sigma: expected a positive number (pixels), got {c.loss.keypoint_map_sigma}")
     if not c.optim.lr > 0:

@@ -26,7 +26,12 @@ Extension points: ``data.sources`` trains a multi-task model on a ratio-mixed se
 sample carries its dataset index, which the model takes as its task; validation reports the stats per
 dataset and their mean); ``setup_model`` may adapt or replace the freshly built model before the
 optimizer sees it (load partial weights, freeze parameters) and ``extra_loss`` adds a term to every
-step's loss (distillation from a teacher; see :mod:`poseforge.train.distill`).
+step's loss (distillation from a teacher; see :mod:`poseforge.train.distill` and :mod:`poseforge.train.dwpose`).
+An ``extra_loss`` with ``set_epoch(epoch, epochs)`` is told the 0-based epoch before each epoch's steps (a
+loss weight that decays over the run), and its ``last_parts`` (named scalars of its latest call) are
+logged as ``loss_<name>``. ``auxiliary`` is a module trained together with the model but not part of it
+(DWPose's feature-alignment convolution): its parameters join the optimizer and the gradient clipping, its
+state is saved in ``last.pt`` / ``best.pt`` and restored on resume, and it never reaches ``best/``.
 """
 from __future__ import annotations
 
@@ -78,12 +83,16 @@ class Trainer:
         progress: show a progress bar (default: when stderr is a terminal, on the main process).
         setup_model: called with the built (and ``model.init``-loaded) model before it moves to the device
             and the optimizer is made; may modify it in place or return a replacement.
-        extra_loss: ``(batch, normalized images, float outputs) -> scalar`` added to every micro-batch's loss.
+        extra_loss: ``(batch, normalized images, float outputs) -> scalar`` added to every micro-batch's loss;
+            optional ``set_epoch(epoch, epochs)`` (called before each epoch) and ``last_parts`` (logged terms).
+        auxiliary: a module trained with the model but saved apart from it (see the module doc); it may be
+            built by ``setup_model``, since the Trainer reads its parameters only after that hook.
     """
 
     def __init__(self, config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                  progress: bool | None = None, *, setup_model: Callable[[nn.Module], nn.Module | None] | None = None,
-                 extra_loss: Callable[[Batch, Tensor, Any], Tensor] | None = None) -> None:
+                 extra_loss: Callable[[Batch, Tensor, Any], Tensor] | None = None,
+                 auxiliary: nn.Module | None = None) -> None:
         from ..models import create_model, load_model
 
         setup_start = time.perf_counter()
@@ -114,6 +123,7 @@ class Trainer:
         if setup_model is not None:
             model = setup_model(model) or model
         self.extra_loss = extra_loss
+        self.auxiliary = auxiliary.to(self.device).train() if auxiliary is not None else None
         self.estimator = model.to(self.device)
         if config.channels_last:  # 4-D tensors only: convolution weights
             self.estimator.to(memory_format=torch.channels_last)
@@ -140,7 +150,12 @@ class Trainer:
         self.batches_per_epoch = self.steps_per_epoch * micro_per_step
         self.total_steps = self.steps_per_epoch * config.schedule.epochs
         # one transform per source: each source's samples are cut for its own task
-        transforms = [model.transform(True, data.augment, task=t) for t in (self.source.tasks if mixed else [0])]
+        tasks = self.source.tasks if mixed else [0]
+        transforms = [model.transform(True, data.augment, task=t) for t in tasks]
+        # mmpose's PipelineSwitchHook: the last stage2_epochs train with the stage-2 augmentation
+        self.stage_transforms = [transforms]
+        if data.stage2_epochs:
+            self.stage_transforms.append([model.transform(True, data.augment_stage2, task=t) for t in tasks])
         self.transform = transforms[0]
         self.gpu_augment = (data.gpu_augment and self.device.type == "cuda" and not mixed
                             and hasattr(self.transform, "apply_batch"))
@@ -163,10 +178,15 @@ class Trainer:
         self.strategy = choose_strategy(self.estimator, config.distributed) if self.dist.enabled else "none"
         if self.strategy == "fsdp" and config.ema.momentum > 0:
             raise PoseforgeError("EMA is not supported together with FSDP; set ema.momentum=0 or distributed=ddp")
+        if self.strategy == "fsdp" and self.auxiliary is not None:
+            raise PoseforgeError("an auxiliary module (e.g. DWPose distillation) is not supported with FSDP; set distributed=ddp")
         self.model: nn.Module = wrap_model(self.estimator, self.strategy, self.dist, self.device, config.sync_bn)
         if self.strategy == "ddp":
             self.estimator = self.model.module  # SyncBatchNorm conversion may have replaced modules
         self.optimizer = build_optimizer(self.estimator, config.optim, lr)
+        self.auxiliary_params = [p for p in self.auxiliary.parameters() if p.requires_grad] if self.auxiliary is not None else []
+        for group in _auxiliary_groups(self.auxiliary_params, lr, config.optim.weight_decay):
+            self.optimizer.add_param_group(group)
         self.schedule = LRSchedule(self.optimizer, config.schedule, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.estimator, config.ema.momentum, config.ema.gamma) if config.ema.momentum > 0 else None
@@ -246,6 +266,9 @@ class Trainer:
     def _batches(self) -> Iterator[Batch]:
         """This epoch's remaining micro-batches on the device."""
         self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        stage2 = self.config.data.stage2_epochs and self.epoch >= self.config.schedule.epochs - self.config.data.stage2_epochs
+        self.samples.transforms = list(self.stage_transforms[1 if stage2 else 0])  # loaders are made per epoch
+        self.transform = self.samples.transforms[0]
         if self.render_on_device:
             for keys in self.sampler:
                 raw = self.source.render_on_device([k[2] for k in keys])
@@ -260,6 +283,9 @@ class Trainer:
 
     def _epoch_steps(self) -> Iterator[int]:
         """Run the epoch's optimizer steps; yields after each one."""
+        set_epoch = getattr(self.extra_loss, "set_epoch", None)
+        if set_epoch is not None:  # also on a resumed epoch: the checkpoint's epoch is already restored
+            set_epoch(self.epoch, self.config.schedule.epochs)
         bar = self._progress_bar()
         try:
             yield from self._steps_of(self._batches(), bar)
@@ -330,18 +356,25 @@ class Trainer:
         outputs = outputs.float()
         losses = self.estimator.loss(outputs, batch)
         loss = losses["loss"]
+        parts = {k: v.detach() for k, v in losses.items() if k != "loss"}
         if self.extra_loss is not None:
             loss = loss + self.extra_loss(batch, images, outputs)
+            parts.update({k: torch.as_tensor(v).detach() for k, v in getattr(self.extra_loss, "last_parts", {}).items()})
         if not torch.isfinite(loss):
             raise PoseforgeError(f"step {self.step}: the loss is {float(loss)}; lower optim.lr or check the data")
-        return loss, {k: v.detach() for k, v in losses.items() if k != "loss"}
+        return loss, parts
 
     def _optimizer_step(self) -> float:
         clip = self.config.optim.clip_grad
         grad_norm = math.nan
+        if self.dist.enabled:  # DDP averages the model's gradients; the auxiliary module's are averaged here
+            for p in self.auxiliary_params:
+                if p.grad is not None:
+                    p.grad.copy_(all_reduce_mean(p.grad))
         if clip > 0:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+            params = list(self.model.parameters()) + self.auxiliary_params if self.auxiliary_params else self.model.parameters()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -450,6 +483,8 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "auxiliary": ({k: v.detach().cpu() for k, v in self.auxiliary.state_dict().items()}
+                          if self.auxiliary is not None else None),
             "rng": capture_rng_state(),
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_score": self.best_score, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
@@ -506,6 +541,10 @@ class Trainer:
             if not state.get("ema"):
                 raise PoseforgeError(f"{path}: saved without EMA but the config turns EMA on")
             self.ema.load_state_dict(state["ema"])
+        if self.auxiliary is not None:
+            if state.get("auxiliary") is None:
+                raise PoseforgeError(f"{path}: saved without the auxiliary module this run trains (a different kind of run?)")
+            self.auxiliary.load_state_dict(state["auxiliary"])
         restore_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
         # runs saved before the metric was the model's own stored their best AP as "best_ap"
@@ -519,6 +558,14 @@ class Trainer:
             kept = [line for line in self.metrics_path.read_text().splitlines() if _keep_record(line, self.step, self.epoch)]
             write_bytes_atomic(self.metrics_path, ("\n".join(kept) + "\n" if kept else "").encode())
         log.info(f"resumed {path}: epoch {self.epoch}, step {self.step}")
+
+
+def _auxiliary_groups(params: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer groups of an auxiliary module's parameters: the base learning rate, weight decay on
+    weights (>= 2-D) only, as the trainer's groups of the model's head."""
+    groups = [{"name": "auxiliary_decay", "params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+              {"name": "auxiliary_no_decay", "params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [{**g, "lr": lr, "initial_lr": lr, "lr_scale": 1.0} for g in groups if g["params"]]
 
 
 def _keep_record(line: str, step: int, epoch: int) -> bool:

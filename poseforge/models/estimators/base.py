@@ -87,6 +87,7 @@ class Estimator(nn.Module):
         self.config = config
         self._codec: Any = None
         object.__setattr__(self, "_criterion", None)  # not a submodule: never in the state dict
+        object.__setattr__(self, "_loss_config", None)
         self._init_buffers()
 
     # ----- buffers rebuilt from the config (never saved) ------------------------------------------
@@ -191,7 +192,16 @@ class Estimator(nn.Module):
 
     def configure_loss(self, config: LossConfig | None = None) -> None:
         """Set the training loss (:class:`~poseforge.models.losses.LossConfig`; default settings otherwise)."""
-        object.__setattr__(self, "_criterion", self.build_criterion(config or LossConfig()))
+        config = config or LossConfig()
+        object.__setattr__(self, "_criterion", self.build_criterion(config))
+        object.__setattr__(self, "_loss_config", config)
+
+    @property
+    def loss_config(self) -> LossConfig:
+        """The settings of the training loss (:meth:`configure_loss`)."""
+        if self._criterion is None:
+            self.configure_loss()
+        return self._loss_config
 
     def build_criterion(self, config: LossConfig) -> nn.Module:
         """The loss module of this model for ``config`` (kinds may wrap or replace the codec's default)."""
@@ -242,6 +252,9 @@ class Estimator(nn.Module):
         ``dtype`` (e.g. ``torch.float16``, to ship small weights) casts the floating-point tensors."""
         from safetensors.torch import save_file
 
+        if getattr(self, "inference_only", False):
+            raise PoseforgeError(f"{self.config.name}: BatchNorms were folded for inference (prepare_for_inference("
+                                 "fuse_batchnorm=True)); save the model before preparing it")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
@@ -299,10 +312,17 @@ class Estimator(nn.Module):
             raise PoseforgeError(f"{type(self).__name__}: the backbone does not support gradient checkpointing")
         backbone.set_grad_checkpointing(enable)
 
-    def prepare_for_inference(self, dtype: torch.dtype | None = None, channels_last: bool = True) -> "Estimator":
+    def prepare_for_inference(self, dtype: torch.dtype | None = None, channels_last: bool = True,
+                              fuse_batchnorm: bool = False) -> "Estimator":
         """Eval mode, optional pure ``dtype`` weights (e.g. ``torch.bfloat16`` on CUDA), channels-last
-        convolutions. Normalization buffers stay fp32; inputs are cast to the weights' dtype."""
+        convolutions, and with ``fuse_batchnorm`` BatchNorms folded into their convolutions (backbones that
+        have ``fuse_batchnorm``; the model can then no longer train or be saved). Normalization buffers stay
+        fp32; inputs are cast to the weights' dtype."""
         self.eval()
+        backbone = getattr(self, "backbone", None)
+        if fuse_batchnorm and hasattr(backbone, "fuse_batchnorm"):
+            backbone.fuse_batchnorm()
+            self.inference_only = True
         if dtype is not None:
             for module in self.children():
                 module.to(dtype=dtype)

@@ -1,7 +1,8 @@
 """Top-down estimators: person crops in, one keypoint set per task out (ViTPose, RTMPose-style SimCC
 heads, and ViTPose++ as a multi-task head set on the same path).
 
-A single-task model (:class:`~poseforge.models.config.TopDownConfig`) is ``backbone -> head``. A
+A single-task model (:class:`~poseforge.models.config.TopDownConfig`) is ``backbone -> head``, or
+``backbone -> neck -> head`` when its config names a neck (RTMW's PAFPN). A
 multi-task model (:class:`~poseforge.models.config.MultiTaskTopDownConfig`, ViTPose++) has task
 experts in the backbone and one head per task: ``model(images, task)`` takes the task of the whole
 batch (an index or name) or one per sample (a tensor); per-sample tasks group the batch by task once
@@ -23,7 +24,7 @@ from ...errors import PoseforgeError
 from ...evaluation.metrics import CocoKeypointMetric
 from ...keypoints import KeypointSet, get_keypoint_set
 from ...outputs import HeadOutput, Predictions
-from ...registry import BACKBONES, ESTIMATORS, HEADS
+from ...registry import BACKBONES, ESTIMATORS, HEADS, NECKS
 from ..backbones.vit import ExpertSegments
 from ..config import MultiTaskTopDownConfig, TopDownConfig
 from ..heads.multitask import MultiTaskHeads
@@ -48,7 +49,7 @@ def boxes_to_crops(boxes: torch.Tensor, input_size: tuple[int, int], use_udp: bo
 @ESTIMATORS.register("topdown")
 @ESTIMATORS.register("topdown-multitask")
 class TopDownEstimator(Estimator):
-    """Top-down pose model: ``backbone -> head`` (or a head per task), decoded by ``codec``.
+    """Top-down pose model: ``backbone -> [neck ->] head`` (or a head per task), decoded by ``codec``.
 
     ``model(images, task=None)`` takes normalized float crops ``[B,3,h,w]`` and returns the head's named
     output. ``model.predict(crops)`` decodes uint8 / 0-255 RGB crops (crop pixels);
@@ -66,6 +67,11 @@ class TopDownEstimator(Estimator):
         self.multitask = isinstance(config, MultiTaskTopDownConfig)
         self.backbone = BACKBONES.get(config.backbone.type)(config.backbone, input_size=config.input_size)
         info = self.backbone.feature_info
+        neck = getattr(config, "neck", None)  # single-task configs only
+        self.neck = (NECKS.get(neck.type)(neck, feature_info=info, input_size=config.input_size)
+                     if neck is not None else None)
+        if self.neck is not None:
+            info = self.neck.feature_info  # the head reads the neck's maps
         if self.multitask:
             tasks = config.task_list()
             outputs = [next(self.keypoint_sets[i].num_keypoints for i in range(len(tasks)) if config.head_index(i) == h)
@@ -123,7 +129,8 @@ class TopDownEstimator(Estimator):
         if not self.multitask:
             if task is not None and not isinstance(task, torch.Tensor):
                 self.config.task_index(task)  # a wrong task is an error, not silently task 0
-            return self.head(self.backbone(x))
+            features = self.backbone(x)
+            return self.head(self.neck(features) if self.neck is not None else features)
         if isinstance(task, torch.Tensor) and task.ndim == 0:
             task = int(task)
         if task is None or isinstance(task, (int, str, np.integer)):
@@ -162,7 +169,17 @@ class TopDownEstimator(Estimator):
         targets["keypoints"] = batch["keypoints"]
         if "dataset_index" in batch:
             targets["dataset_index"] = batch["dataset_index"]
+        if self.loss_config.keypoint_weights:
+            targets["target_weights"] = targets["target_weights"] * self._joint_weights(batch, targets["target_weights"])
         return self._loss_terms(outputs, targets)
+
+    def _joint_weights(self, batch: Mapping[str, Any], like: torch.Tensor) -> torch.Tensor:
+        """Each sample's keypoint-set joint weights ``[B, K]`` (zero-padded past a task's keypoints)."""
+        table = like.new_zeros(len(self.keypoint_sets), like.shape[-1])
+        for t, ks in enumerate(self.keypoint_sets):
+            table[t, :ks.num_keypoints] = torch.as_tensor(ks.joint_weights_array(), device=like.device)
+        tasks = batch["dataset_index"] if self.multitask and "dataset_index" in batch else None
+        return table[tasks.to(like.device).long()] if tasks is not None else table[0].expand_as(like)
 
     # ----- prediction ---------------------------------------------------------------------------
     def _decode(self, x: torch.Tensor, flip_test: bool | None, task: int) -> Predictions:
