@@ -91,6 +91,11 @@ register_weights(WeightsSpec(
                 "held-out synthetic AP 0.714 (benchmarks/RESULTS.md)",
     source="poseforge train --config synth-cpu (poseforge/assets/pose/training.json)"))
 register_weights(WeightsSpec(
+    "rtmpose-t.synth", "pose", asset="rtmpose_t",
+    description="RTMPose-t (CSPNeXt-t + RTMCC head, 192x256) trained 53 CPU minutes from scratch on synthetic people; "
+                "held-out synthetic AP 0.440 (benchmarks/RESULTS.md); alias rtmpose-t-synth",
+    source="poseforge train --config rtmpose-t-synth (poseforge/assets/rtmpose_t/training.json)"))
+register_weights(WeightsSpec(
     "person-detector.synth", "detector", asset="detector",
     description="poseforge's CenterNet-style person detector trained on synthetic scenes; held-out box AP 0.456",
     source="python -m poseforge.train.detector (poseforge/assets/detector/training.json)"))

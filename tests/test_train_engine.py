@@ -189,3 +189,15 @@ def test_compile_does_not_hide_model_errors():
     with pytest.raises(RuntimeError, match="same reduction dim|cannot be multiplied"):
         forward(torch.randn(3, 5))  # a shape error of the model is raised, not taken for a compiler failure
     assert forward.is_compiled  # (tracing fails before any C++ compilation: no compiler needed here)
+
+
+def test_a_tied_score_keeps_the_later_epoch(tmp_path):
+    """Untrained-level runs score AP 0 every epoch: best/ must hold the most trained model, not the first."""
+    run = tmp_path / "run"
+    summary = Trainer(tiny_config("schedule.epochs=3"), run, progress=False).fit()
+    scores = [r["AP"] for r in val_records(run)]
+    assert scores == [0.0, 0.0, 0.0]  # a tie on every epoch (a tiny model after a few steps)
+    assert summary["best_epoch"] == 3
+    last = load_checkpoint(run / "last.pt")["model"]
+    best = load_model(run).state_dict()
+    assert all(torch.equal(best[k].float(), v.float()) for k, v in last.items() if k in best)

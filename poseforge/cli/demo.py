@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.demo import run_demo
 
     console = Console(highlight=False)
-    console.print("[bold]poseforge demo[/]: synthetic people -> person detector -> ViTPose -> COCO AP")
+    model = "the bundled ViTPose" if args.model == "bundled" else args.model
+    console.print(f"[bold]poseforge demo[/]: synthetic people -> person detector -> {model} -> COCO AP")
     report = run_demo(args.out, args.images, args.seed, args.size, model=args.model, detector=args.detector,
                       device=args.device, console=console)
     print_report(report, console)

@@ -166,7 +166,7 @@ for _size in RTMPOSE_BACKBONES:
     MODELS.register(f"rtmpose-{_size}-wholebody", partial(rtmpose_config, _size, "wholebody133"))
 for _size in ("m", "l", "x"):
     MODELS.register(f"rtmpose-{_size}-384x288", partial(rtmpose_config, _size, "coco17", (288, 384)))
-for _size in ("l", "x"):
+for _size in ("m", "l", "x"):
     MODELS.register(f"rtmpose-{_size}-wholebody-384x288", partial(rtmpose_config, _size, "wholebody133", (288, 384)))
 for _size in ("t", "s", "m", "l"):
     MODELS.register(f"dwpose-{_size}", partial(rtmpose_config, _size, "wholebody133", family="dwpose"))

@@ -394,8 +394,9 @@ class Trainer:
             stats, metric, higher = self._validate()
             self.last_stats = stats
             score = stats.get(metric, math.nan)
+            # a tie goes to the later epoch: a run whose AP is still 0 keeps its most trained model, not its first
             if not math.isnan(score) and (math.isnan(self.best_score) or
-                                          (score > self.best_score if higher else score < self.best_score)):
+                                          (score >= self.best_score if higher else score <= self.best_score)):
                 self.best_score, self.best_metric, self.best_epoch, improved = score, metric, self.epoch, True
             self._record({"kind": "val", "epoch": self.epoch, "step": self.step, **stats})
         self._save("last.pt")
