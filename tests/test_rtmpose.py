@@ -180,8 +180,9 @@ def test_eval_prints_wholebody_parts_for_a_wholebody_model(peer_data, tmp_path, 
 
     torch.manual_seed(0)
     create_model("dwpose-t", widen_factor=0.125, input_size=[96, 128]).save_pretrained(tmp_path / "model")
-    code = main(["eval", "--model", str(tmp_path / "model"), "--data", str(peer_data / "coco/test_coco_wholebody.json"),
-                 "--json", str(tmp_path / "stats.json"), "--workers", "0"])
+    gt = str(peer_data / "coco/test_coco_wholebody.json")
+    code = main(["eval", "--model", str(tmp_path / "model"), "--data", gt, "--json", str(tmp_path / "stats.json"),
+                 "--out", str(tmp_path / "results.json"), "--workers", "0"])
     assert code == 0
     printed = capsys.readouterr().out
     rows = {line.split()[0] for line in printed.splitlines() if line.strip()}
@@ -189,6 +190,13 @@ def test_eval_prints_wholebody_parts_for_a_wholebody_model(peer_data, tmp_path, 
     import json
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert {f"{p}/AP" for p in ("body", "foot", "face", "lefthand", "righthand")} <= set(stats)
+    # the results come in COCO-WholeBody's separate fields and score the same when read back
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [len(results[0][f]) for f in ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")] == \
+        [51, 18, 204, 63, 63]
+    assert main(["eval", "--gt", gt, "--results", str(tmp_path / "results.json"), "--json", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again == {k: v for k, v in stats.items() if k in again} and len(again) >= 60
 
 
 def test_keypoint_weights_scale_each_joint_of_the_kl_loss(one_thread):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PoseforgeError
+from ..data.coco import write_coco_results
 from ..io import write_json_atomic
 from ..evaluation.coco import BACKENDS, coco_metric, evaluate_keypoints, format_table
 
@@ -98,8 +99,8 @@ def run_model_command(args: argparse.Namespace) -> int:
                       device=device)
     flip = model.config.flip_test if args.flip is None else args.flip
     print(format_table(result.stats, title=f"{args.model} on {eval_set.name} (flip test {'on' if flip else 'off'})"))
-    if args.out:
-        write_json_atomic(args.out, result.results)
+    if args.out:  # 133 whole-body keypoints in COCO-WholeBody's separate fields, as its evaluator reads them
+        write_coco_results(args.out, result.results)
         log.info(f"wrote {len(result.results)} results to {args.out}")
     if args.json:
         write_json_atomic(args.json, result.stats, indent=2)

@@ -20,7 +20,7 @@ from ..io import read_json, write_json_atomic
 from ..keypoints import KeypointSet, get_keypoint_set, match_keypoint_set
 from .records import ImageInfo, PoseInstance, json_floats, keypoints_to_coco
 
-__all__ = ["CocoKeypoints", "read_coco", "write_coco", "write_coco_results", "WHOLEBODY_FIELDS"]
+__all__ = ["CocoKeypoints", "read_coco", "write_coco", "write_coco_results", "split_wholebody_result", "WHOLEBODY_FIELDS"]
 
 log = logging.getLogger("poseforge")
 
@@ -323,7 +323,27 @@ def write_coco(
     write_json_atomic(path, doc)
 
 
-def write_coco_results(path: str | os.PathLike, results: Sequence[dict[str, Any]]) -> None:
-    """Write COCO keypoint results (``image_id``, ``category_id``, ``keypoints``, ``score``) atomically."""
-    write_json_atomic(path, list(results))
+def write_coco_results(path: str | os.PathLike, results: Sequence[dict[str, Any]],
+                       wholebody_split: bool | None = None) -> None:
+    """Write COCO keypoint results (``image_id``, ``category_id``, ``keypoints``, ``score``) atomically.
+
+    Results of the 133 COCO-WholeBody keypoints are written in that format's separate fields (``keypoints``
+    for the 17 body keypoints, ``foot_kpts``, ``face_kpts``, ``lefthand_kpts``, ``righthand_kpts``), as
+    mmpose's ``CocoWholeBodyMetric`` and the official evaluator read them; ``wholebody_split=False`` keeps
+    one flat ``keypoints`` list.
+    """
+    total = sum(count for _, count in WHOLEBODY_FIELDS)
+    split = wholebody_split is not False
+    write_json_atomic(path, [split_wholebody_result(r) if split and len(r.get("keypoints", ())) == 3 * total else r
+                             for r in results])
+
+
+def split_wholebody_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A result with 133 x 3 flat ``keypoints`` in COCO-WholeBody's separate fields (other fields kept)."""
+    out = {k: v for k, v in result.items() if k != "keypoints"}
+    flat, start = list(result["keypoints"]), 0
+    for name, count in WHOLEBODY_FIELDS:
+        out[name] = flat[3 * start:3 * (start + count)]
+        start += count
+    return out
 
