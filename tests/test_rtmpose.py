@@ -101,9 +101,10 @@ def test_rtmcc_head_outputs_and_bins():
         RTMCCHeadConfig(final_kernel_size=4)
 
 
-def test_batchnorm_folding_keeps_outputs_and_blocks_saving(one_thread, tmp_path):
+@pytest.mark.parametrize("name", ["rtmpose-t", "rtmw-m"])
+def test_batchnorm_folding_keeps_outputs_and_blocks_saving(one_thread, tmp_path, name):
     torch.manual_seed(0)
-    model = small_rtmpose().eval()
+    model = create_model(name, widen_factor=0.125, input_size=[64, 96]).eval()  # RTMW: neck and head too
     with torch.no_grad():  # informative statistics, or folding would be trivially exact
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

@@ -117,21 +117,6 @@ class ConvBNAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
 
-    @torch.no_grad()
-    def fuse(self) -> None:
-        """Fold the BatchNorm's running statistics into the convolution (inference only; the state dict
-        then has ``conv.bias`` and no ``bn.*``)."""
-        if isinstance(self.bn, nn.Identity):
-            return
-        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-        bias = self.bn.bias - self.bn.running_mean * scale
-        conv = self.conv
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          groups=conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
-        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        fused.bias.copy_(bias)
-        self.conv, self.bn = fused, nn.Identity()
-
 
 class DepthwiseSeparable(nn.Module):
     """Depthwise ``k x k`` then pointwise 1x1, each conv + BN + SiLU."""
@@ -243,13 +228,6 @@ class CSPNeXt(nn.Module):
         for module in self._frozen_modules():  # frozen stages keep their running statistics
             module.eval()
         return self
-
-    def fuse_batchnorm(self) -> None:
-        """Fold every BatchNorm into its convolution for inference (the forward ~1.3x as fast on CPU,
-        ``benchmarks/rtmpose_speed.py``); the weights no longer load into an unfused model."""
-        for module in self.modules():
-            if isinstance(module, ConvBNAct):
-                module.fuse()
 
     @property
     def num_layers(self) -> int:

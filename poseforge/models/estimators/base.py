@@ -44,7 +44,7 @@ from ...outputs import HeadOutput, Predictions, merge_outputs
 from ..config import ModelConfig
 from ..losses import LossConfig
 
-__all__ = ["Estimator", "check_state_dict", "WEIGHTS_NAME", "CONFIG_NAME", "CONFIG_METADATA_KEY", "Stage"]
+__all__ = ["Estimator", "check_state_dict", "fold_batchnorms", "WEIGHTS_NAME", "CONFIG_NAME", "CONFIG_METADATA_KEY", "Stage"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -315,13 +315,12 @@ class Estimator(nn.Module):
     def prepare_for_inference(self, dtype: torch.dtype | None = None, channels_last: bool = True,
                               fuse_batchnorm: bool = False) -> "Estimator":
         """Eval mode, optional pure ``dtype`` weights (e.g. ``torch.bfloat16`` on CUDA), channels-last
-        convolutions, and with ``fuse_batchnorm`` BatchNorms folded into their convolutions (backbones that
-        have ``fuse_batchnorm``; the model can then no longer train or be saved). Normalization buffers stay
-        fp32; inputs are cast to the weights' dtype."""
+        convolutions, and with ``fuse_batchnorm`` every conv + BatchNorm pair folded into one convolution
+        (:func:`fold_batchnorms`: a CSPNeXt forward ~1.3-1.7x as fast on CPU, ``benchmarks/rtmpose_speed.py``;
+        the model can then no longer train or be saved). Normalization buffers stay fp32; inputs are cast
+        to the weights' dtype."""
         self.eval()
-        backbone = getattr(self, "backbone", None)
-        if fuse_batchnorm and hasattr(backbone, "fuse_batchnorm"):
-            backbone.fuse_batchnorm()
+        if fuse_batchnorm and fold_batchnorms(self):
             self.inference_only = True
         if dtype is not None:
             for module in self.children():
@@ -331,6 +330,25 @@ class Estimator(nn.Module):
                 if name != "backbone":
                     module.to(memory_format=torch.channels_last)
         return self
+
+
+@torch.no_grad()
+def fold_batchnorms(model: nn.Module) -> int:
+    """Fold the running statistics of every ``bn`` BatchNorm into the ``conv`` convolution beside it (the
+    ``conv`` / ``bn`` layout of mmcv's ``ConvModule`` that the CNN families keep); returns how many were
+    folded. Inference only: the folded convolution gains a bias and ``bn`` becomes an identity."""
+    pairs = [m for m in model.modules() if isinstance(getattr(m, "conv", None), nn.Conv2d)
+             and isinstance(getattr(m, "bn", None), nn.modules.batchnorm._BatchNorm)]
+    for m in pairs:
+        conv, bn = m.conv, m.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                           conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
+        folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        folded.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+        m.conv, m.bn = folded, nn.Identity()
+    return len(pairs)
 
 
 def stack_images(images: Any, device: torch.device) -> list[torch.Tensor]:
