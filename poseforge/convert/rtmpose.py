@@ -44,7 +44,7 @@ from ..models.heads.rtmw import RTMW_HEAD, RTMWHeadConfig
 from ..models.loading import model_from_state_dict
 from ..models.necks.cspnext_pafpn import CSPNeXtPAFPNConfig
 from ..models.zoo import RTMPOSE_BACKBONES, RTMW_NECK, rtmpose_codec, rtmpose_config, rtmw_config, sync_codec
-from .vitpose import resolve_keypoint_set
+from .vitpose import require_tensor, resolve_keypoint_set
 
 __all__ = ["rtmpose_family", "rtmpose_from_state_dict", "select_weights", "config_hints", "infer_cspnext"]
 
@@ -180,15 +180,6 @@ def _restore_bn_counters(state: dict[str, torch.Tensor]) -> None:
 
 
 # ----------------------------------------------------------------------------- architecture from shapes
-def _require(state: Mapping[str, torch.Tensor], key: str, source: str, ndim: int | None = None) -> torch.Tensor:
-    if key not in state:
-        raise PoseforgeError(f"{source}: missing key {key} (needed to infer the architecture)")
-    t = state[key]
-    if ndim is not None and t.ndim != ndim:
-        raise PoseforgeError(f"{source}: {key} has shape {list(t.shape)}, expected {ndim} dimensions")
-    return t
-
-
 def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
     regex = re.compile(pattern)
     return sorted({int(m.group(1)) for k in state if (m := regex.match(k))})
@@ -206,8 +197,8 @@ def infer_cspnext(state: Mapping[str, torch.Tensor], num_outputs: int, source: s
     if arch is None or stages != list(range(1, len(stages) + 1)):
         raise PoseforgeError(f"{source}: backbone stages {stages} match no CSPNeXt arch ({', '.join(CSPNEXT_ARCHS)})")
     spec = CSPNEXT_ARCHS[arch]
-    stem = int(_require(state, "backbone.stem.2.conv.weight", source, 4).shape[0])
-    widths = [(int(_require(state, f"backbone.stage{i}.0.conv.weight", source, 4).shape[1]),
+    stem = int(require_tensor(state, "backbone.stem.2.conv.weight", source, 4).shape[0])
+    widths = [(int(require_tensor(state, f"backbone.stage{i}.0.conv.weight", source, 4).shape[1]),
                int(state[f"backbone.stage{i}.0.conv.weight"].shape[0])) for i in stages]
     csp = [max(_indices(state, rf"backbone\.stage{i}\.(\d+)\.main_conv\.") or [-1]) for i in stages]
     if -1 in csp:
@@ -233,16 +224,16 @@ def infer_cspnext(state: Mapping[str, torch.Tensor], num_outputs: int, source: s
         raise PoseforgeError(f"{source}: backbone blocks per stage {blocks} fit no CSPNeXt deepen_factor "
                              f"(max(round(n x d), 1) of {[s[2] for s in spec]})")
     last, j_last = stages[-1], csp[-1]
-    mids = [int(_require(state, f"backbone.stage{i}.{j}.main_conv.conv.weight", source, 4).shape[0])
+    mids = [int(require_tensor(state, f"backbone.stage{i}.{j}.main_conv.conv.weight", source, 4).shape[0])
             for i, j in zip(stages, csp)]
     expand = _fit_factor([0.5] + [m / w[1] for w, m in zip(widths, mids)],
                          lambda e: all(int(w[1] * e) == m for w, m in zip(widths, mids)))
     if expand is None:
         raise PoseforgeError(f"{source}: backbone CSP hidden widths {mids} fit no single expand_ratio")
-    kernel = int(_require(state, f"backbone.stage{last}.{j_last}.blocks.0.conv2.depthwise_conv.conv.weight",
+    kernel = int(require_tensor(state, f"backbone.stage{last}.{j_last}.blocks.0.conv2.depthwise_conv.conv.weight",
                           source, 4).shape[-1])
-    spp_in = _require(state, f"backbone.stage{last}.1.conv2.conv.weight", source, 4).shape[1]
-    spp_mid = _require(state, f"backbone.stage{last}.1.conv1.conv.weight", source, 4).shape[0]
+    spp_in = require_tensor(state, f"backbone.stage{last}.1.conv2.conv.weight", source, 4).shape[1]
+    spp_mid = require_tensor(state, f"backbone.stage{last}.1.conv1.conv.weight", source, 4).shape[0]
     if spp_in != 4 * spp_mid:  # the pool kernels are not in the weights: only the 3-pool (5, 9, 13) block is known
         raise PoseforgeError(f"{source}: backbone.stage{last}.1 pools {spp_in // spp_mid - 1} ways; only CSPNeXt's "
                              "3 pools (5, 9, 13) are supported")
@@ -256,8 +247,8 @@ def infer_cspnext(state: Mapping[str, torch.Tensor], num_outputs: int, source: s
 
 
 def _gau_dims(state: Mapping[str, torch.Tensor], hidden: int, source: str) -> dict[str, Any]:
-    uv = _require(state, "head.gau.uv.weight", source, 2)
-    o = _require(state, "head.gau.o.weight", source, 2)
+    uv = require_tensor(state, "head.gau.uv.weight", source, 2)
+    o = require_tensor(state, "head.gau.o.weight", source, 2)
     e = int(o.shape[1])
     if int(uv.shape[1]) != hidden or int(o.shape[0]) != hidden or int(uv.shape[0]) <= 2 * e:
         raise PoseforgeError(f"{source}: head.gau.uv.weight {list(uv.shape)} and head.gau.o.weight {list(o.shape)} do "
@@ -269,12 +260,12 @@ def _head_shapes(state: Mapping[str, torch.Tensor], family: str,
                  source: str) -> tuple[dict[str, Any], int, int, tuple[int, int]]:
     """Head config fields, keypoint count, flattened stride-32 cells and (x, y) bins of the head tensors."""
     final_key = "head.final_layer.conv.weight" if family == "rtmw" else "head.final_layer.weight"
-    final = _require(state, final_key, source, 4)
-    mlp = _require(state, "head.mlp.1.weight", source, 2)
+    final = require_tensor(state, final_key, source, 4)
+    mlp = require_tensor(state, "head.mlp.1.weight", source, 2)
     hidden = int(mlp.shape[0]) * (2 if family == "rtmw" else 1)  # RTMW: two half-width token branches
     fields = {"final_kernel_size": int(final.shape[-1]), **_gau_dims(state, hidden, source)}
-    bins = (int(_require(state, "head.cls_x.weight", source, 2).shape[0]),
-            int(_require(state, "head.cls_y.weight", source, 2).shape[0]))
+    bins = (int(require_tensor(state, "head.cls_x.weight", source, 2).shape[0]),
+            int(require_tensor(state, "head.cls_y.weight", source, 2).shape[0]))
     return fields, int(final.shape[0]), int(mlp.shape[1]), bins
 
 
@@ -282,9 +273,9 @@ def _infer_neck(state: Mapping[str, torch.Tensor], source: str) -> tuple[CSPNeXt
     """The PAFPN config (returning its two coarsest levels, as RTMW's head reads) and its input level count."""
     levels = len(_indices(state, r"neck\.reduce_layers\.(\d+)\.")) + 1
     blocks = len(_indices(state, r"neck\.top_down_blocks\.0\.blocks\.(\d+)\.conv1\."))
-    mid = int(_require(state, "neck.top_down_blocks.0.main_conv.conv.weight", source, 4).shape[0])
-    out = int(_require(state, "neck.top_down_blocks.0.final_conv.conv.weight", source, 4).shape[0])
-    kernel = _require(state, "neck.top_down_blocks.0.blocks.0.conv2.depthwise_conv.conv.weight", source, 4).shape[-1]
+    mid = int(require_tensor(state, "neck.top_down_blocks.0.main_conv.conv.weight", source, 4).shape[0])
+    out = int(require_tensor(state, "neck.top_down_blocks.0.final_conv.conv.weight", source, 4).shape[0])
+    kernel = require_tensor(state, "neck.top_down_blocks.0.blocks.0.conv2.depthwise_conv.conv.weight", source, 4).shape[-1]
     if levels < 2 or blocks < 1:
         raise PoseforgeError(f"{source}: neck has {levels} levels and {blocks} blocks per CSP layer; "
                              "expected >= 2 and >= 1")

@@ -35,7 +35,7 @@ from ..models.heads.heatmap import HeatmapHeadConfig
 from ..models.zoo import VITPOSE_BACKBONES, sync_codec
 
 __all__ = ["FORMATS", "detect_format", "to_poseforge_keys", "vitpose_from_state_dict", "OFFICIAL_NUM_HEADS",
-           "infer_backbone", "infer_head", "resolve_keypoint_set", "codec_config"]
+           "infer_backbone", "infer_head", "resolve_keypoint_set", "codec_config", "require_tensor"]
 
 FORMATS = ("official", "mmpose", "hf", "poseforge")
 
@@ -160,7 +160,8 @@ def _fuse_qkv(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Te
     return out
 
 
-def _require(state: Mapping[str, torch.Tensor], key: str, source: str, ndim: int | None = None) -> torch.Tensor:
+def require_tensor(state: Mapping[str, torch.Tensor], key: str, source: str, ndim: int | None = None) -> torch.Tensor:
+    """``state[key]``, checked to exist (and to have ``ndim`` dimensions): a one-line error naming the file otherwise."""
     if key not in state:
         raise PoseforgeError(f"{source}: missing key {key} (needed to infer the architecture)")
     t = state[key]
@@ -235,7 +236,7 @@ def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[
     hf_backbone = dict((hf_config or {}).get("backbone_config") or {})
     if hf_backbone.get("hidden_act", "gelu") != "gelu":
         raise PoseforgeError(f"{source}: hidden_act '{hf_backbone['hidden_act']}' is not supported (ViTPose uses gelu)")
-    patch = _require(state, "backbone.patch_embed.proj.weight", source, ndim=4)
+    patch = require_tensor(state, "backbone.patch_embed.proj.weight", source, ndim=4)
     embed_dim, in_channels, ph, pw = patch.shape
     if ph != pw:
         raise PoseforgeError(f"{source}: non-square patches {ph}x{pw} are not supported")
@@ -243,7 +244,7 @@ def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[
     if not block_ids:
         raise PoseforgeError(f"{source}: no transformer blocks found")
     depth = block_ids[-1] + 1
-    fc1 = _require(state, "backbone.blocks.0.mlp.fc1.weight", source, ndim=2)
+    fc1 = require_tensor(state, "backbone.blocks.0.mlp.fc1.weight", source, ndim=2)
     if num_heads is None:
         num_heads = hf_backbone.get("num_attention_heads") or OFFICIAL_NUM_HEADS.get(int(embed_dim))
     if num_heads is None:
@@ -255,7 +256,7 @@ def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[
     if experts:
         if experts != list(range(len(experts))):
             raise PoseforgeError(f"{source}: expert indices {experts} of block 0 are not 0..{len(experts) - 1}")
-        width = _require(state, "backbone.blocks.0.mlp.experts.0.weight", source, ndim=2)
+        width = require_tensor(state, "backbone.blocks.0.mlp.experts.0.weight", source, ndim=2)
         moe = {"num_experts": len(experts), "moe_variant": "ps", "part_features": int(width.shape[0])}
     backbone = ViTConfig(
         embed_dim=int(embed_dim), depth=depth, num_heads=int(num_heads),
@@ -264,7 +265,7 @@ def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[
         layer_norm_eps=eps, final_norm="backbone.norm.weight" in state,
         **_size_defaults(int(embed_dim), depth), **moe)
 
-    pos = _require(state, "backbone.pos_embed", source, ndim=3)
+    pos = require_tensor(state, "backbone.pos_embed", source, ndim=3)
     if input_size is None and hf_backbone.get("image_size"):
         h, w = hf_backbone["image_size"] if isinstance(hf_backbone["image_size"], (list, tuple)) else (hf_backbone["image_size"],) * 2
         input_size = (int(w), int(h))
@@ -289,7 +290,7 @@ def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[
 def infer_head(state: Mapping[str, torch.Tensor], prefix: str, hf_config: Mapping[str, Any] | None,
                simple_upsample: int, source: str) -> tuple[HeatmapHeadConfig, int]:
     """Heatmap head config and keypoint count of the poseforge-named head tensors under ``prefix``."""
-    final = _require(state, f"{prefix}final_layer.weight", source, ndim=4)
+    final = require_tensor(state, f"{prefix}final_layer.weight", source, ndim=4)
     pattern = re.compile(re.escape(prefix) + r"deconv_layers\.(\d+)\.weight$")
     deconv_ids = sorted(int(m.group(1)) for k, v in state.items() if (m := pattern.match(k)) and v.ndim == 4)
     if deconv_ids != [3 * i for i in range(len(deconv_ids))]:

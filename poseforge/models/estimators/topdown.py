@@ -96,6 +96,11 @@ class TopDownEstimator(Estimator):
         super()._init_buffers(device)
         self.register_buffer("flip_index", torch.as_tensor(self.keypoint_sets[0].flip_index, dtype=torch.long, device=device),
                              persistent=False)
+        # [tasks, largest keypoint count]: each task's keypoint-set joint weights, zero past its keypoints
+        joint = torch.zeros(len(self.keypoint_sets), max(ks.num_keypoints for ks in self.keypoint_sets), device=device)
+        for t, ks in enumerate(self.keypoint_sets):
+            joint[t, :ks.num_keypoints] = torch.as_tensor(ks.joint_weights_array(), device=device)
+        self.register_buffer("joint_weights", joint, persistent=False)
 
     # ----- tasks --------------------------------------------------------------------------------
     @property
@@ -169,17 +174,11 @@ class TopDownEstimator(Estimator):
         targets["keypoints"] = batch["keypoints"]
         if "dataset_index" in batch:
             targets["dataset_index"] = batch["dataset_index"]
-        if self.loss_config.keypoint_weights:
-            targets["target_weights"] = targets["target_weights"] * self._joint_weights(batch, targets["target_weights"])
+        if self.loss_config.keypoint_weights:  # each sample's own task's joint weights
+            weights = targets["target_weights"]
+            tasks = batch["dataset_index"].to(weights.device).long() if self.multitask and "dataset_index" in batch else 0
+            targets["target_weights"] = weights * self.joint_weights[tasks, :weights.shape[-1]]
         return self._loss_terms(outputs, targets)
-
-    def _joint_weights(self, batch: Mapping[str, Any], like: torch.Tensor) -> torch.Tensor:
-        """Each sample's keypoint-set joint weights ``[B, K]`` (zero-padded past a task's keypoints)."""
-        table = like.new_zeros(len(self.keypoint_sets), like.shape[-1])
-        for t, ks in enumerate(self.keypoint_sets):
-            table[t, :ks.num_keypoints] = torch.as_tensor(ks.joint_weights_array(), device=like.device)
-        tasks = batch["dataset_index"] if self.multitask and "dataset_index" in batch else None
-        return table[tasks.to(like.device).long()] if tasks is not None else table[0].expand_as(like)
 
     # ----- prediction ---------------------------------------------------------------------------
     def _decode(self, x: torch.Tensor, flip_test: bool | None, task: int) -> Predictions:

@@ -29,7 +29,7 @@ from ...registry import HEADS
 from ..config import FeatureInfo, HeadConfig
 from .simcc import SimCCHeadConfig
 
-__all__ = ["RTMCCHeadConfig", "RTMCCHead", "RTMCC_HEAD", "ScaleNorm", "GatedAttentionUnit"]
+__all__ = ["RTMCCHeadConfig", "RTMCCHead", "RTMCC_HEAD", "ScaleNorm", "GatedAttentionUnit", "check_gau_head"]
 
 _ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
 
@@ -60,19 +60,24 @@ class RTMCCHeadConfig(HeadConfig):
     type: str = "rtmcc"
 
     def __post_init__(self) -> None:
-        where = "RTMCCHeadConfig"
-        if self.final_kernel_size < 1 or self.final_kernel_size % 2 == 0:
-            raise PoseforgeError(f"{where}.final_kernel_size: expected an odd size >= 1, got {self.final_kernel_size}")
         if self.hidden_dim < 1 or self.attention_dim < 1 or not self.expansion > 0:
-            raise PoseforgeError(f"{where}: hidden_dim, attention_dim and expansion must be positive")
-        if self.activation not in _ACTIVATIONS:
-            raise PoseforgeError(f"{where}.activation: expected one of {', '.join(_ACTIVATIONS)}, got {self.activation!r}")
-        if not 0 <= self.dropout < 1 or not 0 <= self.drop_path < 1:
-            raise PoseforgeError(f"{where}: dropout and drop_path must be in [0, 1)")
-        if not self.split_ratio > 0:
-            raise PoseforgeError(f"{where}.split_ratio: expected > 0, got {self.split_ratio}")
+            raise PoseforgeError("RTMCCHeadConfig: hidden_dim, attention_dim and expansion must be positive")
+        check_gau_head(self, "RTMCCHeadConfig")
 
     num_bins = SimCCHeadConfig.num_bins
+
+
+def check_gau_head(config: HeadConfig, where: str) -> None:
+    """The checks every GAU SimCC head config (RTMCC, RTMW) shares: odd ``final_kernel_size``, a known
+    ``activation``, ``dropout`` / ``drop_path`` in [0, 1), positive ``split_ratio``."""
+    if config.final_kernel_size < 1 or config.final_kernel_size % 2 == 0:
+        raise PoseforgeError(f"{where}.final_kernel_size: expected an odd size >= 1, got {config.final_kernel_size}")
+    if config.activation not in _ACTIVATIONS:
+        raise PoseforgeError(f"{where}.activation: expected one of {', '.join(_ACTIVATIONS)}, got {config.activation!r}")
+    if not 0 <= config.dropout < 1 or not 0 <= config.drop_path < 1:
+        raise PoseforgeError(f"{where}: dropout and drop_path must be in [0, 1)")
+    if not config.split_ratio > 0:
+        raise PoseforgeError(f"{where}.split_ratio: expected > 0, got {config.split_ratio}")
 
 
 RTMCC_HEAD = RTMCCHeadConfig()

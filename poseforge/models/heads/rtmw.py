@@ -24,7 +24,7 @@ from ...errors import PoseforgeError
 from ...outputs import SimCCLogits
 from ...registry import HEADS
 from ..config import FeatureInfo, HeadConfig
-from .rtmcc import GatedAttentionUnit, ScaleNorm, _ACTIVATIONS
+from .rtmcc import GatedAttentionUnit, ScaleNorm, check_gau_head
 from .simcc import SimCCHeadConfig
 
 __all__ = ["RTMWHeadConfig", "RTMWHead", "RTMW_HEAD"]
@@ -58,18 +58,10 @@ class RTMWHeadConfig(HeadConfig):
     type: str = "rtmw"
 
     def __post_init__(self) -> None:
-        where = "RTMWHeadConfig"
-        if self.final_kernel_size < 1 or self.final_kernel_size % 2 == 0:
-            raise PoseforgeError(f"{where}.final_kernel_size: expected an odd size >= 1, got {self.final_kernel_size}")
         if self.hidden_dim < 2 or self.hidden_dim % 2 or self.attention_dim < 1 or not self.expansion > 0:
-            raise PoseforgeError(f"{where}: hidden_dim must be even and >= 2, attention_dim and expansion positive; got "
-                                 f"{self.hidden_dim}, {self.attention_dim}, {self.expansion}")
-        if self.activation not in _ACTIVATIONS:
-            raise PoseforgeError(f"{where}.activation: expected one of {', '.join(_ACTIVATIONS)}, got {self.activation!r}")
-        if not 0 <= self.dropout < 1 or not 0 <= self.drop_path < 1:
-            raise PoseforgeError(f"{where}: dropout and drop_path must be in [0, 1)")
-        if not self.split_ratio > 0:
-            raise PoseforgeError(f"{where}.split_ratio: expected > 0, got {self.split_ratio}")
+            raise PoseforgeError(f"RTMWHeadConfig: hidden_dim must be even and >= 2, attention_dim and expansion "
+                                 f"positive; got {self.hidden_dim}, {self.attention_dim}, {self.expansion}")
+        check_gau_head(self, "RTMWHeadConfig")
 
     num_bins = SimCCHeadConfig.num_bins
 
