@@ -38,7 +38,7 @@ def test_a_name_loads_the_same_model_everywhere(tmp_path):
     assert fresh.config == named.config
     assert not torch.equal(fresh.head.cls_x.weight, named.head.cls_x.weight)
     with pytest.raises(PoseforgeError, match="no weights of that name"):
-        create_model("vitpose-b", pretrained=True)
+        create_model("vitpose-g", pretrained=True)  # an architecture without released weights
     with pytest.raises(PoseforgeError, match="take no overrides"):
         create_model("vitpose-tiny.synth", pretrained=True, depth=2)
     predictor = Predictor("vitpose-tiny.synth", detector="person-detector.synth", device="cpu")

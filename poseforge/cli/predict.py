@@ -28,10 +28,15 @@ log = logging.getLogger("poseforge")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="INPUT", help="an image, a folder of images, a video file, or a webcam index (0, 1, ...)")
     parser.add_argument("--out", default="poseforge-predictions", metavar="DIR", help="output folder (default: ./poseforge-predictions)")
-    parser.add_argument("--model", default="bundled", help="pose model: bundled, a model folder / .safetensors, a training run folder")
-    parser.add_argument("--detector", default="bundled",
-                        help="person boxes: bundled, PATH.onnx (RTMDet/YOLOX end2end export), a COCO detection results "
-                             ".json, or 'none' (the whole image is one person) (default: bundled)")
+    parser.add_argument("--model", default="bundled",
+                        help="pose model: a weights name (vitpose-b, rtmpose-m, dwpose-l ... downloaded once and "
+                             "converted; see poseforge.hub.list_weights()), bundled, a model folder / .safetensors, "
+                             "a training run folder (default: bundled, trained on synthetic people)")
+    parser.add_argument("--detector", default="auto",
+                        help="person boxes: rtmdet-nano (the real RTMDet-nano, downloaded once), bundled (trained on "
+                             "synthetic people), PATH.onnx (RTMDet/YOLOX end2end export), a COCO detection results "
+                             ".json, or 'none' (the whole image is one person); auto: rtmdet-nano where it is cached, "
+                             "else bundled (default: auto)")
     parser.add_argument("--video", action="store_true",
                         help="treat INPUT as a video whatever its extension (video files are recognized by "
                              "extension; results get track ids and an annotated .mp4)")
@@ -71,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
     if args.video and Path(str(source)).is_dir():
         raise PoseforgeError(f"{source}: --video needs a video file or a webcam index, not a folder")
     detector = None if str(args.detector).lower() == "none" else args.detector
+    if str(detector).lower() == "auto":
+        from ..inference.detectors.builtin import auto_detector_name
+
+        detector = auto_detector_name()
+        print(f"person detector: {detector}" + (" (trained on synthetic people; for real photos: --detector rtmdet-nano, "
+                                                "downloaded once)" if detector == "bundled" else ""))
     predictor = Predictor(args.model, detector=detector, device=args.device, flip_test=args.flip,
                           box_score_threshold=args.box_threshold, max_people=args.max_people, tracker=False)
     out = Path(args.out)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Hashable, Sequence
@@ -28,10 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import PoseforgeError
-from ...hub import resolve_weights, weights_spec
+from ...hub import is_available, resolve_weights, weights_spec
 from ...io import atomic_path, read_json, write_json_atomic
 from ...models.config import IMAGENET_MEAN, IMAGENET_STD, ConfigBase
 from .base import Detections, Detector, Frame, frame_to_tensor, nms
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PersonDetectorConfig", "PersonDetectorNet", "BuiltinDetector", "load_detector", "letterbox_tensor",
            "encode_targets", "detector_loss"]
@@ -353,10 +356,18 @@ class BuiltinDetector(Detector):
         return out
 
 
+def auto_detector_name() -> str:
+    """The detector ``"auto"`` means: the real RTMDet-nano where it is in the cache (or already downloaded),
+    else the built-in detector trained on synthetic people (no download without being asked)."""
+    return "rtmdet-nano" if is_available("rtmdet-nano", "detector") else "bundled"
+
+
 def load_detector(spec: "Detector | str | os.PathLike | None", device: str | torch.device = "auto",
                   score_threshold: float | None = None) -> Detector | None:
     """A detector from a spec: a :class:`Detector` (returned as is), ``None``, a weights name
-    (``"person-detector.synth"``, alias ``"bundled"``: the built-in network shipped with poseforge), a ``.onnx`` export (:class:`~.onnx.OnnxDetector`), a
+    (``"person-detector.synth"``, alias ``"bundled"``: the built-in network shipped with poseforge;
+    ``"rtmdet-nano"``: the real RTMDet-nano ONNX release, downloaded once), ``"auto"`` (see
+    :func:`auto_detector_name`), a ``.onnx`` export (:class:`~.onnx.OnnxDetector`), a
     folder / ``.safetensors`` of a built-in detector, a COCO detection results ``.json``
     (:class:`~.base.DetectionFile`) or an ultralytics weights file (``.pt``, needs ultralytics)."""
     if spec is None or isinstance(spec, Detector):
@@ -364,9 +375,13 @@ def load_detector(spec: "Detector | str | os.PathLike | None", device: str | tor
     text = str(spec)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if weights_spec(text, "detector") is not None:
+    if text.lower() == "auto":
+        text = auto_detector_name()
+        log.info("person detector: %s", text)
+    named = weights_spec(text, "detector")
+    if named is not None and named.asset is not None:
         return BuiltinDetector(text, device, score_threshold=score_threshold)
-    path = Path(text)
+    path = resolve_weights(text, "detector") if named is not None else Path(text)  # a release: downloaded once
     if path.suffix.lower() == ".onnx":
         from .onnx import OnnxDetector
 
