@@ -24,7 +24,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("poseforge.cli.predict", "poses in your images, folders, videos or webcam (boxes from a detector)"),
     "merge-experts": ("poseforge.cli.merge", "fold one task of a ViTPose++ model into a plain ViTPose (same outputs, same speed)"),
     "distill": ("poseforge.cli.distill", "train a small student from a trained teacher (output and/or knowledge-token distillation)"),
+    "export": ("poseforge.cli.export", "export a model to ONNX (raw head outputs or decoded keypoints) for runtimes without PyTorch"),
+    "bench": ("poseforge.cli.bench", "inference speed here: PyTorch vs onnxruntime fp32 / int8, and end-to-end video FPS"),
+    "weights": ("poseforge.cli.weights", "list the named weights (official releases, shipped models) or --fetch them now"),
 }
+
+
+# torch is an extra (see pyproject.toml): a command that needs it says so in one line.
+_NEEDS_TORCH = ("poseforge {name}: error: this command needs PyTorch: pip install torch (the CPU or CUDA wheel, see "
+                "pytorch.org) or 'poseforge[torch]'; exported ONNX models run without it: poseforge-rt")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -53,7 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        print(_NEEDS_TORCH.format(name=name), file=sys.stderr)
+        return 2
     command_parser = OneLineErrorParser(prog=f"poseforge {name}", description=COMMANDS[name][1])
     command_parser.add_argument("-v", "--verbose", action="store_true", help="debug log output and full tracebacks on errors")
     module.add_arguments(command_parser)
@@ -66,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"poseforge {name}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name != "torch" or args.verbose:
+            raise
+        print(_NEEDS_TORCH.format(name=name), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"poseforge {name}: interrupted", file=sys.stderr)

@@ -1,16 +1,8 @@
-"""Run RTMDet / YOLOX "end2end" ONNX exports (mmdeploy, rtmlib) as person detectors.
+"""Run RTMDet / YOLOX "end2end" ONNX exports (mmdeploy, rtmlib) as person detectors of the torch predictor.
 
-Those files contain the network and its NMS: input ``[N, 3, H, W]`` float, outputs ``dets [N, M, 5]``
-(``x1, y1, x2, y2, score`` in input pixels) and ``labels [N, M]``. Pre-processing is the one they were
-exported with, which this adapter reproduces:
-
-* letterbox: resize keeping the aspect ratio to fit ``input_size``, image at the top-left, the rest
-  filled with ``pad_value`` (114), as mmdet's ``Resize(keep_ratio=True)`` + ``Pad`` and rtmlib do;
-* channels BGR, then ``(x - mean) / std`` per channel (RTMDet: mean (103.53, 116.28, 123.675), std
-  (57.375, 57.12, 58.395); YOLOX: raw 0-255 pixels).
-
-Boxes are mapped back through the letterbox (divided by the per-axis resize factor) and clipped to
-the frame. onnxruntime is an optional extra (``pip install poseforge[onnx]``).
+A thin adapter: the letterbox, normalization, onnxruntime session and box post-processing live in
+:mod:`poseforge.runtime.detector` (numpy, no torch); this class feeds it the predictor's RGB frames and turns
+its boxes into :class:`~.base.Detections`. onnxruntime is an optional extra (``pip install poseforge[onnx]``).
 """
 from __future__ import annotations
 
@@ -18,43 +10,13 @@ import os
 from pathlib import Path
 from typing import Hashable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
-from ...errors import PoseforgeError
+from ...runtime.detector import PRESETS, Boxes, PersonDetector, letterbox
 from .base import Detections, Detector, Frame, frame_to_numpy
 
 __all__ = ["OnnxDetector", "letterbox", "PRESETS"]
-
-# name -> (mean, std) in BGR order, 0-255 scale
-PRESETS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "rtmdet": ((103.53, 116.28, 123.675), (57.375, 57.12, 58.395)),
-    "yolox": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
-_DEFAULT_SIZES = {"rtmdet": (320, 320), "yolox": (640, 640)}
-
-
-def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: float = 114.0) -> tuple[np.ndarray, tuple[float, float]]:
-    """Resize ``image`` (H x W x C) into ``size`` (w, h) keeping its aspect ratio, top-left aligned, padded
-    with ``pad_value``. Returns the padded image and the per-axis factors ``(new_w / w, new_h / h)``."""
-    h, w = image.shape[:2]
-    out_w, out_h = int(size[0]), int(size[1])
-    ratio = min(out_w / w, out_h / h)
-    new_w, new_h = max(1, int(w * ratio + 0.5)), max(1, int(h * ratio + 0.5))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_w, new_h) != (w, h) else image
-    padded = np.full((out_h, out_w) + image.shape[2:], pad_value, dtype=image.dtype)
-    padded[:new_h, :new_w] = resized
-    return padded, (new_w / w, new_h / h)
-
-
-def _import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise PoseforgeError("the ONNX detector needs onnxruntime: pip install 'poseforge[onnx]' "
-                             "(or onnxruntime-gpu)") from None
-    return onnxruntime
 
 
 class OnnxDetector(Detector):
@@ -82,88 +44,45 @@ class OnnxDetector(Detector):
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None, bgr: bool = True,
                  pad_value: float = 114.0, score_threshold: float = 0.3, person_label: int | None = 0,
                  device: str | torch.device = "cpu", num_threads: int | None = None, batched: bool = False) -> None:
-        ort = _import_onnxruntime()
-        self.path = Path(path)
-        self.name = self.path.name
-        if not self.path.is_file():
-            raise PoseforgeError(f"{self.path}: ONNX detector file not found")
-        if preset == "auto":
-            preset = "yolox" if "yolox" in self.path.name.lower() else "rtmdet"
-        if preset not in PRESETS:
-            raise PoseforgeError(f"{self.path}: unknown detector preset '{preset}'; known: auto, {', '.join(PRESETS)}")
-        self.preset = preset
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = int(num_threads)
-        options.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
-        except Exception as e:  # onnxruntime raises its own types for unreadable models
-            raise PoseforgeError(f"{self.path}: cannot load ONNX model ({str(e).strip().splitlines()[0][:200]})") from None
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise PoseforgeError(f"{self.path}: expected one [N, 3, H, W] input, got "
-                                 f"{[(i.name, i.shape) for i in inputs]}")
-        if len(outputs) < 2 or len(outputs[0].shape) != 3:
-            raise PoseforgeError(f"{self.path}: expected an end2end detector export with outputs dets [N, M, 5] and "
-                                 f"labels [N, M] (NMS in the graph), got {[(o.name, o.shape) for o in outputs]}")
-        self.input_name = inputs[0].name
-        self.output_names = [o.name for o in outputs[:2]]
-        static = inputs[0].shape[2:]
-        if input_size is None:
-            input_size = (static[1], static[0]) if all(isinstance(v, int) for v in static) else _DEFAULT_SIZES[preset]
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.fixed_batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
-        preset_mean, preset_std = PRESETS[preset]
-        self.mean = np.asarray(mean if mean is not None else preset_mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        self.std = np.asarray(std if std is not None else preset_std, dtype=np.float32).reshape(1, 3, 1, 1)
-        self.bgr = bool(bgr)
-        self.pad_value = float(pad_value)
-        self.score_threshold = float(score_threshold)
-        self.person_label = person_label
-        self.batched = bool(batched)
+        self.runtime = PersonDetector(path, preset, input_size, mean, std, bgr, pad_value, score_threshold,
+                                      person_label, device=torch.device(device).type, num_threads=num_threads,
+                                      batched=batched, extra="onnx")
+        self.path: Path = self.runtime.path
+        self.name = self.runtime.name
+
+    # the runtime detector's settings, read through (tests and callers inspect them)
+    preset = property(lambda self: self.runtime.preset)
+    session = property(lambda self: self.runtime.session)
+    input_size = property(lambda self: self.runtime.input_size)
+    fixed_batch = property(lambda self: self.runtime.fixed_batch)
+    mean = property(lambda self: self.runtime.mean)
+    std = property(lambda self: self.runtime.std)
+    bgr = property(lambda self: self.runtime.bgr)
+    pad_value = property(lambda self: self.runtime.pad_value)
+    person_label = property(lambda self: self.runtime.person_label)
+    batched = property(lambda self: self.runtime.batched)
+
+    @property
+    def score_threshold(self) -> float:
+        return self.runtime.score_threshold
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        self.runtime.score_threshold = float(value)
 
     def preprocess(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Frames -> network input ``[N, 3, h, w]`` float32 and per-frame resize factors ``[N, 2]``."""
-        batch = np.empty((len(frames), 3, self.input_size[1], self.input_size[0]), dtype=np.float32)
-        factors = np.empty((len(frames), 2), dtype=np.float64)
-        for i, frame in enumerate(frames):  # one resize per frame (cv2); the arithmetic below is batched
-            padded, factors[i] = letterbox(frame[..., ::-1] if self.bgr else frame, self.input_size, self.pad_value)
-            batch[i] = padded.transpose(2, 0, 1)
-        return (batch - self.mean) / self.std, factors
+        """RGB frames -> network input ``[N, 3, h, w]`` float32 and per-frame resize factors ``[N, 2]``."""
+        return self.runtime.preprocess(frames, rgb=True)
 
     def detect_batch(self, frames: Sequence[Frame], keys: Sequence[Hashable] | None = None) -> list[Detections]:
-        arrays = [frame_to_numpy(f) for f in frames]
-        if not arrays:
-            return []
-        x, factors = self.preprocess(arrays)
-        # Many end2end exports run their NMS for batch 1 only: one frame per call unless told otherwise.
-        chunk = self.fixed_batch or (len(arrays) if self.batched else 1)
-        sizes = [(a.shape[1], a.shape[0]) for a in arrays]
-        out: list[Detections] = []
-        for s in range(0, len(arrays), chunk):  # calls may return different numbers of boxes
-            dets, labels = self.session.run(self.output_names, {self.input_name: x[s:s + chunk]})
-            out.extend(self.postprocess(dets, labels, factors[s:s + chunk], sizes[s:s + chunk]))
-        return out
+        return [_to_detections(b) for b in self.runtime.detect_batch([frame_to_numpy(f) for f in frames], rgb=True)]
 
     def postprocess(self, dets: np.ndarray, labels: np.ndarray, factors: np.ndarray,
                     sizes: Sequence[tuple[int, int]]) -> list[Detections]:
-        """Network outputs -> :class:`Detections` in frame pixels (vectorized over frames and boxes)."""
-        dets = np.asarray(dets, dtype=np.float64)
-        if dets.ndim != 3 or dets.shape[-1] != 5:
-            raise PoseforgeError(f"{self.path}: expected dets [N, M, 5] from the network, got {dets.shape}")
-        boxes = dets[..., :4] / np.tile(factors, 2)[:, None, :]
-        limits = np.tile(np.asarray(sizes, dtype=np.float64), 2)[:, None, :]
-        boxes = np.clip(boxes, 0.0, limits)
-        keep = dets[..., 4] > self.score_threshold
-        if self.person_label is not None:
-            keep &= np.asarray(labels).reshape(keep.shape) == self.person_label
-        out = []
-        for i in range(dets.shape[0]):
-            d = Detections(torch.from_numpy(boxes[i][keep[i]]), torch.from_numpy(dets[i, :, 4][keep[i]]),
-                           torch.from_numpy(np.asarray(labels)[i][keep[i]].astype(np.int64)))
-            out.append(d.filter(max_detections=None))  # best first
-        return out
+        """Network outputs -> :class:`Detections` in frame pixels."""
+        return [_to_detections(b) for b in self.runtime.postprocess(dets, labels, factors, sizes)]
+
+
+def _to_detections(boxes: Boxes) -> Detections:
+    return Detections(torch.from_numpy(boxes.boxes), torch.from_numpy(boxes.scores),
+                      torch.from_numpy(boxes.labels)).filter(max_detections=None)  # best first
