@@ -37,15 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats per arm (default: 15)")
     parser.add_argument("--frames", type=int, default=60, help="video frames for the end-to-end run (default: 60)")
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and onnxruntime (default: all cores)")
-    parser.add_argument("--calibration-crops", type=int, default=128, help="synthetic crops to calibrate int8 (default: 128)")
+    parser.add_argument("--int8", choices=["dynamic", "static"], default="dynamic",
+                        help="int8 method (poseforge.export.quantize; default: dynamic, the faster one on the CPUs "
+                             "measured)")
+    parser.add_argument("--calibration-crops", type=int, default=128,
+                        help="synthetic crops to calibrate static int8 (default: 128)")
     parser.add_argument("--ap-images", type=int, default=0,
                         help="also score each backend on N held-out synthetic people (default: 0, off)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the figures to FILE")
     parser.add_argument("--force", action="store_true", help="replace an existing --json file")
 
 
-def _median_ms(samples: list[float]) -> float:
-    return 1000.0 * statistics.median(samples)
+def _calibration(crops: Any, args: argparse.Namespace) -> Any:
+    """Calibration batches of 16 crops (static int8 only)."""
+    return (crops[i:i + 16] for i in range(0, args.calibration_crops, 16)) if args.int8 == "static" else None
 
 
 def _interleaved(arms: dict[str, Callable[[], Any]], repeats: int, warmup: int = 3) -> dict[str, float]:
@@ -68,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     sizes = sorted({int(s) for s in str(args.batch_sizes).split(",") if s.strip()})
     if not sizes or min(sizes) < 1:
         raise PoseforgeError(f"--batch-sizes: expected positive integers, got {args.batch_sizes!r}")
+    # Idle OpenMP threads sleep (as in predict): torch and onnxruntime take turns on the same cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import numpy as np
     import torch
     from rich.console import Console
@@ -95,19 +102,18 @@ def run(args: argparse.Namespace) -> int:
     crops = torch.cat([b["image"] for b in evaluation_batches(model, calib_set, batch_size=64)])
     normalized = model.normalize(crops).numpy()
 
-    report: dict[str, Any] = {"model": model.config.name, "input_size": [w, h], "threads": threads,
+    report: dict[str, Any] = {"model": model.config.name, "input_size": [w, h], "threads": threads, "int8": args.int8,
                               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     with tempfile.TemporaryDirectory(prefix="poseforge-bench-") as work:
         work_dir = Path(work)
         with console.status("exporting and quantizing"):
             fp32 = export_onnx(model, work_dir / "pose.onnx", dynamic_batch=True, with_decode=True)
-            int8 = quantize_onnx(fp32, work_dir / "pose-int8.onnx",
-                                 (normalized[i:i + 16] for i in range(0, args.calibration_crops, 16)))
+            int8 = quantize_onnx(fp32, work_dir / "pose-int8.onnx", _calibration(normalized, args), method=args.int8)
         report["onnx_mb"] = {"fp32": fp32.stat().st_size / 2**20, "int8": int8.stat().st_size / 2**20}
         prepared = load_model(args.model).float().prepare_for_inference(fuse_batchnorm=True)
         sessions = {"ort_fp32": PoseModel(fp32, num_threads=threads), "ort_int8": PoseModel(int8, num_threads=threads)}
 
-        table = Table(title="pose model alone (img/s, median of interleaved repeats; decode included)")
+        table = Table(title=f"pose model alone (img/s, median of interleaved repeats; decode included; int8 {args.int8})")
         for column in ("batch", "PyTorch eager", "ORT fp32", "ORT int8", "fp32 / eager", "int8 / eager"):
             table.add_column(column, justify="right")
         report["pose_img_per_s"] = {}
@@ -208,8 +214,7 @@ def _synthetic_ap(args: argparse.Namespace, model: Any, work_dir: Path, calibrat
 
     w, h = model.input_size
     raw = export_onnx(model, work_dir / "pose-raw.onnx", dynamic_batch=True)
-    raw_int8 = quantize_onnx(raw, work_dir / "pose-raw-int8.onnx",
-                             (calibration[i:i + 16] for i in range(0, args.calibration_crops, 16)))
+    raw_int8 = quantize_onnx(raw, work_dir / "pose-raw-int8.onnx", _calibration(calibration, args), method=args.int8)
     data = synthetic_eval_set(args.ap_images, image_size=(w, h))
     probe = model(torch.zeros(1, 3, h, w))
     output_type, fields = type(probe), [f.name for f in dataclasses.fields(probe) if getattr(probe, f.name) is not None]

@@ -37,9 +37,13 @@ def import_onnxruntime(extra: str = "runtime") -> Any:
 
 
 def create_session(path: str | os.PathLike, *, num_threads: int | None = None, device: str = "cpu",
-                   what: str = "ONNX model", extra: str = "runtime") -> Any:
+                   what: str = "ONNX model", extra: str = "runtime", spin: bool = False) -> Any:
     """An ``onnxruntime.InferenceSession`` of ``path`` (CPU; ``device="cuda"`` prefers the CUDA provider when
-    installed; ``num_threads`` intra-op threads), with one-line errors for missing or unreadable files."""
+    installed; ``num_threads`` intra-op threads), with one-line errors for missing or unreadable files.
+
+    ``spin=False`` lets idle worker threads sleep instead of spin-waiting after a run: a pipeline runs two
+    sessions (detector, pose) in turn, and spinning threads of one steal the cores of the other (detector +
+    pose on 2 cores: 56 ms spinning, 30 ms not; ``benchmarks/RESULTS.md``)."""
     ort = import_onnxruntime(extra)
     path = Path(path)
     if not path.is_file():
@@ -48,6 +52,7 @@ def create_session(path: str | os.PathLike, *, num_threads: int | None = None, d
     if num_threads:
         options.intra_op_num_threads = int(num_threads)
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     providers = ["CPUExecutionProvider"]
     if str(device).split(":")[0] == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
