@@ -436,3 +436,16 @@ def test_the_runtime_runs_without_torch(clip, exports, bundled, tmp_path):
     ref, _ = _torch_predict(bundled, clip.frames[1], boxes, flip_test=True)  # the PNG is lossless: the same pixels
     assert np.abs(keypoints - ref).max() < 1e-3
     assert (tmp_path / "out" / "predictions.json").is_file()
+
+
+def test_sessions_do_not_spin_unless_asked(tmp_path):
+    """Detector and pose sessions take turns on the same cores: idle workers must sleep (ort_spinning.py)."""
+    pytest.importorskip("onnxruntime")
+    from poseforge.export import export_onnx
+    from poseforge.models import load_model
+    from poseforge.runtime import PoseModel
+
+    path = export_onnx(load_model("rtmpose-t.synth"), tmp_path / "pose.onnx")
+    key = "session.intra_op.allow_spinning"
+    assert PoseModel(path).session.get_session_options().get_session_config_entry(key) == "0"
+    assert PoseModel(path, spin=True).session.get_session_options().get_session_config_entry(key) == "1"

@@ -42,8 +42,9 @@ def create_session(path: str | os.PathLike, *, num_threads: int | None = None, d
     installed; ``num_threads`` intra-op threads), with one-line errors for missing or unreadable files.
 
     ``spin=False`` lets idle worker threads sleep instead of spin-waiting after a run: a pipeline runs two
-    sessions (detector, pose) in turn, and spinning threads of one steal the cores of the other (detector +
-    pose on 2 cores: 56 ms spinning, 30 ms not; ``benchmarks/RESULTS.md``)."""
+    sessions (detector, pose) in turn, and the spinning workers of one steal the cores of the other (RTMDet-nano +
+    RTMPose-t on 2 cores: 46 ms a frame spinning, 29 ms not); a session that runs alone is ~1.2x faster with
+    ``spin=True`` (``benchmarks/ort_spinning.py``)."""
     ort = import_onnxruntime(extra)
     path = Path(path)
     if not path.is_file():
@@ -179,6 +180,9 @@ class PoseModel:
             ``"dark"``, ``"udp"``) or settings dict; SimCC outputs need ``split_ratio`` unless the file's static
             shapes tell it, heatmaps need ``codec``.
 
+        spin: let onnxruntime's workers spin-wait between runs (faster for a session running alone; see
+            :func:`create_session`).
+
     ``model.predict_crops(crops)`` decodes top-down crops; :meth:`run` gives the raw outputs by name.
     """
 
@@ -188,9 +192,9 @@ class PoseModel:
                  codec: str | Mapping[str, Any] | None = None, kind: str | None = None,
                  keypoint_names: Sequence[str] | None = None, skeleton: Sequence[Sequence[int]] | None = None,
                  flip_index: Sequence[int] | None = None, udp: bool | None = None, padding: float = 1.25,
-                 channel_order: str = "RGB") -> None:
+                 channel_order: str = "RGB", spin: bool = False) -> None:
         self.path = Path(path)
-        self.session = create_session(self.path, num_threads=num_threads, device=device, what="pose model")
+        self.session = create_session(self.path, num_threads=num_threads, device=device, what="pose model", spin=spin)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise PoseforgeError(f"{self.path}: expected one [N, 3, h, w] input, got "
