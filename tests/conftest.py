@@ -12,6 +12,22 @@ import torch
 SHARED = Path(os.environ.get("POSEFORGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_weights_cache(tmp_path_factory):
+    """An empty POSEFORGE_HOME and no mirror or offline switch: a developer's own cache (say, a downloaded
+    RTMDet-nano that ``--detector auto`` would pick) never changes what the tests see, nor do tests write to it."""
+    saved = {k: os.environ.get(k) for k in ("POSEFORGE_HOME", "POSEFORGE_MIRROR", "POSEFORGE_OFFLINE", "HF_HUB_OFFLINE")}
+    os.environ["POSEFORGE_HOME"] = str(tmp_path_factory.mktemp("poseforge-home"))
+    for key in ("POSEFORGE_MIRROR", "POSEFORGE_OFFLINE", "HF_HUB_OFFLINE"):
+        os.environ.pop(key, None)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)
