@@ -20,23 +20,10 @@ __all__ = ["OnnxDetector", "letterbox", "PRESETS"]
 
 
 class OnnxDetector(Detector):
-    """A person detector running an end2end RTMDet / YOLOX ONNX export with onnxruntime.
-
-    Args:
-        path: the ``.onnx`` file.
-        preset: ``"rtmdet"``, ``"yolox"`` or ``"auto"`` (``yolox`` when the file name says so).
-        input_size: network input ``(w, h)``; default the file's static size, else 320x320 (RTMDet)
-            or 640x640 (YOLOX).
-        mean, std: per-channel normalization in the network's channel order (override the preset).
-        bgr: feed BGR (True for mmdet exports).
-        pad_value: letterbox fill.
-        score_threshold: keep boxes scoring above it.
-        person_label: the class index of persons (None keeps every class).
-        device: ``"cpu"`` or ``"cuda"`` (uses onnxruntime's CUDA provider when installed).
-        num_threads: onnxruntime intra-op threads (default: its own choice).
-        batched: run several frames per call (only for exports whose NMS handles batches; RTMDet's
-            mmdeploy export does not).
-    """
+    """The torch-free :class:`poseforge.runtime.PersonDetector` (end2end RTMDet / YOLOX ONNX exports) as a
+    :class:`Detector` of the predictor: same arguments (``path``, ``preset``, ``input_size``, ``mean``, ``std``,
+    ``bgr``, ``pad_value``, ``score_threshold``, ``person_label``, ``device``, ``num_threads``, ``batched``),
+    boxes returned as :class:`Detections` tensors."""
 
     input_kind = "numpy"
 
