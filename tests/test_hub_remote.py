@@ -129,6 +129,11 @@ def test_unreachable_network_is_one_line(home, monkeypatch, tmp_path):
     with pytest.raises(PoseforgeError, match="cannot download .* place the file at") as e:
         resolve_weights("rtmpose-t.body7")
     assert "\n" not in str(e.value)
+    monkeypatch.setenv("POSEFORGE_OFFLINE", "1")
+    with pytest.raises(PoseforgeError) as e:  # a two-file hub release names both files
+        resolve_weights("vitpose-b")
+    message = str(e.value)
+    assert "usyd-community/vitpose-base/config.json" in message and "also needs model.safetensors" in message
 
 
 @needs_rtmdet

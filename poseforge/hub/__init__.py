@@ -153,7 +153,15 @@ def _load_converter(path: str) -> Callable[..., Any]:
 
 def _convert_release(spec: WeightsSpec, folder: Path) -> Path:
     """Download the release files, convert them into ``folder`` (staged, renamed once) with provenance."""
-    fetched = [fetch_file(f, spec.name) for f in spec.files]
+    fetched = []
+    for remote in spec.files:
+        try:
+            fetched.append(fetch_file(remote, spec.name))
+        except PoseforgeError as e:
+            missing = [f.filename for f in spec.files if f is not remote and not is_cached(f)]
+            if not missing:
+                raise
+            raise PoseforgeError(f"{e} (the release also needs {', '.join(missing)} beside it)") from None
     convert = _load_converter(spec.converter)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=folder.parent))
