@@ -58,7 +58,8 @@ def test_cli_equals_library(coco_file, tmp_path, capsys):
     assert printed == {k: round(v, 4) for k, v in expected.items()}
     assert 0.1 < expected["AP"] < 0.95
     # --rescore: mmpose's rescoring and OKS-NMS first; --no-area: 0.53 x box area
-    assert main(["eval", "--gt", str(coco_file), "--results", path, "--json", str(out), "--rescore", "--no-area"]) == 0
+    assert main(["eval", "--gt", str(coco_file), "--results", path, "--json", str(out), "--rescore", "--no-area",
+                 "--force"]) == 0
     assert json.loads(out.read_text()) == coco_metric(coco_file, results, use_area=False)
     assert json.loads(out.read_text()) != expected
 

@@ -55,7 +55,7 @@ def test_the_commands_take_names(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "a.png"), image)
     assert main(["predict", str(tmp_path / "a.png"), "--model", "vitpose-tiny.synth", "--detector", "none",
                  "--out", str(tmp_path / "out"), "--no-draw"]) == 0
-    assert (tmp_path / "out" / "a.json").is_file()
+    assert (tmp_path / "out" / "a.png.json").is_file()
     assert main(["eval", "--model", "vitpose-nope.synth", "--data", "synthetic"]) == 2
     assert "no such model name, folder or file" in capsys.readouterr().err
 

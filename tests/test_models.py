@@ -12,6 +12,7 @@ from poseforge.errors import PoseforgeError
 from poseforge.models import (HeatmapHeadConfig, TopDownConfig, ViTConfig, build_model, config_from_dict, create_model,
                               list_models, load_model, model_config)
 from poseforge.models.estimators import CONFIG_NAME, WEIGHTS_NAME
+from poseforge.models.estimators.base import CHECKSUMS_NAME
 
 SIZES = ["tiny", "s", "b", "l", "h", "g"]
 ALL_NAMES = [f"vitpose-{s}{suffix}" for s in SIZES for suffix in ("", "-simple")]
@@ -145,7 +146,7 @@ def test_save_and_load_round_trip(tmp_path):
     with torch.no_grad():
         model.head.final_layer.bias.add_(torch.randn(14))
     model.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted([CHECKSUMS_NAME, CONFIG_NAME, WEIGHTS_NAME])
     config = json.loads((tmp_path / "m" / CONFIG_NAME).read_text())
     assert config["type"] == "topdown" and config["backbone"]["type"] == "vit" and config["keypoint_set"] == "crowdpose14"
     loaded = poseforge.load_model(tmp_path / "m")
@@ -194,6 +195,7 @@ def test_load_errors_are_one_line(tmp_path):
         load_model(tmp_path)
     model = tiny()
     model.save_pretrained(tmp_path)
+    (tmp_path / CHECKSUMS_NAME).unlink()  # the damage below is the point, not the checksum record (test_integrity)
     (tmp_path / CONFIG_NAME).write_text("{not json")
     with pytest.raises(PoseforgeError, match="not valid JSON"):
         load_model(tmp_path)

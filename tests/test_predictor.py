@@ -245,12 +245,13 @@ def test_cli_predict_image_and_folder(tmp_path, tiny_model_dir, capsys, caplog):
     (images / "broken.jpg").write_bytes(b"garbage")
     out = tmp_path / "out"
     assert main(["predict", str(images / "one.jpg"), "--out", str(out), "--model", str(tiny_model_dir), "--detector", "none"]) == 0
-    data = json.loads((out / "one.json").read_text())
-    assert len(data["people"]) == 1 and cv2.imread(str(out / "one.jpg")).shape == (240, 320, 3)
+    data = json.loads((out / "one.jpg.json").read_text())
+    assert len(data["people"]) == 1 and cv2.imread(str(out / "one.jpg.poses.jpg")).shape == (240, 320, 3)
     out2 = tmp_path / "out2"
     with caplog.at_level(logging.WARNING, logger="poseforge"):
         assert main(["predict", str(images), "--out", str(out2), "--model", str(tiny_model_dir), "--detector", "none"]) == 0
-    assert sorted(p.name for p in out2.iterdir()) == ["one.jpg", "one.json", "predictions.json", "two.jpg", "two.json"]
+    assert sorted(p.name for p in out2.iterdir()) == ["one.jpg.json", "one.jpg.poses.jpg", "predictions.json",
+                                                      "two.png.json", "two.png.poses.jpg"]
     assert len(json.loads((out2 / "predictions.json").read_text())) == 2
     assert [r.getMessage().split(":")[0] for r in caplog.records if r.levelno == logging.WARNING] == \
         [f"skipping {images / 'broken.jpg'}"]
@@ -284,7 +285,7 @@ def test_cli_predict_real_photos_with_rtmdet(tmp_path, peer_data, tiny_model_dir
 def test_cli_predict_real_photos_with_bundled_models(tmp_path, peer_data):
     out = tmp_path / "out"
     assert main(["predict", str(peer_data / "coco" / "000000196141.jpg"), "--out", str(out)]) == 0
-    data = json.loads((out / "000000196141.json").read_text())
+    data = json.loads((out / "000000196141.jpg.json").read_text())
     assert data["keypoint_set"] == "coco17" and data["width"] == 640
 
 

@@ -128,9 +128,9 @@ def test_tracker_keeps_identities_on_the_ground_truth_clip(clip):
 def test_cli_predict_video(clip, clip_file, tmp_path):
     out = tmp_path / "out"
     assert main(["predict", str(clip_file), "--out", str(out), "--no-flip", "--smooth", "--max-frames", "12"]) == 0
-    data = json.loads((out / "crossing.json").read_text())
+    data = json.loads((out / f"{clip_file.name}.json").read_text())
     assert len(data["frames"]) == 12 and data["frames"][5]["frame"] == 5
     tracked = {p["track_id"] for fr in data["frames"] for p in fr["people"]}
     assert tracked and min(tracked) >= 0
-    written = list(VideoReader(out / "crossing.mp4"))
+    written = list(VideoReader(out / f"{clip_file.name}.poses.mp4"))
     assert len(written) == 12 and written[0].image.shape == (480, 640, 3)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PoseforgeError
-from .common import size_argument
+from .common import same_path, size_argument
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rtm.add_argument("--distill-stage", type=int, choices=[1, 2], default=None,
                      help="DWPose distiller checkpoints: 1 takes the student, 2 the teacher's backbone with the "
                           "student's head (default: from the checkpoint's config, two_dis)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing model in OUTPUT")
+    parser.add_argument("--force", action="store_true",
+                        help="write into an OUTPUT folder that already holds a model or other files (never into "
+                             "SOURCE's folder)")
 
 
 def describe_parts(config: Any) -> str:
@@ -64,13 +66,31 @@ def describe_parts(config: Any) -> str:
     return text + f", {heads[0].type} head"
 
 
+def _check_output(source: Path, output: Path, force: bool, written: tuple[str, ...]) -> None:
+    """Refuse, before loading the checkpoint: writing over the source (a Hugging Face folder's config.json,
+    a model.safetensors checkpoint; always refused), and without ``force`` an output folder that holds a
+    model or any other file (a user's config.json is not ours to replace)."""
+    if (source.is_dir() and same_path(output, source)) or any(same_path(output / name, source) for name in written):
+        raise PoseforgeError(f"{output}: converting there would overwrite the checkpoint {source}; convert into "
+                             "another folder (--force never overwrites the source)")
+    if output.is_file():
+        raise PoseforgeError(f"{output}: is a file; OUTPUT is the folder to write {' and '.join(written)} into")
+    if force or not output.is_dir():
+        return
+    if (output / written[0]).exists():
+        raise PoseforgeError(f"{output}: already holds a model; use --force to replace it or choose another folder")
+    others = sorted(p.name for p in output.iterdir())
+    if others:
+        raise PoseforgeError(f"{output}: is not empty ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}); "
+                             "convert into a new or empty folder, or use --force to write beside those files")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..convert import convert_checkpoint
     from ..models.estimators import CONFIG_NAME, WEIGHTS_NAME
 
     output = Path(args.output)
-    if (output / WEIGHTS_NAME).exists() and not args.force:
-        raise PoseforgeError(f"{output}: already holds a model (use --force to overwrite)")
+    _check_output(Path(args.source), output, args.force, (WEIGHTS_NAME, CONFIG_NAME))
     model = convert_checkpoint(args.source, format=args.format, raw_weights=args.raw_weights, keypoint_set=args.keypoint_set,
                                input_size=args.input_size, num_heads=args.num_heads, codec=args.codec, sigma=args.sigma,
                                tasks=args.tasks.split(",") if args.tasks else None, split_ratio=args.split_ratio,

@@ -3,10 +3,28 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
+from ..errors import PoseforgeError
 from ..inference.demo import DEMO_SEED, DemoReport
 from .common import size_argument
+
+# the files run_demo writes into --out (plus overlays/scene_*.jpg); summary.json marks an earlier demo
+DEMO_FILES = ("contact_sheet.jpg", "ground_truth.json", "results_gt_boxes.json", "results_detected.json", "summary.json")
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse, before rendering, a folder whose files of the demo's names are not an earlier demo's (no
+    summary.json): a user's ``contact_sheet.jpg`` or ``ground_truth.json`` is not ours to replace."""
+    if force or not out.is_dir() or (out / "summary.json").is_file():
+        return  # an earlier demo is replaced: running the demo again is what it is for
+    clashes = [out / name for name in DEMO_FILES if (out / name).exists()]
+    if (out / "overlays").is_dir():
+        clashes += sorted((out / "overlays").glob("scene_*.jpg"))[:1]
+    if clashes:
+        raise PoseforgeError(f"{clashes[0]}: exists and is not from an earlier demo; use --force to replace it or "
+                             "choose another --out")
 
 def print_report(report: DemoReport, console: Any) -> None:
     """The scores table and the written files."""
@@ -42,12 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="bundled", help="pose model (default: the bundled ViTPose)")
     parser.add_argument("--detector", default="bundled", help="person detector: bundled or a .onnx export (default: bundled)")
     parser.add_argument("--device", default="auto", help="cpu, cuda ... (default: CUDA when available)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even where files of the demo's names exist that an earlier demo did not write")
 
 
 def run(args: argparse.Namespace) -> int:
     # Before torch loads OpenMP: idle worker threads sleep instead of spinning, which keeps small
     # kernels fast when the cores are shared (measured 5x on a busy 2-core machine).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    check_out(Path(args.out), args.force)
     from rich.console import Console
 
     from ..inference.demo import run_demo

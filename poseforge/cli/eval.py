@@ -16,6 +16,7 @@ from ..errors import PoseforgeError
 from ..data.coco import write_coco_results
 from ..io import write_json_atomic
 from ..evaluation.coco import BACKENDS, coco_metric, evaluate_keypoints, format_table
+from .common import progress_bar, refuse_overwrite
 
 log = logging.getLogger("poseforge")
 
@@ -25,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", metavar="RES.json", help="COCO keypoint results (image_id, category_id, keypoints, score)")
     parser.add_argument("--keypoints", metavar="NAME", help="keypoint set (coco17, wholebody133, ...); inferred from --gt by default")
     parser.add_argument("--json", metavar="OUT", help="also write the stats to this JSON file")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --json / --out file (never one of the inputs)")
     parser.add_argument("--rescore", action="store_true",
                         help="rescore (box score x mean keypoint score > 0.2) and OKS-NMS the results first, as mmpose's CocoMetric")
     parser.add_argument("--no-area", dest="use_area", action="store_false",
@@ -48,11 +51,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that is an input (ground truth, results, boxes, model files) or
+    that exists without ``--force``, and ``--json`` and ``--out`` naming one file."""
+    outputs = [p for p in (args.json, args.out) if p]
+    if len(outputs) == 2 and Path(outputs[0]).resolve() == Path(outputs[1]).resolve():
+        raise PoseforgeError(f"--json and --out both name {args.json}; give them different files")
+    inputs: list[Path] = [Path(p) for p in (args.gt, args.results, args.boxes, args.data) if p]
+    if args.model:
+        model = Path(args.model)
+        inputs += [p for p in model.iterdir() if p.is_file()] if model.is_dir() else [model]
+    data = Path(args.data) if args.data else None
+    if data is not None and data.is_dir():  # a dataset folder: its annotation files (not a walk over the images)
+        inputs += [*data.glob("*.json"), *data.glob("annotations/*.json")]
+    refuse_overwrite(outputs, inputs, args.force, what="stats / results")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     if args.model is not None:
         return run_model_command(args)
     if args.gt is None:
         raise PoseforgeError("pass --gt ANN.json --results RES.json, or --model NAME|RUN_DIR|FILE --data ...")
+    if args.out:
+        raise PoseforgeError("--out writes the results of a model run (--model); with --results there is nothing new to write")
     if args.results is not None:
         stats = _evaluate_results_file(args)
     else:
@@ -95,8 +117,9 @@ def run_model_command(args: argparse.Namespace) -> int:
         eval_set = synthetic_eval_set(**parse_synthetic_spec(data, synthetic_defaults(args.model, model)))
     else:
         eval_set = coco_eval_set(data, args.boxes, keypoint_set=keypoint_set.name if keypoint_set is not None else None)
-    result = evaluate(model, eval_set, flip_test=args.flip, batch_size=args.batch_size, num_workers=args.workers,
-                      device=device)
+    with progress_bar("predicting") as progress:
+        result = evaluate(model, eval_set, flip_test=args.flip, batch_size=args.batch_size, num_workers=args.workers,
+                          device=device, progress=progress)
     flip = model.config.flip_test if args.flip is None else args.flip
     print(format_table(result.stats, title=f"{args.model} on {eval_set.name} (flip test {'on' if flip else 'off'})"))
     if args.out:  # 133 whole-body keypoints in COCO-WholeBody's separate fields, as its evaluator reads them

@@ -31,6 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.add_argument("--export", metavar="DIR", help="after training, write the best model to DIR as fp16 weights "
                                                         "with a training.json (command, config, validation scores)")
+    parser.add_argument("--force", action="store_true", help="replace an existing model in the --export folder")
+
+
+# what an export writes (model.safetensors, config.json, training.json): any of them there is a model to keep
+_EXPORT_FILES = ("model.safetensors", "config.json", "training.json")
+
+
+def _check_folders(args: argparse.Namespace, out: Path) -> None:
+    """Refuse, before the data is rendered or loaded (tens of seconds to hours), a run folder that already
+    holds a run (without --resume) and an --export folder that holds a model (without --force)."""
+    if not args.resume and (out / "last.pt").exists():
+        raise PoseforgeError(f"{out} already holds a training run (last.pt); continue it with --resume or "
+                             "choose another --out")
+    if args.export:
+        export = Path(args.export)
+        if export.resolve() in (out.resolve(), (out / "best").resolve()):
+            raise PoseforgeError(f"--export {args.export} is the run folder (or its best/); export to another folder")
+        existing = [name for name in _EXPORT_FILES if (export / name).exists()]
+        if existing and not args.force:
+            raise PoseforgeError(f"{export / existing[0]}: --export {args.export} already holds a model; use --force "
+                                 "to replace it or choose another folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(dump_yaml(config), end="")
         return 0
     out = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    _check_folders(args, out)
 
     from ..train.engine import Trainer
 

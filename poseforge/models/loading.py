@@ -11,10 +11,16 @@
 Models are built on the meta device around the stored tensors (no random initialization, every key
 and shape checked), configs come from ``config.json`` or the safetensors metadata; nothing is unpickled
 except through ``torch.load(weights_only=True)``.
+
+Integrity: where ``save_pretrained`` left its ``checksums.json`` record beside the files, their size and
+sha256 are checked before use (``verify``), so a corrupt or half-written folder is a one-line error rather
+than a model that predicts garbage. Folders without a record (older exports, the bundled assets) load
+unverified.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,16 +29,22 @@ import torch
 
 from ..errors import PoseforgeError
 from ..hub import resolve_weights, weights_spec
-from ..io import read_json
+from ..io import read_json, sha256_file
 from ..registry import ESTIMATORS
 from .config import ModelConfig, config_from_dict
-from .estimators.base import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME, Estimator, check_state_dict
+from .estimators.base import (CHECKSUMS_FORMAT, CHECKSUMS_NAME, CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME,
+                              Estimator, check_state_dict)
 
 __all__ = ["build_model", "load_model", "model_from_state_dict", "read_training_checkpoint", "resolve_model_path",
-           "saved_config",
-           "CHECKPOINT_VERSION"]
+           "saved_config", "verify_checksums",
+           "CHECKPOINT_VERSION", "VERIFY_MAX_BYTES"]
+
+log = logging.getLogger("poseforge")
 
 CHECKPOINT_VERSION = 1
+# ``verify=None`` hashes files up to this size (sha256 runs at ~1-2 GB/s: under ~2 s); bigger ones only get
+# the (free) size check.
+VERIFY_MAX_BYTES = 2 << 30
 
 
 def build_model(config: ModelConfig | Mapping[str, Any]) -> Estimator:
@@ -91,11 +103,17 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> Estimator:
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, *,
+               verify: bool | None = None) -> Estimator:
     """Rebuild a model from a name, folder or file (see the module doc), in eval mode on ``device``.
 
     Named weights ship in fp16 and load as float32 unless ``dtype`` says otherwise; other files keep
     their stored dtype unless ``dtype`` is given.
+
+    ``verify``: check the files against the folder's ``checksums.json`` record, when it has one
+    (:func:`verify_checksums`): ``True`` always, ``False`` never, ``None`` (default) hashing files up to
+    :data:`VERIFY_MAX_BYTES` and only comparing the size of bigger ones. A mismatch is a one-line
+    :class:`PoseforgeError`.
     """
     if weights_spec(str(path), "pose") is not None:
         dtype = dtype or torch.float32
@@ -113,6 +131,8 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", dtyp
             weights_path, config_path = resolved, resolved.with_name(CONFIG_NAME)
         if not weights_path.is_file():
             raise PoseforgeError(f"{weights_path}: file not found (expected a folder written by save_pretrained)")
+        if verify is not False:
+            verify_checksums(weights_path.parent, [weights_path.name, config_path.name], full=verify)
         tensors, metadata = _read_safetensors(weights_path, str(device))
         config = _saved_config(weights_path, config_path, metadata)
         model = model_from_state_dict(config, tensors, str(weights_path), device)
@@ -120,6 +140,49 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", dtyp
         for module in model.children():
             module.to(dtype=dtype)
     return model.eval()
+
+
+def verify_checksums(directory: str | os.PathLike, names: list[str] | tuple[str, ...], full: bool | None = None) -> int:
+    """Check the files ``names`` of a model folder against its ``checksums.json`` record (written by
+    ``save_pretrained``) and return how many were hashed.
+
+    A folder without a record, names it does not list and listed files that are absent are not checked
+    (nothing to compare, or nothing read). The size is always compared; the sha256 when ``full`` is
+    ``True``, or ``None`` and the file is at most :data:`VERIFY_MAX_BYTES`. A mismatch, or a record that
+    cannot be read, is a one-line :class:`PoseforgeError` naming the file.
+    """
+    directory = Path(directory)
+    record_path = directory / CHECKSUMS_NAME
+    if not record_path.is_file():
+        return 0  # an older export or a shipped asset: not verified
+    try:
+        record = read_json(record_path)
+    except PoseforgeError as e:  # the record itself is damaged: say how to get past it
+        raise PoseforgeError(f"{e}; re-export the model, or pass verify=False") from None
+    fmt = record.get("format") if isinstance(record, dict) else None
+    files = record.get("files") if fmt == CHECKSUMS_FORMAT else None
+    if not isinstance(files, dict):
+        found = f"format {fmt!r}" if isinstance(fmt, str) else "no format"
+        raise PoseforgeError(f"{record_path}: not a checksum record this poseforge reads ({found}, expected "
+                             f"{CHECKSUMS_FORMAT!r}); re-export the model, or pass verify=False")
+    hashed = 0
+    for name in names:
+        entry, path = files.get(name), directory / name
+        if entry is None or not path.is_file():
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
+            raise PoseforgeError(f"{record_path}: malformed entry for {name}; re-export the model, or pass verify=False")
+        size = path.stat().st_size
+        if size == entry["size"]:
+            if full is None and size > VERIFY_MAX_BYTES:
+                log.debug(f"{path}: {size} bytes, sha256 not checked (over {VERIFY_MAX_BYTES} bytes; pass verify=True)")
+                continue
+            hashed += 1
+            if sha256_file(path) == entry["sha256"]:
+                continue
+        raise PoseforgeError(f"{path}: does not match its checksum in {CHECKSUMS_NAME} (corrupt, truncated or changed "
+                             "since save_pretrained wrote it): re-download / re-export the model, or pass verify=False")
+    return hashed
 
 
 def _saved_config(weights_path: Path, config_path: Path, metadata: Mapping[str, str]) -> ModelConfig:

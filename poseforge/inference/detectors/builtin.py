@@ -287,6 +287,9 @@ def detector_loss(outputs: tuple[Tensor, Tensor, Tensor], targets: dict[str, Ten
 
 
 # ---------------------------------------------------------------------------------------------- detector
+MIN_BOX_SIZE = 1.0  # pixels: narrower or lower decoded boxes (clamped at the image edge) are dropped
+
+
 class BuiltinDetector(Detector):
     """Runs :class:`PersonDetectorNet` on frames (letterbox, forward and decoding on the device).
 
@@ -347,9 +350,13 @@ class BuiltinDetector(Detector):
         boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)  # [B, k, 4] network pixels
         boxes = boxes / factors.repeat(1, 2)[:, None, :]
         boxes = torch.minimum(boxes.clamp(min=0), sizes.repeat(1, 2)[:, None, :])
+        # clamping a peak at the image edge can leave a box of zero (or sub-pixel) width or height: no
+        # person to crop there, and such boxes are rejected as results (eval --boxes), so drop them
+        wh = boxes[..., 2:] - boxes[..., :2]
+        sized = wh.min(-1).values >= MIN_BOX_SIZE
         out = []
         for i in range(b):  # per frame: threshold + NMS (a handful of boxes each)
-            keep = scores[i] > self.score_threshold
+            keep = (scores[i] > self.score_threshold) & sized[i]
             fb, fs = boxes[i][keep].float(), scores[i][keep]
             kept = nms(fb, fs, self.nms_threshold)
             out.append(Detections(fb[kept], fs[kept]))

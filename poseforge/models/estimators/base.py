@@ -28,6 +28,7 @@ Part interface (what a new family registers):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -38,17 +39,23 @@ import torch
 from torch import nn
 
 from ...errors import PoseforgeError
-from ...io import atomic_path, write_json_atomic
+from ...io import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
 from ...keypoints import KeypointSet
 from ...outputs import HeadOutput, Predictions, merge_outputs
 from ..config import ModelConfig
 from ..losses import LossConfig
 
-__all__ = ["Estimator", "check_state_dict", "fold_batchnorms", "WEIGHTS_NAME", "CONFIG_NAME", "CONFIG_METADATA_KEY", "Stage"]
+__all__ = ["Estimator", "check_state_dict", "fold_batchnorms", "write_checksums", "WEIGHTS_NAME", "CONFIG_NAME",
+           "CONFIG_METADATA_KEY", "CHECKSUMS_NAME", "CHECKSUMS_FORMAT", "Stage"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CONFIG_METADATA_KEY = "poseforge_config"
+# The integrity record of a model folder: ``{"format": CHECKSUMS_FORMAT, "files": {name: {"sha256", "size"}}}``.
+# A sidecar, not a config.json key: config.json is parsed strictly as the architecture (and embedded in the
+# weights' metadata), and the record must be written after every file it describes.
+CHECKSUMS_NAME = "checksums.json"
+CHECKSUMS_FORMAT = "poseforge-checksums/1"
 
 # ``on_stage(name)`` is called as each prediction stage ends (profiling): "crop", "model", "decode".
 Stage = Callable[[str], None] | None
@@ -68,6 +75,26 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
             problems.append(f"{len(keys)} {label} key(s): {shown}")
     if problems:
         raise PoseforgeError(f"{source}: weights do not fit the model: " + "; ".join(problems))
+
+
+def _file_entry(path: Path, sync: bool = False) -> dict[str, Any]:
+    """``{"sha256", "size"}`` of a file; with ``sync`` its data is flushed to disk first (it is about to be
+    renamed into place: the rename must not reach the disk before the bytes do)."""
+    if sync:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def write_checksums(directory: str | os.PathLike, files: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write the ``checksums.json`` record (``files``: name -> ``{"sha256", "size"}``) of a model folder
+    atomically. Call it after the files it describes are in place: its presence then means a complete folder."""
+    path = Path(directory) / CHECKSUMS_NAME
+    write_json_atomic(path, {"format": CHECKSUMS_FORMAT, "files": {k: dict(v) for k, v in files.items()}}, indent=2)
+    return path
 
 
 class Estimator(nn.Module):
@@ -246,9 +273,23 @@ class Estimator(nn.Module):
             outputs = merge_outputs(plain, back, lambda a, b: (a + b) * 0.5)
         return outputs
 
+    def check_finite(self, outputs: HeadOutput) -> HeadOutput:
+        """``outputs`` unchanged, or a one-line :class:`PoseforgeError` when they hold NaN/Inf.
+
+        The codecs decode NaN/Inf into plausible-looking numbers (NaN scores drawn as people, NaN keypoints
+        with finite scores), so ``predict`` calls this before decoding: one reduction per output tensor on
+        the device and a single host sync per batch.
+        """
+        flags = [torch.isfinite(t).all() for t in outputs.tensors().values() if t.is_floating_point()]
+        if flags and not bool(torch.stack(flags).all()):
+            raise PoseforgeError(f"{self.config.name} produced non-finite outputs (NaN/Inf): corrupt weights or an "
+                                 "input it cannot handle")
+        return outputs
+
     # ----- save / load --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
-        """Write ``model.safetensors`` (config also in its metadata) and ``config.json`` atomically;
+        """Write ``model.safetensors`` (config also in its metadata), ``config.json`` and, last, the
+        ``checksums.json`` record of both (sha256 and size, checked by ``load_model``), each atomically;
         ``dtype`` (e.g. ``torch.float16``, to ship small weights) casts the floating-point tensors."""
         from safetensors.torch import save_file
 
@@ -260,9 +301,16 @@ class Estimator(nn.Module):
         config = self.config.to_dict()
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().to("cpu").contiguous()
                  for k, v in self.state_dict().items()}
+        # Order matters: weights, then config, then the checksum record. A crash part-way leaves the old
+        # record beside new files (a mismatch load_model reports), so a matching record means a whole folder.
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": "pt", CONFIG_METADATA_KEY: json.dumps(config)})
-        write_json_atomic(directory / CONFIG_NAME, config, indent=2)
+            weights_entry = _file_entry(tmp, sync=True)  # the exact bytes about to be renamed in
+        config_bytes = json.dumps(config, indent=2).encode()
+        write_bytes_atomic(directory / CONFIG_NAME, config_bytes)
+        write_checksums(directory, {WEIGHTS_NAME: weights_entry,
+                                    CONFIG_NAME: {"sha256": hashlib.sha256(config_bytes).hexdigest(),
+                                                  "size": len(config_bytes)}})
         return directory
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:

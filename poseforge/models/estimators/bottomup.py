@@ -137,7 +137,7 @@ class BottomUpEstimator(Estimator):
         step = batch_size or len(inputs)
         parts = []
         for s in range(0, len(inputs), step):
-            outputs = self.infer(self.normalize(inputs[s:s + step]), flip_test, task)
+            outputs = self.check_finite(self.infer(self.normalize(inputs[s:s + step]), flip_test, task))
             if on_stage is not None:
                 on_stage("model")
             parts.append(self._to_image(self.codec.decode_predictions(outputs), matrices[s:s + step]))

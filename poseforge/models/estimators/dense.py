@@ -119,7 +119,8 @@ class DenseEstimator(Estimator):
         step = batch_size or len(inputs)
         maps = []
         for s in range(0, len(inputs), step):
-            pred = self.codec.decode_predictions(self.infer(self.normalize(inputs[s:s + step]), flip_test, task))
+            pred = self.codec.decode_predictions(self.check_finite(self.infer(self.normalize(inputs[s:s + step]),
+                                                                              flip_test, task)))
             if on_stage is not None:
                 on_stage("model")
             back = invert_affine(matrix.double())[None].expand(len(pred), 2, 3)

@@ -203,7 +203,7 @@ class TopDownEstimator(Estimator):
             if tuple(x.shape[-2:]) != (h, w):
                 raise PoseforgeError(f"images: expected {w}x{h} crops (width x height) for {self.config.name}, "
                                      f"got {x.shape[-1]}x{x.shape[-2]} (pass boxes to predict in whole images)")
-            return self._decode(x, flip_test, t)
+            return self.codec.decode_predictions(self.check_finite(self.infer(x, flip_test, t)))
         device = self.pixel_mean.device
         frames = stack_images(images, device)
         per_frame = [boxes] if len(frames) == 1 and not _is_box_list(boxes) else list(boxes)
@@ -227,7 +227,7 @@ class TopDownEstimator(Estimator):
             step = batch_size or len(all_crops)
             parts = []
             for s in range(0, len(all_crops), step):
-                outputs = self.infer(self.normalize(all_crops[s:s + step]), flip_test, t)
+                outputs = self.check_finite(self.infer(self.normalize(all_crops[s:s + step]), flip_test, t))
                 if on_stage is not None:
                     on_stage("model")
                 pred = self.codec.decode_predictions(outputs)
