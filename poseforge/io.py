@@ -1,13 +1,16 @@
-"""Atomic file writes (temp file in the same folder, then rename), safe JSON reading and file digests."""
+"""Atomic file writes (temp file in the same folder, then rename), crash-safe folder swaps, stale temp
+file clean-up, safe JSON reading and file digests."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import PoseforgeError
 
@@ -72,3 +75,99 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(_HASH_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- folders
+# The swap protocol of replace_directory: ``.<name>.new`` is being written (never trusted), ``.<name>.ready``
+# is complete (renamed from .new only after every file in it was written), ``.<name>.old`` is the previous
+# folder while the complete one is renamed in.
+def _sibling(target: Path, kind: str) -> Path:
+    return target.with_name(f".{target.name}.{kind}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable (best effort: some file systems cannot open a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def recover_directory(target: str | os.PathLike) -> Path | None:
+    """Finish or undo a :func:`replace_directory` that a crash interrupted; returns ``target`` if it exists.
+
+    A complete ``.ready`` folder is swapped in; otherwise a missing ``target`` gets its ``.old`` copy back
+    (the last good one, also what the earlier protocol left when it died between its two renames); a
+    ``.new`` folder is always partial and removed. The only good copy is never deleted.
+    """
+    target = Path(target)
+    new, ready, old = (_sibling(target, k) for k in ("new", "ready", "old"))
+    if new.exists():
+        shutil.rmtree(new)
+    if ready.exists():
+        if target.exists():
+            if old.exists():  # a leftover of an earlier swap's clean-up: target is newer than it
+                shutil.rmtree(old)
+            os.replace(target, old)
+        os.replace(ready, target)
+        _fsync_dir(target.parent)
+    elif old.exists() and not target.exists():
+        os.replace(old, target)
+        _fsync_dir(target.parent)
+    if old.exists() and target.exists():  # the swap was done; only the old folder's removal was cut short
+        shutil.rmtree(old)
+    return target if target.exists() else None
+
+
+def replace_directory(target: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Build a folder with ``write(tmp_folder)`` beside ``target``, then swap it in.
+
+    Steps: ``write(.new)``; rename ``.new`` -> ``.ready`` (now known complete); ``target`` -> ``.old``;
+    ``.ready`` -> ``target``; delete ``.old``. A crash at any point leaves either a complete ``target``
+    or a complete ``.ready`` / ``.old`` beside it, which :func:`recover_directory` (run first here, and
+    by the trainer on start) turns back into a complete ``target``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(target)
+    new, ready, old = (_sibling(target, k) for k in ("new", "ready", "old"))
+    new.mkdir()
+    try:
+        write(new)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    os.replace(new, ready)
+    _fsync_dir(target.parent)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(ready, target)
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+# atomic_path's mkstemp names (".<name>.<8 random chars>.tmp") and the hub's downloads (".part")
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|part)$")
+
+
+def clean_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files a killed writer left in ``folder`` (poseforge's own temp names only).
+
+    Call only when no other process writes into ``folder`` (a run folder at the start of training).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        if _TEMP_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

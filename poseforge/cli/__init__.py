@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("poseforge.cli.distill", "train a small student from a trained teacher (output and/or knowledge-token distillation)"),
     "export": ("poseforge.cli.export", "export a model to ONNX (raw head outputs or decoded keypoints) for runtimes without PyTorch"),
     "bench": ("poseforge.cli.bench", "inference speed here: PyTorch vs onnxruntime fp32 / int8, and end-to-end video FPS"),
+    "detect": ("poseforge.cli.detect", "person boxes in images as a COCO detection results file (for eval --boxes)"),
     "weights": ("poseforge.cli.weights", "list the named weights (official releases, shipped models) or --fetch them now"),
 }
 
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"poseforge {name}: error: {e}", file=sys.stderr)
-        return 2
+        return int(getattr(e, "exit_code", 2))  # 130 for a training run stopped (and saved) by a signal
     except ModuleNotFoundError as e:
         if e.name != "torch" or args.verbose:
             raise

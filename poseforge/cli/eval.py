@@ -16,6 +16,7 @@ from ..errors import PoseforgeError
 from ..data.coco import write_coco_results
 from ..io import write_json_atomic
 from ..evaluation.coco import BACKENDS, coco_metric, evaluate_keypoints, format_table
+from ..keypoints import get_keypoint_set, keypoint_mapping
 from .common import progress_bar, refuse_overwrite
 
 log = logging.getLogger("poseforge")
@@ -24,7 +25,9 @@ log = logging.getLogger("poseforge")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", metavar="ANN.json", help="COCO-format keypoint ground truth (with --results)")
     parser.add_argument("--results", metavar="RES.json", help="COCO keypoint results (image_id, category_id, keypoints, score)")
-    parser.add_argument("--keypoints", metavar="NAME", help="keypoint set (coco17, wholebody133, ...); inferred from --gt by default")
+    parser.add_argument("--keypoints", metavar="NAME",
+                        help="keypoint set of --gt / --data (coco17, aic14, crowdpose14, wholebody133, ...); inferred from "
+                             "the file by default. A model of another set is scored on the joints both share")
     parser.add_argument("--json", metavar="OUT", help="also write the stats to this JSON file")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing --json / --out file (never one of the inputs)")
@@ -97,7 +100,8 @@ def run_model_command(args: argparse.Namespace) -> int:
     """``poseforge eval --model ... --data ...``: predict, print the stats table, optionally write results."""
     import torch
 
-    from ..data.evalsets import coco_eval_set, parse_synthetic_spec, synthetic_eval_set
+    from ..data.evalsets import parse_synthetic_spec, records_eval_set, synthetic_eval_set
+    from ..evaluation.mapping import evaluate_shared_joints, project_ground_truth, shared_joints_line
     from ..device import resolve_device
     from ..evaluation.evaluator import evaluate
     from ..models import load_model
@@ -115,20 +119,70 @@ def run_model_command(args: argparse.Namespace) -> int:
         if args.boxes:
             raise PoseforgeError("--boxes needs a COCO --data (synthetic sets use their ground-truth boxes)")
         eval_set = synthetic_eval_set(**parse_synthetic_spec(data, synthetic_defaults(args.model, model)))
-    else:
-        eval_set = coco_eval_set(data, args.boxes, keypoint_set=keypoint_set.name if keypoint_set is not None else None)
+    native, mapping = None, None
+    if not data.lower().startswith("synthetic"):
+        native, gt_path = _read_ground_truth(data, args.keypoints, keypoint_set)
+        if keypoint_set is not None and native.keypoint_set.name != keypoint_set.name:
+            mapping = keypoint_mapping(keypoint_set, native.keypoint_set)
+            if not len(mapping):
+                raise PoseforgeError(f"{gt_path}: its keypoint set {native.keypoint_set.name} shares no joint with the "
+                                     f"model's {keypoint_set.name}")
+            # predict in the model's set; scored below on the shared joints, in the file's set
+            eval_set = records_eval_set(project_ground_truth(native, mapping), str(gt_path), args.boxes)
+        else:
+            eval_set = records_eval_set(native, str(gt_path), args.boxes)
     with progress_bar("predicting") as progress:
         result = evaluate(model, eval_set, flip_test=args.flip, batch_size=args.batch_size, num_workers=args.workers,
                           device=device, progress=progress)
+    stats = result.stats
+    if mapping is not None:
+        print(shared_joints_line(mapping))
+        use_area = args.use_area and _file_has_area(gt_path)
+        stats = evaluate_shared_joints(native, result.results, mapping, use_area=use_area, backend=args.backend,
+                                       crowdpose=args.crowdpose)
+        # PCK / EPE of the metric: over the labeled joints of the projected truth, i.e. the shared ones
+        stats.update({k: v for k, v in result.stats.items() if k.startswith(("PCK", "EPE"))})
     flip = model.config.flip_test if args.flip is None else args.flip
-    print(format_table(result.stats, title=f"{args.model} on {eval_set.name} (flip test {'on' if flip else 'off'})"))
+    print(format_table(stats, title=f"{args.model} on {eval_set.name} (flip test {'on' if flip else 'off'})"))
     if args.out:  # 133 whole-body keypoints in COCO-WholeBody's separate fields, as its evaluator reads them
         write_coco_results(args.out, result.results)
         log.info(f"wrote {len(result.results)} results to {args.out}")
     if args.json:
-        write_json_atomic(args.json, result.stats, indent=2)
+        write_json_atomic(args.json, stats, indent=2)
         log.info(f"wrote {args.json}")
     return 0
+
+
+def _read_ground_truth(data: str, requested: str | None, model_set: Any) -> tuple[Any, Path]:
+    """The ground truth of ``--data`` (a COCO or MPII-list file, or a dataset folder's val split) in its
+    own keypoint set: ``--keypoints`` if given, else the file's names; where those are ambiguous
+    (14 joints: AIC or CrowdPose), the model's set if it fits."""
+    from ..data.evalsets import find_coco_split
+    from ..data.readers import read_dataset
+
+    path, root = find_coco_split(data, "val")
+    try:
+        gt = read_dataset(path, image_root=root, keypoint_set=requested)
+    except PoseforgeError as first:
+        if requested is not None or model_set is None:
+            raise PoseforgeError(str(first).replace("pass keypoint_set=", "pass --keypoints NAME")) from None
+        try:
+            gt = read_dataset(path, image_root=root, keypoint_set=model_set.name)
+        except PoseforgeError:
+            raise PoseforgeError(str(first).replace("pass keypoint_set=", "pass --keypoints NAME")) from None
+    if requested is not None and gt.keypoint_set.name != get_keypoint_set(requested).name:
+        raise PoseforgeError(f"{path}: --keypoints {requested}, but the file is {gt.keypoint_set.name} "
+                             f"({gt.keypoint_set.num_keypoints} joints)")
+    return gt, path
+
+
+def _file_has_area(path: Path) -> bool:
+    """Whether every annotation of a COCO file carries ``area`` (AIC, MPII lists: no; OKS then scales by
+    0.53 x box area, as xtcocotools)."""
+    from ..io import read_json
+
+    doc = read_json(path)
+    return isinstance(doc, dict) and all(isinstance(a, dict) and "area" in a for a in doc.get("annotations", []))
 
 
 def _training_config(folder: Path) -> Any:

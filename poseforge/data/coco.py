@@ -58,12 +58,16 @@ class CocoKeypoints:
         return out
 
 
-def _number(value: Any, file: str, record: str, name: str) -> float:
+def _number(value: Any, file: str, record: str | None, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise data_error(file, record, name, f"expected a number, got {type(value).__name__} {value!r:.40}")
-    if not math.isfinite(value):
-        raise data_error(file, record, name, f"non-finite value {value}")
-    return float(value)
+        raise data_error(file, record, name, f"expected a number, got {type(value).__name__} {_show(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer too large for a float
+        raise data_error(file, record, name, f"number out of range: {_show(value)}") from None
+    if not math.isfinite(number):
+        raise data_error(file, record, name, f"non-finite value {number}")
+    return number
 
 
 def _numbers(value: Any, count: int, file: str, record: str, name: str, what: str) -> np.ndarray:
@@ -71,15 +75,37 @@ def _numbers(value: Any, count: int, file: str, record: str, name: str, what: st
         raise data_error(file, record, name, f"expected a list of {count} numbers, got {type(value).__name__}")
     if len(value) != count:
         raise data_error(file, record, name, f"expected {count} numbers ({what}), got {len(value)}")
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "iuf" or arr.ndim != 1:
-        bad = next((v for v in value if isinstance(v, bool) or not isinstance(v, (int, float))), value)
-        raise data_error(file, record, name, f"expected numbers, found {bad!r:.40}")
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        i = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise data_error(file, record, name, f"non-finite value {arr[i]} at position {i}")
-    return arr
+    # Check the elements before numpy sees them: nested, ragged, bool and huge values would otherwise raise or coerce.
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise data_error(file, record, name, f"expected numbers, found {_show(v)} at position {i}")
+        try:
+            if not math.isfinite(v):
+                raise data_error(file, record, name, f"non-finite value {v} at position {i}")
+        except OverflowError:
+            raise data_error(file, record, name, f"number out of range at position {i}") from None
+    return np.asarray(value, dtype=np.float64)
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """A short one-line repr of a value from the file, for messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _record(kind: str, value: Any) -> str:
+    """``"annotation 42"``; other id types are shown as their short repr so the message stays one line."""
+    return f"{kind} {value}" if isinstance(value, int) and not isinstance(value, bool) else f"{kind} {_show(value, 30)}"
+
+
+def _identifier(obj: dict, key: str, file: str, record: str, *, default: Any = None) -> int | str:
+    """An id field: an integer or a string (hashable, comparable), never a float, list or bool."""
+    if key not in obj and default is not None:
+        return default
+    value = _require(obj, key, file, record)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise data_error(file, record, key, f"expected an integer id, got {type(value).__name__} {_show(value)}")
+    return value
 
 
 def _require(obj: dict, key: str, file: str, record: str) -> Any:
@@ -88,23 +114,78 @@ def _require(obj: dict, key: str, file: str, record: str) -> Any:
     return obj[key]
 
 
+def _category_names(doc: dict, file: str) -> list[str] | None:
+    """The first category's ``keypoints`` names (checked to be a list of strings), or None."""
+    cats = doc.get("categories")
+    if cats is None:
+        return None
+    if not isinstance(cats, list):
+        raise data_error(file, None, "categories", f"expected a list, got {type(cats).__name__}")
+    for n, cat in enumerate(cats):
+        if not isinstance(cat, dict):
+            raise data_error(file, f"category {n}", None, f"expected an object, got {type(cat).__name__}")
+        names = cat.get("keypoints")
+        if names is None or names == []:
+            continue
+        rec = _record("category", cat.get("id", n))
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise data_error(file, rec, "keypoints", f"expected a list of keypoint names, got {_show(names)}")
+        return names
+    return None
+
+
 def _resolve_keypoint_set(doc: dict, file: str, requested: "str | KeypointSet | None") -> tuple[KeypointSet, bool]:
-    """Pick the keypoint set: the requested one, else from the category's names and the data."""
+    """Pick the keypoint set: the requested one, else the category's keypoint names, else the data.
+
+    The category's keypoint count is authoritative: annotations of another length are reported by the
+    reader (record and field), never read as some other set that happens to have that count.
+    """
     anns = doc["annotations"]
-    split = any("foot_kpts" in a or "face_kpts" in a for a in anns[:50])
+    split = any(isinstance(a, dict) and ("foot_kpts" in a or "face_kpts" in a) for a in anns[:50])
     if requested is not None:
         ks = get_keypoint_set(requested)
         return ks, split and ks.num_keypoints == 133
     if split:
         return get_keypoint_set("wholebody133"), True
-    cats = doc.get("categories") or []
-    names = next((c.get("keypoints") for c in cats if isinstance(c, dict) and c.get("keypoints")), None)
+    names = _category_names(doc, file)
     lengths = Counter(len(a["keypoints"]) for a in anns[:1000] if isinstance(a, dict) and isinstance(a.get("keypoints"), list))
-    count = lengths.most_common(1)[0][0] // 3 if lengths else (len(names) if names else 0)
-    ks = match_keypoint_set(names if names and len(names) == count else None, count)
+    data_count = lengths.most_common(1)[0][0] // 3 if lengths else 0
+    if names:
+        ks = match_keypoint_set(names, len(names))
+        # COCO-WholeBody files merged into one flat list keep the 17 body names in the category.
+        if ks is not None and ks.name == "coco17" and data_count == 133:
+            return get_keypoint_set("wholebody133"), False
+        count = len(names)
+    else:
+        ks, count = match_keypoint_set(None, data_count), data_count
     if ks is None:
         raise data_error(file, None, "categories", f"cannot tell which {count}-keypoint set this is; pass keypoint_set=")
     return ks, False
+
+
+def _image_path(root: Path, name: Any, file: str, rec: str, explicit_root: bool, allow_absolute: bool,
+                field: str = "file_name") -> str:
+    """The image's path under ``root``; refuses file names that escape it (``..``, absolute paths).
+
+    The check is lexical (normalized paths, symlinks not followed) so an image folder that is itself a
+    symlink to another disk still works, while a file name can never reach outside the data folder.
+    """
+    if not isinstance(name, str) or not name:
+        raise data_error(file, rec, field, f"expected a file name, got {type(name).__name__} {_show(name)}")
+    if "\x00" in name:
+        raise data_error(file, rec, field, "contains a NUL character")
+    base = os.path.normpath(os.path.abspath(root))
+    if os.path.isabs(name):
+        if not allow_absolute:
+            raise data_error(file, rec, field, f"absolute path {_show(name)} refused (allow_absolute_paths=True reads it)")
+        full = os.path.normpath(name)
+        if not explicit_root:
+            return name
+    else:
+        full = os.path.normpath(os.path.join(base, name))
+    if full == base or os.path.commonpath([base, full]) != base:
+        raise data_error(file, rec, field, f"{_show(name)} is outside the image root {base}")
+    return name if os.path.isabs(name) else str(root / name)
 
 
 def read_coco(
@@ -116,52 +197,62 @@ def read_coco(
     min_labeled: int = 0,
     check_images: bool = False,
     dataset_index: int = 0,
+    allow_absolute_paths: bool = False,
 ) -> CocoKeypoints:
     """Read and validate a COCO-format keypoint file.
 
     Args:
         path: the annotation JSON.
         image_root: folder of the images (default: the JSON's folder, or ``images/`` beside it).
-        keypoint_set: the set's name; inferred from the category names and data when omitted.
+        keypoint_set: the set's name; inferred from the category's keypoint names (else the data) when
+            omitted. Annotations whose ``keypoints`` length is not 3 x the set's count are errors.
         skip_crowd: drop ``iscrowd`` annotations (for training); counted in ``skipped``.
         min_labeled: drop annotations with fewer labeled keypoints (training uses 1); counted.
         check_images: fail on a referenced image file that does not exist.
         dataset_index: stored in every record (multi-dataset training).
+        allow_absolute_paths: accept absolute ``file_name`` values (inside ``image_root`` when one is
+            given). Relative names must always stay inside the image root: ``../x.jpg`` is refused.
+
+    Raises:
+        DataError / PoseforgeError: one line naming the file, the record (image or annotation id) and the field.
     """
     file = str(path)
-    doc = read_json(path)
+    doc = _read_json(path)
     if not isinstance(doc, dict):
         raise data_error(file, None, None, f"expected a COCO object with 'images' and 'annotations', got {type(doc).__name__}")
     for key in ("images", "annotations"):
         if not isinstance(doc.get(key), list):
             raise data_error(file, None, key, "missing" if key not in doc else "expected a list")
+    categories = doc.get("categories")
+    if categories is not None and not isinstance(categories, list):
+        raise data_error(file, None, "categories", f"expected a list, got {type(categories).__name__}")
     root = Path(image_root) if image_root is not None else _default_image_root(Path(path), doc)
     ks, split = _resolve_keypoint_set(doc, file, keypoint_set)
-    num_k = ks.num_keypoints
 
-    images: dict[int, ImageInfo] = {}
-    for img in doc["images"]:
-        rec = f"image {img.get('id', '?')}" if isinstance(img, dict) else "image entry"
+    images: dict[int | str, ImageInfo] = {}
+    for n, img in enumerate(doc["images"]):
         if not isinstance(img, dict):
-            raise data_error(file, rec, None, f"expected an object, got {type(img).__name__}")
-        image_id = _require(img, "id", file, rec)
+            raise data_error(file, f"image entry {n}", None, f"expected an object, got {type(img).__name__}")
+        rec = _record("image", img.get("id", "?"))
+        image_id = _identifier(img, "id", file, rec)
         name = _require(img, "file_name", file, rec)
+        image_path = _image_path(root, name, file, rec, image_root is not None, allow_absolute_paths)
         width = _number(_require(img, "width", file, rec), file, rec, "width")
         height = _number(_require(img, "height", file, rec), file, rec, "height")
-        if width <= 0 or height <= 0:
-            raise data_error(file, rec, "width" if width <= 0 else "height", f"size must be positive, got {width:g}x{height:g}")
+        if width < 1 or height < 1:
+            raise data_error(file, rec, "width" if width < 1 else "height", f"size must be positive (at least 1 px), got {width:g}x{height:g}")
         if image_id in images:
             raise data_error(file, rec, "id", "duplicate image id")
         extras = {k: img[k] for k in ("crowdIndex",) if k in img}
-        images[image_id] = ImageInfo(image_id, str(name), int(width), int(height), str(root / str(name)), extras)
+        images[image_id] = ImageInfo(image_id, name, int(width), int(height), image_path, extras)
 
     instances: list[PoseInstance] = []
     skipped: Counter = Counter()
     seen_ids: set = set()
-    for ann in doc["annotations"]:
-        rec = f"annotation {ann.get('id', '?')}" if isinstance(ann, dict) else "annotation entry"
+    for n, ann in enumerate(doc["annotations"]):
         if not isinstance(ann, dict):
-            raise data_error(file, rec, None, f"expected an object, got {type(ann).__name__}")
+            raise data_error(file, f"annotation entry {n}", None, f"expected an object, got {type(ann).__name__}")
+        rec = _record("annotation", ann.get("id", "?"))
         inst = _parse_annotation(ann, file, rec, images, ks, split)
         if inst.instance_id in seen_ids:
             raise data_error(file, rec, "id", "duplicate annotation id")
@@ -176,31 +267,48 @@ def read_coco(
 
     if check_images:
         used = {inst.image_id for inst in instances}
-        for image_id in sorted(used):
+        for image_id in sorted(used, key=str):
             info = images[image_id]
             if not os.path.isfile(info.path):
-                raise data_error(file, f"image {image_id}", "file_name", f"image file not found: {info.path}")
+                raise data_error(file, _record("image", image_id), "file_name", f"image file not found: {info.path}")
 
-    data = CocoKeypoints(file, ks, images, instances, list(doc.get("categories") or []), skipped, split)
+    data = CocoKeypoints(file, ks, images, instances, list(categories or []), skipped, split)
     if skipped:
         log.info(data.summary())
     return data
+
+
+def _read_json(path: str | os.PathLike) -> Any:
+    """:func:`read_json`, with absurdly deep nesting (RecursionError in the decoder) as a one-line error too."""
+    try:
+        return read_json(path)
+    except RecursionError:
+        raise data_error(path, None, None, "not valid JSON (nested too deeply)") from None
 
 
 def _default_image_root(path: Path, doc: dict) -> Path:
     """Images beside the JSON, or in an ``images/`` folder beside it (the layout ``poseforge synth`` writes)."""
     folder = path.parent
     first = next((i.get("file_name") for i in doc["images"] if isinstance(i, dict) and i.get("file_name")), None)
-    if first and not (folder / first).exists() and (folder / "images" / first).exists():
+    if isinstance(first, str) and _exists(folder / "images" / first) and not _exists(folder / first):
         return folder / "images"
     return folder
 
 
-def _parse_annotation(ann: dict, file: str, rec: str, images: dict[int, ImageInfo], ks: KeypointSet, split: bool) -> PoseInstance:
-    ann_id = _require(ann, "id", file, rec)
-    image_id = _require(ann, "image_id", file, rec)
+def _exists(path: Path) -> bool:
+    """``path.exists()`` that is False for names the OS cannot even look up (NUL byte, too long)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _parse_annotation(ann: dict, file: str, rec: str, images: dict[int | str, ImageInfo], ks: KeypointSet,
+                      split: bool) -> PoseInstance:
+    ann_id = _identifier(ann, "id", file, rec)
+    image_id = _identifier(ann, "image_id", file, rec)
     if image_id not in images:
-        raise data_error(file, rec, "image_id", f"unknown image id {image_id!r}")
+        raise data_error(file, rec, "image_id", f"unknown image id {_show(image_id)}")
     info = images[image_id]
     bbox = _numbers(_require(ann, "bbox", file, rec), 4, file, rec, "bbox", "x, y, width, height")
     if bbox[2] < 0 or bbox[3] < 0:
@@ -221,11 +329,15 @@ def _parse_annotation(ann: dict, file: str, rec: str, images: dict[int, ImageInf
         raise data_error(file, rec, "keypoints", f"negative visibility {kps[:, 2].min():g}")
     area = ann.get("area")
     area = float(bbox[2] * bbox[3]) if area is None else _number(area, file, rec, "area")
-    if area < 0:
-        raise data_error(file, rec, "area", f"negative area {area:g}")
+    if not math.isfinite(area) or area < 0:
+        raise data_error(file, rec, "area", f"expected a finite area >= 0, got {area:g}")
     iscrowd = ann.get("iscrowd", 0)
     if iscrowd not in (0, 1, True, False):
-        raise data_error(file, rec, "iscrowd", f"expected 0 or 1, got {iscrowd!r}")
+        raise data_error(file, rec, "iscrowd", f"expected 0 or 1, got {_show(iscrowd)}")
+    category_id = _identifier(ann, "category_id", file, rec, default=1)
+    if not isinstance(category_id, int):
+        raise data_error(file, rec, "category_id", f"expected an integer id, got {_show(category_id)}")
+    score = _number(ann.get("score", 1.0), file, rec, "score")
     extras = {}
     if split:
         extras["wholebody"] = {k: ann[k] for k in ann if k.endswith(("_box", "_valid"))}
@@ -242,8 +354,8 @@ def _parse_annotation(ann: dict, file: str, rec: str, images: dict[int, ImageInf
         area=area,
         iscrowd=bool(iscrowd),
         instance_id=ann_id,
-        category_id=int(ann.get("category_id", 1)),
-        score=float(ann.get("score", 1.0)),
+        category_id=category_id,
+        score=score,
         extras=extras,
     )
 

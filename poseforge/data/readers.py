@@ -31,10 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import data_error
-from ..io import read_json
+from ..errors import PoseforgeError, data_error
 from ..keypoints import get_keypoint_set
-from .coco import CocoKeypoints, read_coco
+from .coco import (
+    CocoKeypoints,
+    _exists,
+    _image_path,
+    _number,
+    _read_json,
+    _show,
+    read_coco,
+)
 from .records import ImageInfo, PoseInstance
 
 __all__ = ["DATASET_FORMATS", "read_dataset", "read_mpii", "image_size"]
@@ -53,30 +60,32 @@ MPII_CENTER_SHIFT = 15.0  # px per unit of scale that the box center moves down 
 
 def read_dataset(path: str | os.PathLike, format: str = "auto", image_root: str | os.PathLike | None = None, *,
                  keypoint_set: str | None = None, dataset_index: int = 0, skip_crowd: bool = False,
-                 min_labeled: int = 0, check_images: bool = False) -> CocoKeypoints:
+                 min_labeled: int = 0, check_images: bool = False, allow_absolute_paths: bool = False) -> CocoKeypoints:
     """Read an annotation file of any :data:`DATASET_FORMATS` format.
 
     ``format="auto"`` reads a JSON list as MPII and a JSON object as COCO (keypoint set ``keypoint_set``,
     or from the categories and data). Every record carries ``dataset_index`` (its task in a
-    multi-dataset mix).
+    multi-dataset mix). Image file names must stay inside the image root; ``allow_absolute_paths``
+    accepts absolute ones (see :func:`~poseforge.data.coco.read_coco`).
     """
     if format == "auto":
-        doc = read_json(path)
+        doc = _read_json(path)
         if isinstance(doc, list):
-            return _mpii(doc, path, image_root, dataset_index, min_labeled, check_images)
+            return _mpii(doc, path, image_root, dataset_index, min_labeled, check_images, allow_absolute_paths)
         return read_coco(path, image_root, keypoint_set, skip_crowd=skip_crowd, min_labeled=min_labeled,
-                         check_images=check_images, dataset_index=dataset_index)
+                         check_images=check_images, dataset_index=dataset_index, allow_absolute_paths=allow_absolute_paths)
     if format not in DATASET_FORMATS:
         raise data_error(path, None, None, f"unknown dataset format '{format}'; known: auto, {', '.join(DATASET_FORMATS)}")
     layout, keypoint_set = DATASET_FORMATS[format]
     if layout == "mpii":
-        return read_mpii(path, image_root, dataset_index=dataset_index, min_labeled=min_labeled, check_images=check_images)
+        return read_mpii(path, image_root, dataset_index=dataset_index, min_labeled=min_labeled,
+                         check_images=check_images, allow_absolute_paths=allow_absolute_paths)
     return read_coco(path, image_root, keypoint_set, skip_crowd=skip_crowd, min_labeled=min_labeled,
-                     check_images=check_images, dataset_index=dataset_index)
+                     check_images=check_images, dataset_index=dataset_index, allow_absolute_paths=allow_absolute_paths)
 
 
 def read_mpii(path: str | os.PathLike, image_root: str | os.PathLike | None = None, *, dataset_index: int = 0,
-              min_labeled: int = 0, check_images: bool = False) -> CocoKeypoints:
+              min_labeled: int = 0, check_images: bool = False, allow_absolute_paths: bool = False) -> CocoKeypoints:
     """Read an MPII list-format annotation file (mmpose's ``mpii_train.json`` / ``mpii_val.json``).
 
     Args:
@@ -85,27 +94,35 @@ def read_mpii(path: str | os.PathLike, image_root: str | os.PathLike | None = No
         dataset_index: stored in every record.
         min_labeled: drop people with fewer labeled joints (counted in ``skipped``).
         check_images: fail on a missing image file.
+        allow_absolute_paths: accept absolute ``image`` names (inside ``image_root`` when one is given);
+            relative names must stay inside the image root.
+
+    Raises:
+        DataError / PoseforgeError: one line naming the file, the entry (its index) and the field.
     """
-    doc = read_json(path)
+    doc = _read_json(path)
     if not isinstance(doc, list):
         raise data_error(path, None, None, f"expected the MPII list format (a JSON list), got {type(doc).__name__}")
-    return _mpii(doc, path, image_root, dataset_index, min_labeled, check_images)
+    return _mpii(doc, path, image_root, dataset_index, min_labeled, check_images, allow_absolute_paths)
 
 
 def _number_list(value: Any, shape: tuple[int, ...], file: str, rec: str, name: str) -> np.ndarray:
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise data_error(file, rec, name, f"expected numbers of shape {list(shape)}, got {value!r:.60}") from None
+        arr = np.asarray(value)  # no dtype: strings, bools and huge ints must not be coerced to floats
+    except (TypeError, ValueError):  # ragged nesting
+        raise data_error(file, rec, name, f"expected numbers of shape {list(shape)}, got {_show(value, 60)}") from None
+    if arr.dtype.kind not in "iuf":
+        raise data_error(file, rec, name, f"expected numbers of shape {list(shape)}, got {_show(value, 60)}")
     if arr.shape != shape:
         raise data_error(file, rec, name, f"expected shape {list(shape)}, got {list(arr.shape)}")
+    arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         raise data_error(file, rec, name, "non-finite value")
     return arr
 
 
 def _mpii(doc: list, path: str | os.PathLike, image_root: str | os.PathLike | None, dataset_index: int,
-          min_labeled: int, check_images: bool) -> CocoKeypoints:
+          min_labeled: int, check_images: bool, allow_absolute_paths: bool = False) -> CocoKeypoints:
     file = str(path)
     ks = get_keypoint_set("mpii16")
     k = ks.num_keypoints
@@ -122,12 +139,11 @@ def _mpii(doc: list, path: str | os.PathLike, image_root: str | os.PathLike | No
             if key not in ann:
                 raise data_error(file, rec, key, "missing")
         name = ann["image"]
-        if not isinstance(name, str) or not name:
-            raise data_error(file, rec, "image", f"expected a file name, got {name!r:.40}")
+        image_path = _image_path(root, name, file, rec, image_root is not None, allow_absolute_paths, field="image")
         center = _number_list(ann["center"], (2,), file, rec, "center")
-        scale = ann["scale"]
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-            raise data_error(file, rec, "scale", f"expected a positive number, got {scale!r:.40}")
+        scale = _number(ann["scale"], file, rec, "scale")
+        if scale <= 0:
+            raise data_error(file, rec, "scale", f"expected a positive number, got {scale:g}")
         joints = _number_list(ann["joints"], (k, 2), file, rec, "joints") - 1.0  # MATLAB 1-based -> 0-based
         vis = _number_list(ann["joints_vis"], (k,), file, rec, "joints_vis")
         if ((vis < 0) | (vis > 2)).any():
@@ -143,12 +159,13 @@ def _mpii(doc: list, path: str | os.PathLike, image_root: str | os.PathLike | No
         else:
             cx, cy = center[0] - 1.0, center[1] - 1.0 + MPII_CENTER_SHIFT * float(scale)
             box = np.array([cx - side / 2, cy - side / 2, side, side])
+        if not np.isfinite(box).all():  # e.g. scale 1e308: the 200 px box overflows
+            raise data_error(file, rec, "scale", f"box out of range for center {center.tolist()} and scale {scale:g}")
         if name not in names:
             image_id = _image_id(name, len(names), set(images))
             names[name] = image_id
-            image_path = root / name
-            width, height = _image_extent(image_path, box, joints, check_images, file, rec)
-            images[image_id] = ImageInfo(image_id, name, width, height, str(image_path))
+            width, height = _image_extent(Path(image_path), box, joints, check_images, file, rec)
+            images[image_id] = ImageInfo(image_id, name, width, height, image_path)
         image_id = names[name]
         info = images[image_id]
         inst = PoseInstance(image_id=image_id, image_path=info.path, image_size=(info.width, info.height), bbox=box,
@@ -168,7 +185,7 @@ def _mpii(doc: list, path: str | os.PathLike, image_root: str | os.PathLike | No
 def _default_root(path: Path, doc: list) -> Path:
     folder = path.parent
     first = next((a.get("image") for a in doc if isinstance(a, dict) and isinstance(a.get("image"), str)), None)
-    if first and not (folder / first).exists() and (folder / "images" / first).exists():
+    if first and _exists(folder / "images" / first) and not _exists(folder / first):
         return folder / "images"
     return folder
 
@@ -176,7 +193,8 @@ def _default_root(path: Path, doc: list) -> Path:
 def _image_id(name: str, ordinal: int, used: set[int]) -> int:
     """MPII image ids are the numeric file stems (``005808361.jpg`` -> 5808361), as in mmpose."""
     stem = Path(name).stem
-    if stem.isdigit() and int(stem) not in used:
+    # ASCII digits only (isdigit also accepts superscripts int() refuses); 18 digits fit an int64 id.
+    if stem.isascii() and stem.isdigit() and len(stem) <= 18 and int(stem) not in used:
         return int(stem)
     candidate = ordinal + 1
     while candidate in used:
@@ -185,8 +203,15 @@ def _image_id(name: str, ordinal: int, used: set[int]) -> int:
 
 
 def _image_extent(path: Path, box: np.ndarray, joints: np.ndarray, check: bool, file: str, rec: str) -> tuple[int, int]:
-    if path.is_file():
-        return image_size(path)
+    try:
+        present = path.is_file()
+    except OSError:  # a name the OS cannot look up (too long): treated as missing
+        present = False
+    if present:
+        try:
+            return image_size(path)
+        except (PoseforgeError, OSError, struct.error) as e:  # a corrupt or non-image file, named in the message
+            raise data_error(file, rec, "image", f"cannot read the image size of {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if check:
         raise data_error(file, rec, "image", f"image file not found: {path}")
     right = max(float(box[0] + box[2]), float(joints[:, 0].max()) + 1.0, 1.0)

@@ -279,7 +279,15 @@ def _import_backend(backend: str):
         else:
             raise PoseforgeError(f"unknown evaluation backend '{backend}'; expected one of {', '.join(BACKENDS)}")
     except (ImportError, ValueError) as e:  # ValueError: a binary built against another numpy
-        raise PoseforgeError(f"evaluation backend '{backend}' is not usable here: {e}") from None
+        package = {"faster": "faster-coco-eval"}.get(backend, backend)
+        if "dtype size changed" in str(e) or "binary incompatib" in str(e):
+            # the wheel was compiled against a different numpy ABI than the one installed
+            fix = f"rebuild it against this numpy: pip install --no-binary {package} --force-reinstall {package}"
+        else:
+            fix = f"pip install {package}"
+        hint = "" if backend == "faster" else "; or use the default --backend faster (faster-coco-eval)"
+        raise PoseforgeError(f"evaluation backend '{backend}' is not usable here ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                             f"{fix}{hint}") from None
     return COCO, COCOeval
 
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import PoseforgeError
 
-__all__ = ["KeypointSet", "get_keypoint_set", "list_keypoint_sets", "match_keypoint_set"]
+__all__ = ["KeypointSet", "KeypointMapping", "get_keypoint_set", "list_keypoint_sets", "match_keypoint_set",
+           "canonical_joint_name", "keypoint_mapping", "keypoint_subset"]
 
 
 @dataclass(frozen=True)
@@ -136,3 +137,90 @@ def match_keypoint_set(category_keypoint_names: list[str] | None, num_keypoints:
     if num_keypoints == 17:  # coco17 and ap10k17: a person file unless names said otherwise
         return sets["coco17"]
     return None
+
+
+# ----------------------------------------------------------------------------- mapping between sets
+# Spellings of one anatomical joint across sets (after normalizing case, separators and l_/r_ prefixes).
+# Deliberately absent: MPII's "upper_neck" / "thorax" vs AIC / CrowdPose "neck" - the datasets place them
+# differently, and a wrong pairing would score predictions against another point.
+_JOINT_ALIASES = {"top_head": "head_top", "head": "head_top", "headtop": "head_top"}
+
+
+def canonical_joint_name(name: str) -> str:
+    """One spelling per joint: ``"L_Shoulder"``, ``"Left Shoulder"`` and ``"left_shoulder"`` all give
+    ``"left_shoulder"``; ``"top_head"`` gives ``"head_top"``."""
+    n = re.sub(r"^l_", "left_", re.sub(r"^r_", "right_", _normalize(name)))
+    return _JOINT_ALIASES.get(n, n)
+
+
+@dataclass(frozen=True)
+class KeypointMapping:
+    """The joints two keypoint sets share: ``source.names[source_index[i]]`` is the same joint as
+    ``target.names[target_index[i]]`` (pairs in target order)."""
+
+    source: KeypointSet
+    target: KeypointSet
+    source_index: tuple[int, ...]
+    target_index: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.target_index)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The shared joints, as the target set names them."""
+        return tuple(self.target.names[i] for i in self.target_index)
+
+    @property
+    def unmapped_target(self) -> tuple[str, ...]:
+        """Target joints the source set lacks (never predicted when the source is the model's set)."""
+        shared = set(self.target_index)
+        return tuple(n for i, n in enumerate(self.target.names) if i not in shared)
+
+    def convert(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """``values [..., K_source, ...]`` (keypoint axis -2 for ``[..., K, C]``, -1 for ``[..., K]``) in
+        the target set's order; joints the source lacks get ``fill``."""
+        values = np.asarray(values)
+        axis = values.ndim - 2 if values.ndim >= 2 and values.shape[-2] == self.source.num_keypoints else values.ndim - 1
+        if values.shape[axis] != self.source.num_keypoints:
+            raise PoseforgeError(f"expected {self.source.num_keypoints} {self.source.name} keypoints on axis {axis}, "
+                                 f"got shape {values.shape}")
+        shape = list(values.shape)
+        shape[axis] = self.target.num_keypoints
+        out = np.full(shape, fill, dtype=values.dtype if values.dtype.kind == "f" else np.float64)
+        index_out: list = [slice(None)] * values.ndim
+        index_in: list = [slice(None)] * values.ndim
+        index_out[axis], index_in[axis] = list(self.target_index), list(self.source_index)
+        out[tuple(index_out)] = values[tuple(index_in)]
+        return out
+
+
+def keypoint_mapping(source: "str | KeypointSet", target: "str | KeypointSet") -> KeypointMapping:
+    """The joints ``source`` and ``target`` share, matched by :func:`canonical_joint_name` (a person set
+    and an animal set share none, whatever their joints are called)."""
+    src, tgt = get_keypoint_set(source), get_keypoint_set(target)
+    pairs: list[tuple[int, int]] = []
+    if src.category == tgt.category:
+        where = {canonical_joint_name(n): i for i, n in enumerate(src.names)}
+        pairs = [(where[c], j) for j, c in enumerate(canonical_joint_name(n) for n in tgt.names) if c in where]
+    return KeypointMapping(src, tgt, tuple(i for i, _ in pairs), tuple(j for _, j in pairs))
+
+
+def keypoint_subset(ks: "str | KeypointSet", indices: "tuple[int, ...] | list[int]", name: str | None = None) -> KeypointSet:
+    """The set restricted to ``indices`` (its sigmas, weights, flip pairs and links among them kept);
+    parts are dropped. Not registered: refer to it by object, not by name."""
+    ks = get_keypoint_set(ks)
+    indices = [int(i) for i in indices]
+    new = {old: n for n, old in enumerate(indices)}
+    return KeypointSet(
+        name=name or f"{ks.name}[{len(indices)}]",
+        description=f"{ks.description}, {len(indices)} of its joints",
+        category=ks.category,
+        names=tuple(ks.names[i] for i in indices),
+        sigmas=tuple(ks.sigmas[i] for i in indices),
+        joint_weights=tuple(ks.joint_weights[i] for i in indices),
+        flip_pairs=tuple((new[a], new[b]) for a, b in ks.flip_pairs if a in new and b in new),
+        skeleton=tuple((new[a], new[b]) for a, b in ks.skeleton if a in new and b in new),
+        keypoint_colors=tuple(ks.keypoint_colors[i] for i in indices),
+        link_colors=tuple(c for (a, b), c in zip(ks.skeleton, ks.link_colors) if a in new and b in new),
+    )

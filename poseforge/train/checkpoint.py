@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,7 @@ import torch
 from ..io import atomic_path
 from ..models.loading import CHECKPOINT_VERSION, read_training_checkpoint
 
-__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state", "replace_directory",
-           "CHECKPOINT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state", "CHECKPOINT_VERSION"]
 
 
 
@@ -67,30 +65,3 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a training checkpoint safely (``weights_only=True``); a bad file is a one-line error."""
     return read_training_checkpoint(path, map_location)
-
-
-def replace_directory(target: str | os.PathLike, write: Any) -> Path:
-    """Build a folder with ``write(tmp_folder)`` beside ``target``, then swap it in.
-
-    The old folder is renamed away before the new one is renamed in and deleted afterwards, so at any
-    moment ``target`` is either the complete old folder or the complete new one (a crash between the
-    two renames leaves it missing, with ``.<name>.new`` complete beside it).
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    new = target.with_name(f".{target.name}.new")
-    old = target.with_name(f".{target.name}.old")
-    for leftover in (new, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    new.mkdir()
-    try:
-        write(new)
-    except BaseException:
-        shutil.rmtree(new, ignore_errors=True)
-        raise
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target

@@ -36,7 +36,7 @@ import torch
 
 from ..errors import PoseforgeError
 from ..evaluation.boxes import evaluate_boxes
-from ..io import write_json_atomic
+from ..io import write_bytes_atomic, write_json_atomic
 from ..inference.detectors.base import Detections, xywh_to_xyxy
 from ..inference.detectors.builtin import (BuiltinDetector, PersonDetectorConfig, PersonDetectorNet, detector_loss,
                                            encode_targets)
@@ -181,7 +181,14 @@ def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: 
     generator = torch.Generator().manual_seed(config.seed)
     output_size = (config.model.input_size[0] // config.model.stride, config.model.input_size[1] // config.model.stride)
     best: dict[str, Any] = {"AP": -1.0}
-    metrics = open(out / "metrics.jsonl", "w")
+    # Append, never truncate: the history before the starting epoch stays. This loop always starts at epoch 0
+    # (it has no resume), so the records of a run it replaces (epoch >= start) are dropped first, atomically.
+    start_epoch = 0
+    history = out / "metrics.jsonl"
+    if history.exists():
+        kept = [line for line in history.read_text().splitlines() if _record_epoch(line) < start_epoch]
+        write_bytes_atomic(history, "".join(line + "\n" for line in kept).encode())
+    metrics = open(history, "a")
     try:
         for epoch in range(config.epochs):
             model.train()
@@ -229,6 +236,14 @@ def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: 
         write_json_atomic(Path(export) / "training.json", record, indent=2)
         log.info(f"exported the best model (epoch {best['epoch']}, AP {best['AP']:.4f}) to {export} (fp16)")
     return best
+
+
+def _record_epoch(line: str) -> float:
+    """The epoch of a metrics.jsonl line (a torn or malformed line counts as the latest: it is dropped)."""
+    try:
+        return float(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def config_to_dict(config: DetectorTrainConfig) -> dict[str, Any]:

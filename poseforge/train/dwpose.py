@@ -44,7 +44,7 @@ from ..models.estimators import Estimator
 from ..models.estimators.base import check_state_dict
 from ..models.loading import read_training_checkpoint
 from ..outputs import SimCCLogits
-from .checkpoint import replace_directory
+from ..io import replace_directory
 from .config import TrainConfig, config_to_dict
 from .distill import check_compatible, simcc_distillation_loss
 

@@ -22,6 +22,27 @@ Run folder (``run_dir``)::
 Resuming (``Trainer(config, run_dir, resume=True)``) restores ``last.pt`` and continues with the exact
 batches, augmentations, dropout draws and learning rates the uninterrupted run would have used.
 
+Crash safety (a SIGKILL or power loss at any moment leaves a run that ``--resume`` finishes exactly):
+
+* every file is written to a temp file and renamed in (:func:`~poseforge.io.atomic_path`); ``best/`` is
+  swapped in as a whole (:func:`~poseforge.io.replace_directory`, ``training.json`` included);
+* the commit order at an epoch end is ``best.pt``, then ``best/``, then ``last.pt``: ``last.pt`` is the
+  commit record. If it says that epoch E was the best, ``best.pt`` and ``best/`` of epoch E were complete
+  before it was written. A crash before ``last.pt`` leaves the previous ``last.pt``: the resumed run
+  replays the epoch, improves at the same epoch (it is deterministic) and rewrites the best files with
+  the same content. So ``best.pt``/``best/`` may be ahead of ``last.pt`` until then, never behind it;
+* on start and resume the run folder is tidied: a half-done ``best/`` swap is finished or rolled back
+  (:func:`~poseforge.io.recover_directory`) and poseforge's own stale temp files (``.<name>.XXXXXXXX.tmp``
+  / ``.part``) are deleted; a run folder written by the earlier order (``last.pt`` first), killed before
+  its best files, gets them rebuilt from ``last.pt`` (which then holds exactly that state);
+* SIGINT / SIGTERM during :meth:`Trainer.fit` finish the current optimizer step (or the epoch end being
+  written), save ``last.pt`` at that step with its exact data position (epoch, batches done in it: the
+  engine resumes mid-epoch) and raise :class:`TrainingInterrupted` (a one-line error); ``--resume`` then
+  continues exactly, running the epoch's validation first if the signal came after its last step. A
+  second signal aborts at once (``KeyboardInterrupt``; the temp files it may leave are cleaned on resume).
+  Train records are logged per ``log_interval`` window: a resumed run's first window is shorter, so only
+  with ``log_interval=1`` (or a stop on a window boundary) is metrics.jsonl identical as well.
+
 Extension points: ``data.sources`` trains a multi-task model on a ratio-mixed set of datasets (each
 sample carries its dataset index, which the model takes as its task; validation reports the stats per
 dataset and their mean); ``setup_model`` may adapt or replace the freshly built model before the
@@ -40,7 +61,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -53,8 +76,8 @@ from ..device import resolve_device
 from ..errors import PoseforgeError
 from ..evaluation.coco import format_table
 from ..evaluation.evaluator import evaluate
-from ..io import write_bytes_atomic
-from .checkpoint import capture_rng_state, load_checkpoint, replace_directory, restore_rng_state, save_checkpoint
+from ..io import clean_stale_temp_files, recover_directory, replace_directory, write_bytes_atomic
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .compiling import CompiledForward
 from .config import TrainConfig, config_to_dict, save_config
 from .curves import write_curves
@@ -65,12 +88,18 @@ from .ema import ModelEMA
 from .init import init_position_embeddings
 from .optim import LRSchedule, build_optimizer
 
-__all__ = ["Trainer", "format_task_table", "TASK_COLUMNS"]
+__all__ = ["Trainer", "TrainingInterrupted", "format_task_table", "TASK_COLUMNS"]
 
 log = logging.getLogger("poseforge")
 
 # Stats averaged over the validation sets of a mix (and the per-dataset table's columns).
 TASK_COLUMNS = ("AP", "AP50", "AP75", "AR", "PCK@0.2", "EPE", "mIoU", "AbsRel", "normal_mean")
+
+
+class TrainingInterrupted(PoseforgeError):
+    """SIGINT / SIGTERM stopped :meth:`Trainer.fit` after saving a resumable ``last.pt`` (one-line message)."""
+
+    exit_code = 130  # the shell's code for a run stopped by a signal
 
 
 class Trainer:
@@ -204,9 +233,11 @@ class Trainer:
         self._fit_start: float | None = None
         self.last_stats: dict[str, float] = {}
         self.stopped_early = False
+        self._signal: int | None = None  # the first SIGINT / SIGTERM received during fit()
 
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._tidy_run_dir()
         barrier()
         if resume:
             self._resume()
@@ -229,24 +260,32 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict[str, Any]:
-        """Train to the end of the schedule (or ``max_steps``); returns a summary dict."""
+        """Train to the end of the schedule (or ``max_steps``); returns a summary dict.
+
+        Raises :class:`TrainingInterrupted` after SIGINT / SIGTERM, with ``last.pt`` saved (module doc)."""
         config = self.config
         self._fit_start = time.perf_counter()
         stop = self._stop_reached()
         self.model.train()
-        while self.epoch < config.schedule.epochs and not stop:
-            steps = self._epoch_steps()
-            try:
-                for _ in steps:
-                    if self._stop_reached():
-                        stop = True
-                        break
-            finally:
-                steps.close()  # shuts the DataLoader workers down now
-            if self.batch_in_epoch >= self.batches_per_epoch:  # the epoch is complete
-                self._end_epoch()
-            else:
-                self._save("last.pt")
+        with self._signals_saved():
+            while self.epoch < config.schedule.epochs and not stop:
+                steps = self._epoch_steps()
+                try:
+                    for _ in steps:
+                        if self._stop_reached() or self._signal is not None:
+                            stop = True
+                            break
+                finally:
+                    steps.close()  # shuts the DataLoader workers down now
+                if self.batch_in_epoch >= self.batches_per_epoch and self._signal is None:  # the epoch is complete
+                    self._end_epoch()
+                else:  # (interrupted after an epoch's last step: its validation runs on resume)
+                    self._save("last.pt")
+                if self._signal is not None:  # last.pt was just saved, at this step
+                    raise TrainingInterrupted(
+                        f"interrupted by {signal.Signals(self._signal).name} at step {self.step} (epoch "
+                        f"{self.epoch + 1}, batch {self.batch_in_epoch}/{self.batches_per_epoch}); saved "
+                        f"{self.run_dir / 'last.pt'}: continue with --resume")
         self.stopped_early = self.epoch < config.schedule.epochs
         summary = {"run_dir": str(self.run_dir), "steps": self.step, "epochs": self.epoch,
                    "best_score": None if math.isnan(self.best_score) else self.best_score, "best_metric": self.best_metric,
@@ -255,6 +294,36 @@ class Trainer:
                    "stopped_early": self.stopped_early}
         barrier()
         return summary
+
+    @contextlib.contextmanager
+    def _signals_saved(self) -> Iterator[None]:
+        """Turn the first SIGINT / SIGTERM into a flag that fit() checks after each step; a second one aborts."""
+        if threading.current_thread() is not threading.main_thread():  # signal handlers only install there
+            yield
+            return
+        watched = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.getsignal(s) for s in watched}
+
+        def restore() -> None:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None:
+                restore()
+                raise KeyboardInterrupt  # the user insists: stop now, even inside a save
+            self._signal = signum
+            if self.dist.is_main:
+                log.warning(f"{signal.Signals(signum).name}: saving a resumable checkpoint after this step "
+                            "(send it again to abort at once)")
+
+        self._signal = None
+        for s in watched:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            restore()
 
     def _elapsed(self) -> float:
         """Training seconds, earlier sessions of a resumed run included."""
@@ -399,10 +468,10 @@ class Trainer:
                                           (score >= self.best_score if higher else score <= self.best_score)):
                 self.best_score, self.best_metric, self.best_epoch, improved = score, metric, self.epoch, True
             self._record({"kind": "val", "epoch": self.epoch, "step": self.step, **stats})
-        self._save("last.pt")
-        if improved:
+        if improved:  # best first, last.pt last: last.pt commits the epoch (module doc)
             self._save("best.pt")
             self._save_best_model()
+        self._save("last.pt")
         if self.dist.is_main:
             write_curves(self.metrics_path, self.run_dir / "curves.png", f"{config.name}: {self.estimator.config.name}")
 
@@ -514,11 +583,43 @@ class Trainer:
             from ..models.loading import model_from_state_dict
 
             source = model_from_state_dict(self.estimator.config, state, "FSDP full state")
-        replace_directory(self.run_dir / "best", lambda folder: source.save_pretrained(folder))
-        write_bytes_atomic(self.run_dir / "best" / "training.json", json.dumps(
-            {"epoch": self.best_epoch, "step": self.step, self.best_metric or "score": self.best_score,
-             "config": self.config.name}, indent=2).encode())
+        record = json.dumps({"epoch": self.best_epoch, "step": self.step, self.best_metric or "score": self.best_score,
+                             "config": self.config.name}, indent=2).encode()
+
+        def write(folder: Path) -> None:  # training.json inside the swap: best/ is never half of two epochs
+            source.save_pretrained(folder)
+            write_bytes_atomic(folder / "training.json", record)
+
+        replace_directory(self.run_dir / "best", write)
         barrier()
+
+    def _tidy_run_dir(self) -> None:
+        """Undo what a killed run left behind (main process, before anything writes into the run folder)."""
+        recover_directory(self.run_dir / "best")
+        removed = [*clean_stale_temp_files(self.run_dir), *clean_stale_temp_files(self.run_dir / "best")]
+        if removed:
+            log.info(f"{self.run_dir}: removed {len(removed)} temp file(s) of an interrupted run")
+
+    def _repair_best(self, state: dict[str, Any]) -> None:
+        """Rebuild best.pt / best/ when last.pt committed an improving epoch they lack (the earlier write
+        order, last.pt first, killed right after it). Only then does last.pt hold exactly the best state."""
+        epoch = int(state["epoch"])
+        if int(state["best_epoch"]) != epoch or int(state["batch_in_epoch"]) != 0 or int(state["step"]) == 0:
+            return
+        best_pt, training = self.run_dir / "best.pt", self.run_dir / "best" / "training.json"
+        try:
+            in_best = int(load_checkpoint(best_pt)["epoch"]) == epoch
+        except PoseforgeError:  # missing or unreadable
+            in_best = False
+        try:
+            in_folder = json.loads(training.read_text())["epoch"] == epoch
+        except (OSError, ValueError, KeyError):
+            in_folder = False
+        if in_best and in_folder:
+            return
+        log.warning(f"{self.run_dir}: the best model of epoch {epoch} was not written completely; rebuilding it from last.pt")
+        self._save("best.pt")
+        self._save_best_model()
 
     def _resume(self) -> None:
         path = self.run_dir / "last.pt"
@@ -555,6 +656,7 @@ class Trainer:
         self.best_epoch = int(state["best_epoch"])
         self.elapsed = float(state.get("elapsed", 0.0))
         self.setup_seconds += float(state.get("setup_seconds", 0.0))
+        self._repair_best(state)
         if self.dist.is_main and self.metrics_path.exists():  # drop records written after the checkpoint
             kept = [line for line in self.metrics_path.read_text().splitlines() if _keep_record(line, self.step, self.epoch)]
             write_bytes_atomic(self.metrics_path, ("\n".join(kept) + "\n" if kept else "").encode())
