@@ -66,6 +66,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise PoseforgeError(f"{path}: is a directory, expected a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PoseforgeError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise PoseforgeError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

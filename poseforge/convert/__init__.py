@@ -49,12 +49,41 @@ def convert_checkpoint(source: str | os.PathLike, format: str = "auto", raw_weig
     if format not in CHECKPOINT_FORMATS:
         raise PoseforgeError(f"unknown checkpoint format '{format}'; known: {', '.join(CHECKPOINT_FORMATS)}")
     ckpt = read_checkpoint(source)
+    try:
+        return _convert(ckpt, format, raw_weights, options)
+    except PoseforgeError as e:  # every message names the file, on one line
+        message = " ".join(str(e).split("\n"))
+        if str(ckpt.path) not in message:
+            raise PoseforgeError(f"{ckpt.path}: {message}") from e
+        if message != str(e):
+            raise PoseforgeError(message) from e
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        # Tensors that fit no model (a wrong dtype, a shape the checks above let through): one line, not a traceback.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise PoseforgeError(f"{ckpt.path}: cannot convert the checkpoint ({type(e).__name__}: {first[:200]})") from e
+
+
+# Integer tensors a float checkpoint may hold: BatchNorm counters, mmengine's EMA step counter.
+_INTEGER_KEYS = ("num_batches_tracked", "steps")
+
+
+def _check_dtypes(state: dict[str, Any], path: Any) -> None:
+    """Weights are floating point (fp32, fp16, bf16); integer or bool ones are no model's."""
+    ints = [k for k, v in state.items() if not (v.is_floating_point() or k.endswith(_INTEGER_KEYS))]
+    if ints:
+        raise PoseforgeError(f"{path}: {len(ints)} weight tensor(s) are not floating point "
+                             f"({ints[0]}: {str(state[ints[0]].dtype).replace('torch.', '')}); not a model checkpoint")
+
+
+def _convert(ckpt: Checkpoint, format: str, raw_weights: bool, options: dict[str, Any]) -> Estimator:
     config = ckpt.hf_config or {}
     if format in ("auto", "poseforge") and "model_type" not in config and config.get("type") in ESTIMATORS:
         if raw_weights:
             raise PoseforgeError(f"{ckpt.path}: a poseforge model folder has no EMA entry; convert it without raw_weights")
         return load_model(ckpt.path)  # already a poseforge folder
     state = ckpt.weights(raw_weights)
+    _check_dtypes(state, ckpt.path)
     options = {k: v for k, v in options.items() if v is not None}
     if format == "rtmpose" or (format in ("auto", "mmpose") and rtmpose_family(state.keys()) is not None):
         if options.pop("codec", "simcc") != "simcc":

@@ -64,18 +64,31 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         pass
-    except (RuntimeError, EOFError, OSError) as e:
-        raise PoseforgeError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    except IsADirectoryError:
+        raise PoseforgeError(f"{path}: is a directory, expected a checkpoint file") from None
+    except Exception as e:  # truncated or foreign files fail inside torch's unpickler in many ways
+        raise PoseforgeError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception as e:  # not a zip checkpoint: legacy formats are not supported
-        raise PoseforgeError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+        raise PoseforgeError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
     stubs = [(type(name.rsplit(".", 1)[-1], (_Inert,), {}), name) for name in unsafe]
     try:
         with torch.serialization.safe_globals(stubs):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise PoseforgeError(f"{path}: cannot read the checkpoint safely ({e})") from None
+        raise PoseforgeError(f"{path}: cannot read the checkpoint safely ({_first_line(e)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception as one short line (torch's unpickling errors span many lines)."""
+    text = str(error).strip()
+    return (text.splitlines()[0][:200] if text else "") or type(error).__name__
+
+
+def _is_training_checkpoint(obj: Any) -> bool:
+    """A poseforge training run's ``last.pt`` / ``best.pt`` (see :mod:`poseforge.train.checkpoint`)."""
+    return isinstance(obj, dict) and isinstance(obj.get("model"), dict) and "model_config" in obj and "optimizer" in obj
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -87,7 +100,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj:
         raise PoseforgeError(f"{path}: no state dict found (expected a dict of tensors or a 'state_dict' entry)")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
         raise PoseforgeError(f"{path}: the checkpoint holds no tensors")
     # DataParallel / DDP prefixes.
@@ -103,7 +116,7 @@ def _ema_tensors(raw: Any) -> dict[str, torch.Tensor] | None:
     if not isinstance(ema, dict):
         return None
     tensors = {k[len("module."):] if k.startswith("module.") else k: v for k, v in ema.items()
-               if isinstance(v, torch.Tensor) and k != "steps"}
+               if isinstance(k, str) and isinstance(v, torch.Tensor) and k != "steps"}
     return tensors or None
 
 
@@ -115,7 +128,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise PoseforgeError(f"{path}: file not found") from None
     except Exception as e:
-        raise PoseforgeError(f"{path}: not a readable safetensors file ({e})") from None
+        raise PoseforgeError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -144,5 +157,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if path.suffix == ".safetensors":
         return Checkpoint(path, _load_safetensors(path))
     raw = _torch_load(path)
+    if _is_training_checkpoint(raw):
+        raise PoseforgeError(f"{path}: a poseforge training checkpoint, not a foreign one: use it directly (poseforge "
+                             f"eval / predict --model {path}) or write a model folder with poseforge train --export DIR")
     meta = raw.get("meta") if isinstance(raw, dict) and isinstance(raw.get("meta"), dict) else {}
     return Checkpoint(path, _unwrap(raw, path), None, meta, _ema_tensors(raw))

@@ -29,6 +29,7 @@ to training with cumulative averaging). mmengine's EMA weights are chosen by
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable, Mapping, Sequence
 
@@ -293,6 +294,12 @@ def _resolve_geometry(bins: tuple[int, int], flat: int, cells: Callable[[int, in
     ``cells(w, h)`` is the stride-32 cell count of an input; ``given`` says where the values came from.
     """
     bx, by = bins
+    if split_ratio is not None and (isinstance(split_ratio, bool) or not isinstance(split_ratio, (int, float))
+                                    or not math.isfinite(split_ratio) or split_ratio <= 0):
+        raise PoseforgeError(f"{source}: split_ratio must be a positive number ({given}), got {split_ratio!r:.40}")
+    if input_size is not None and (not isinstance(input_size, (tuple, list)) or len(input_size) != 2
+                                   or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_size)):
+        raise PoseforgeError(f"{source}: input_size must be two positive integers (width, height) ({given}), got {input_size!r:.40}")
     if input_size is None and split_ratio is None:
         fits = [((int(bx / r), int(by / r)), r) for r in _SPLIT_RATIOS
                 if (bx / r).is_integer() and (by / r).is_integer() and cells(int(bx / r), int(by / r)) == flat]

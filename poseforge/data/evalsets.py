@@ -126,6 +126,14 @@ def _gt_boxes(gt: CocoKeypoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return ids, boxes, np.ones(len(kept)), np.asarray([i.instance_id for i in kept], dtype=np.int64)
 
 
+def _finite(value: int | float) -> bool:
+    """``math.isfinite`` that is False, not an OverflowError, for integers beyond float range."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def read_detections(path: str | os.PathLike, gt: CocoKeypoints, score_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Person boxes of a COCO detection results file: ``(image_ids, boxes xywh, scores)``.
 
@@ -133,7 +141,10 @@ def read_detections(path: str | os.PathLike, gt: CocoKeypoints, score_threshold:
     truth, malformed boxes and scores are a one-line :class:`DataError` naming the record.
     """
     file = str(path)
-    records = read_json(path)
+    try:
+        records = read_json(path)
+    except RecursionError:
+        raise data_error(file, None, None, "not valid JSON (nested too deeply)") from None
     if not isinstance(records, list):
         raise data_error(file, None, None, f"expected a list of COCO detection results, got {type(records).__name__}")
     categories = {int(c["id"]) for c in gt.categories if isinstance(c, dict) and "id" in c} or {1}
@@ -145,17 +156,20 @@ def read_detections(path: str | os.PathLike, gt: CocoKeypoints, score_threshold:
         for key in ("image_id", "bbox", "score"):
             if key not in r:
                 raise data_error(file, label, key, "missing")
-        if r.get("category_id", 1) not in categories:
+        category = r.get("category_id", 1)
+        if isinstance(category, bool) or not isinstance(category, int):
+            raise data_error(file, label, "category_id", f"expected an integer, got {category!r:.40}")
+        if category not in categories:
             continue
-        if r["image_id"] not in gt.images:
+        if isinstance(r["image_id"], (list, dict)) or r["image_id"] not in gt.images:
             raise data_error(file, label, "image_id", f"unknown image id {r['image_id']!r:.40} (not in {gt.source})")
         box = r["bbox"]
         if not isinstance(box, (list, tuple)) or len(box) != 4 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in box):
             raise data_error(file, label, "bbox", f"expected 4 numbers (x, y, width, height), got {box!r:.60}")
-        if not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
-            raise data_error(file, label, "bbox", f"expected a finite box with positive size, got {box}")
+        if not all(_finite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+            raise data_error(file, label, "bbox", f"expected a finite box with positive size, got {box!r:.60}")
         score = r["score"]
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not _finite(score):
             raise data_error(file, label, "score", f"expected a number, got {score!r:.40}")
         if score < score_threshold:
             continue

@@ -161,9 +161,13 @@ class _Results:
 def _finite_number(value: Any, file: str, record: str, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise data_error(file, record, name, f"expected a number, got {type(value).__name__} {value!r:.40}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        raise data_error(file, record, name, f"number out of range ({str(value)[:20]}...)") from None
+    if not math.isfinite(number):
         raise data_error(file, record, name, f"non-finite value {value}")
-    return float(value)
+    return number
 
 
 def _number_rows(rows: list, width: int, file: str, records: list[str], name: str, what: str) -> np.ndarray:
@@ -173,14 +177,17 @@ def _number_rows(rows: list, width: int, file: str, records: list[str], name: st
             raise data_error(file, record, name, f"expected a list of {width} numbers, got {type(row).__name__}")
         if len(row) != width:
             raise data_error(file, record, name, f"expected {width} numbers ({what}), got {len(row)}")
-    array = np.asarray(rows) if rows else np.zeros((0, width))
-    if array.dtype.kind not in "iuf" or array.ndim != 2:
+        for value in row:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise data_error(file, record, name, f"expected numbers, found {value!r:.40}")
+    try:
+        array = np.asarray(rows, dtype=np.float64) if rows else np.zeros((0, width))
+    except OverflowError:
         for row, record in zip(rows, records):
-            bad = next((v for v in row if isinstance(v, bool) or not isinstance(v, (int, float))), None)
-            if bad is not None:
-                raise data_error(file, record, name, f"expected numbers, found {bad!r:.40}")
-        raise data_error(file, None, name, "expected numbers")
-    array = array.astype(np.float64)
+            for c, value in enumerate(row):
+                if isinstance(value, int) and not -2**1023 < value < 2**1024:
+                    raise data_error(file, record, name, f"number out of range at position {c}") from None
+        raise data_error(file, None, name, "number out of range") from None
     finite = np.isfinite(array)
     if not finite.all():
         r, c = np.argwhere(~finite)[0]
@@ -188,10 +195,18 @@ def _number_rows(rows: list, width: int, file: str, records: list[str], name: st
     return array
 
 
+def _read_results_json(path: "str | os.PathLike") -> Any:
+    """``read_json``, with a document nested too deeply for the JSON parser as a one-line error too."""
+    try:
+        return read_json(path)
+    except RecursionError:
+        raise data_error(path, None, None, "not valid JSON (nested too deeply)") from None
+
+
 def _load_results(results: "str | os.PathLike | Sequence[Mapping[str, Any]]", gt: _GroundTruth) -> _Results:
     if isinstance(results, (str, os.PathLike)):
         source = str(results)
-        records = read_json(results)
+        records = _read_results_json(results)
     else:
         source = "<results>"
         records = results
