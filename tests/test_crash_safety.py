@@ -174,7 +174,7 @@ def reference(tmp_path_factory) -> dict[tuple[str, ...], tuple[Path, int]]:
 
 
 def _kill_chain(root: Path, reference: Path, extra: tuple[str, ...], total_events: int, seed: int, kills: int,
-                random_delays: int = 0) -> tuple[int, int]:
+                random_delays: int = 0, delays: tuple[float, float] = (0.2, 2.0)) -> tuple[int, int]:
     """Kill runs ``kills`` times at random commit events and ``random_delays`` times by SIGKILL after a
     random delay, resuming each time. A run that finishes (a kill drawn past its end) is compared with
     ``reference`` and a new one started. Returns (runs compared, SIGKILLs that hit a running process)."""
@@ -196,7 +196,7 @@ def _kill_chain(root: Path, reference: Path, extra: tuple[str, ...], total_event
             status = _killed_at_event(run, extra, kill_at)
             assert status in (KILLED, 0), f"the run failed (status {status}) on its way to event {kill_at}"
         else:
-            status = _killed_after(run, extra, rng.uniform(0.2, 2.0))
+            status = _killed_after(run, extra, rng.uniform(*delays))
             assert status in (-signal.SIGKILL, 0), f"the run failed (status {status})"
             signalled += status != 0
         if status == 0:
@@ -391,5 +391,7 @@ def test_killed_anywhere_long(tmp_path, reference, seed):
     """The longer variant: 20 commit-event kills and 10 random-delay SIGKILLs per chain."""
     extra = ("checkpoint_steps=2",) if seed % 2 else ()
     ref, total = reference(extra)
-    runs, signalled = _kill_chain(tmp_path, ref, extra, total, 100 + seed, kills=20, random_delays=10)
+    # shorter delays than the quick test's: most of these tiny runs are over within ~1 s of starting
+    runs, signalled = _kill_chain(tmp_path, ref, extra, total, 100 + seed, kills=20, random_delays=10,
+                                  delays=(0.05, 0.8))
     assert runs >= 1 and signalled >= 5
