@@ -13,7 +13,7 @@ noisy; the thread count is the same for torch and onnxruntime.
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import os
 import statistics
 import tempfile
@@ -75,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
         raise PoseforgeError(f"--batch-sizes: expected positive integers, got {args.batch_sizes!r}")
     # Idle OpenMP threads sleep (as in predict): torch and onnxruntime take turns on the same cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import numpy as np
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from ..export.quantize import quantize_onnx
     from ..inference.detectors.builtin import auto_detector_name
     from ..models import load_model
-    from ..runtime import PersonDetector, PoseModel, TopDownPipeline
+    from ..runtime import PoseModel
 
     console = Console()
     threads = args.threads or os.cpu_count() or 1
@@ -110,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             fp32 = export_onnx(model, work_dir / "pose.onnx", dynamic_batch=True, with_decode=True)
             int8 = quantize_onnx(fp32, work_dir / "pose-int8.onnx", _calibration(normalized, args), method=args.int8)
         report["onnx_mb"] = {"fp32": fp32.stat().st_size / 2**20, "int8": int8.stat().st_size / 2**20}
-        prepared = load_model(args.model).float().prepare_for_inference(fuse_batchnorm=True)
+        prepared = copy.deepcopy(model).prepare_for_inference(fuse_batchnorm=True)  # folds in place: a copy
         sessions = {"ort_fp32": PoseModel(fp32, num_threads=threads), "ort_int8": PoseModel(int8, num_threads=threads)}
 
         table = Table(title=f"pose model alone (img/s, median of interleaved repeats; decode included; int8 {args.int8})")
@@ -200,7 +199,6 @@ def _end_to_end(args: argparse.Namespace, detector_name: str, model: Any, fp32: 
 def _synthetic_ap(args: argparse.Namespace, model: Any, work_dir: Path, calibration: Any, threads: int,
                   console: Any) -> dict[str, float]:
     """Held-out synthetic AP of PyTorch, ORT fp32 and ORT int8 (raw-output exports decoded by the model's codec)."""
-    import copy
     import dataclasses
 
     import torch
