@@ -53,20 +53,23 @@ def race(runners: dict[str, Callable[[], object]], items: int, repeats: int, war
 
 def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], None], Any]:
     """One trainer step of a training config's model, as a closure, and the model: codec targets,
-    forward (compiled when the config says ``compile``, in NHWC memory when it says ``channels_last``),
-    the config's loss, backward, gradient clipping, the trainer's AdamW update and, when the config turns
-    it on, the EMA update, on a fixed random batch (``batch`` crops, default the config's) with keypoints
-    inside the crops."""
+    forward (compiled as the config's ``compile`` says: the forward pass, or targets + forward + loss as
+    one graph; in NHWC memory when it says ``channels_last``; with its activation-checkpointing policy),
+    the config's loss, backward, gradient clipping, the trainer's AdamW update (its kernel) and, when the
+    config turns it on, the EMA update, on a fixed random batch (``batch`` crops, default the config's)
+    with keypoints inside the crops."""
     import torch
 
     from poseforge.models import create_model
     from poseforge.train import build_loss, build_optimizer
+    from poseforge.train.activations import apply_activation_checkpointing
     from poseforge.train.ema import ModelEMA
 
     torch.manual_seed(0)
     model = create_model(config.model.name, **config.model.overrides).train()
     if config.channels_last:  # as the trainer
         model.to(memory_format=torch.channels_last)
+    apply_activation_checkpointing(model, config.activation_checkpointing, "cpu")
     optimizer = build_optimizer(model, config.optim)
     loss_fn = build_loss(model.codec.name, config.loss)
     w, h = model.config.input_size
@@ -76,15 +79,20 @@ def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], N
     visible = torch.ones(b, k)
     clip = config.optim.clip_grad
     ema = ModelEMA(model, config.ema.momentum, config.ema.gamma) if config.ema.momentum > 0 else None
-    forward = torch.compile(model) if config.compile else model  # as the trainer's forward_model
+    forward = torch.compile(model) if config.compile == "model" else model  # as the trainer's forward_model
 
-    def step() -> None:
+    def loss_of() -> torch.Tensor:
         targets = model.codec.encode(keypoints, visible)
         inputs = model.normalize(images)
         if config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        loss = loss_fn(forward(inputs), targets)
-        loss.backward()
+        return loss_fn(forward(inputs), targets)
+
+    if config.compile == "step":  # as the trainer's compiled step: targets, forward and loss in one graph
+        loss_of = torch.compile(loss_of)
+
+    def step() -> None:
+        loss_of().backward()
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()

@@ -1,167 +1,260 @@
-"""Decode throughput of poseforge's batched DARK and UDP heatmap decoding against a straightforward
-per-keypoint numpy implementation (a loop over people and keypoints, as mmpose 0.x decodes),
-measured in the same run on the same heatmaps. Both must agree numerically, so the ratio compares
-equal work.
+"""Decode speed of poseforge's codecs against mmpose 1.3.2's own numpy codecs, in the same run.
 
-    PYTHONPATH=. python benchmarks/codecs.py [--batch 64] [--rounds 9] [--device cpu]
+mmpose's ``MSRAHeatmap`` (MSRA: ``unbiased=False``; DARK: ``unbiased=True, blur_kernel_size=11``),
+``UDPHeatmap`` and ``SimCCLabel`` run in the oracle venv of ``../shared/oracle`` (or
+``$POSEFORGE_ORACLE_PYTHON``) as a persistent subprocess that decodes and times on request, on the
+very heatmaps / SimCC vectors poseforge decodes (written to .npy files in a temp folder). mmpose is
+called the way its heads call a codec (``BaseHead.decode``: one ``codec.decode`` per instance of the
+batch); for SimCC, whose mmpose decode also takes a whole batch at once, that one-call use is timed
+too. Before any timing, poseforge's keypoints must equal mmpose's to 1e-3 input pixels and its scores
+to 1e-6 on every instance (UDP compared in poseforge's convention ``x_hm * (w-1)/(W-1)``, i.e.
+mmpose's ``x_hm * w/(W-1)`` times ``(w-1)/w``). Then both are timed interleaved, round by round, so a
+busy neighbour slows both alike: the table gives medians and their ratio.
+
+Each thread count runs in its own process with ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` (and
+``torch.set_num_threads``, ``cv2.setNumThreads``) set on both sides. Inputs are network-like: codec
+targets at random keypoints plus Gaussian noise (std 0.02), 64 crops x 17 keypoints by default.
+Without the oracle the script says so and times poseforge alone.
+
+    PYTHONPATH=. python benchmarks/codecs.py [--threads 1,2] [--batch 64] [--rounds 15]
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from typing import Callable
+from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
-
-from poseforge.codecs import MSRAHeatmap, UDPHeatmap
-
-from _common import cpu_name  # benchmarks/_common.py (the script's folder is on sys.path)
-
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 INPUT_SIZE = (192, 256)  # (w, h)
 HEATMAP_SIZE = (48, 64)  # (W, H)
 NUM_KEYPOINTS = 17
-SIGMA = 2.0
-KERNEL = 11  # blur kernel for sigma 2
+SIMCC_SIGMA = (4.9, 5.66)  # RTMPose at 192x256
+GOALS = {"MSRA": 10.0, "DARK": 20.0, "UDP": 20.0}  # issue 32: one-thread ratios against mmpose
+
+# (label, mmpose class, mmpose kwargs, poseforge codec name, poseforge kwargs)
+CASES = [
+    ("MSRA", "MSRAHeatmap", dict(input_size=INPUT_SIZE, heatmap_size=HEATMAP_SIZE, sigma=2.0),
+     "msra", dict(input_size=INPUT_SIZE, heatmap_size=HEATMAP_SIZE, sigma=2.0)),
+    ("DARK", "MSRAHeatmap", dict(input_size=INPUT_SIZE, heatmap_size=HEATMAP_SIZE, sigma=2.0, unbiased=True,
+                                 blur_kernel_size=11),
+     "dark", dict(input_size=INPUT_SIZE, heatmap_size=HEATMAP_SIZE, sigma=2.0, blur_kernel_size=11)),
+    ("UDP", "UDPHeatmap", dict(input_size=INPUT_SIZE, heatmap_size=HEATMAP_SIZE, sigma=2.0, blur_kernel_size=11),
+     "udp", dict(input_size=INPUT_SIZE, heatmap_size=HEATMAP_SIZE, sigma=2.0, blur_kernel_size=11)),
+    ("SimCC", "SimCCLabel", dict(input_size=INPUT_SIZE, sigma=SIMCC_SIGMA, simcc_split_ratio=2.0, normalize=False),
+     "simcc", dict(input_size=INPUT_SIZE, sigma=SIMCC_SIGMA, split_ratio=2.0, normalize=False)),
+]
+
+# Runs in the oracle venv. Requests (one JSON line each): "load" a codec with its inputs (.npy paths),
+# "decode" it once into an .npz, or "time" one decode of the whole batch; the reply is one JSON line.
+ORACLE_SERVER = r'''
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import mm_oracle_shim  # noqa: F401  (stubs compiled mmcv ops; must come before mmpose)
+import cv2, numpy as np, torch
+threads = int(sys.argv[2])
+torch.set_num_threads(threads)
+cv2.setNumThreads(threads)
+from mmpose.codecs import MSRAHeatmap, SimCCLabel, UDPHeatmap
+TYPES = {"MSRAHeatmap": MSRAHeatmap, "UDPHeatmap": UDPHeatmap, "SimCCLabel": SimCCLabel}
+cases = {}
+
+def run(name, way):
+    codec, inputs = cases[name]
+    if way == "batch":  # SimCCLabel.decode also takes [N, K, bins] at once
+        return codec.decode(*inputs)
+    # as mmpose's BaseHead.decode calls a codec: one instance of the batch at a time
+    outs = [codec.decode(*sample) for sample in zip(*inputs)]
+    return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+print("ready", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    reply = {}
+    if req["op"] == "load":
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in req["kwargs"].items()}
+        cases[req["name"]] = (TYPES[req["type"]](**kwargs), [np.load(p) for p in req["inputs"]])
+    elif req["op"] == "decode":
+        keypoints, scores = run(req["name"], req["way"])
+        np.savez(req["out"], keypoints=keypoints, scores=scores)
+    else:
+        start, cpu = time.perf_counter(), time.process_time()
+        run(req["name"], req["way"])
+        reply = {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu}
+    print(json.dumps(reply), flush=True)
+'''
 
 
-# ----------------------------------------------------------------------------- reference (numpy)
-def _blur_rescaled(heatmap: np.ndarray, kernel: int) -> np.ndarray:
-    """One map: zero-padded cv2 Gaussian blur rescaled to the original maximum (mmpose's rule)."""
-    border = (kernel - 1) // 2
-    H, W = heatmap.shape
-    padded = np.zeros((H + 2 * border, W + 2 * border), dtype=np.float32)
-    padded[border:-border, border:-border] = heatmap
-    blurred = cv2.GaussianBlur(padded, (kernel, kernel), 0)[border:-border, border:-border]
-    return blurred * (heatmap.max() / blurred.max())
+class Oracle:
+    """mmpose's codecs in their own process (the oracle venv), with ``threads`` threads."""
+
+    def __init__(self, python: Path, threads: int) -> None:
+        env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}, "OMP_WAIT_POLICY": "PASSIVE"}
+        self.proc = subprocess.Popen([str(python), "-c", ORACLE_SERVER, str(SHARED / "oracle"), str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"the mmpose oracle did not start: {self.proc.stderr.read()[-2000:]}")
+
+    def ask(self, **request: object) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the mmpose oracle stopped: {self.proc.stderr.read()[-2000:]}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
-def reference_dark(heatmaps: np.ndarray, kernel: int, scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    B, K, H, W = heatmaps.shape
-    keypoints = np.full((B, K, 2), -1.0, dtype=np.float32)
-    scores = np.zeros((B, K), dtype=np.float32)
-    for b in range(B):
-        for k in range(K):
-            hm = heatmaps[b, k]
-            y, x = divmod(int(np.argmax(hm)), W)
-            scores[b, k] = hm[y, x]
-            if hm[y, x] <= 0:
-                continue
-            keypoints[b, k] = (x, y)
-            logmap = np.log(np.maximum(_blur_rescaled(hm, kernel), 1e-10))
-            if 1 < x < W - 2 and 1 < y < H - 2:
-                dx = 0.5 * (logmap[y, x + 1] - logmap[y, x - 1])
-                dy = 0.5 * (logmap[y + 1, x] - logmap[y - 1, x])
-                dxx = 0.25 * (logmap[y, x + 2] - 2 * logmap[y, x] + logmap[y, x - 2])
-                dxy = 0.25 * (logmap[y + 1, x + 1] - logmap[y - 1, x + 1] - logmap[y + 1, x - 1] + logmap[y - 1, x - 1])
-                dyy = 0.25 * (logmap[y + 2, x] - 2 * logmap[y, x] + logmap[y - 2, x])
-                hessian = np.array([[dxx, dxy], [dxy, dyy]])
-                if dxx * dyy - dxy ** 2 != 0:
-                    keypoints[b, k] -= np.linalg.inv(hessian) @ np.array([dx, dy])
-    return keypoints * np.asarray(scale, dtype=np.float32), scores
+def oracle_python() -> Path | None:
+    """The oracle venv's python, or None (with the reason printed) where it is absent."""
+    python = Path(os.environ.get("POSEFORGE_ORACLE_PYTHON", SHARED.parent / "oracle-venv" / "bin" / "python"))
+    if not python.exists() or not (SHARED / "oracle" / "mm_oracle_shim.py").exists():
+        print(f"mmpose oracle not found ({python}; shim in {SHARED / 'oracle'}): timing poseforge only. "
+              "Build it with ../shared/oracle/setup.sh and set POSEFORGE_ORACLE_PYTHON to compare.")
+        return None
+    return python
 
 
-def reference_udp(heatmaps: np.ndarray, kernel: int, scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    B, K, H, W = heatmaps.shape
-    eps = np.finfo(np.float32).eps
-    keypoints = np.full((B, K, 2), -1.0, dtype=np.float32)
-    scores = np.zeros((B, K), dtype=np.float32)
-    for b in range(B):
-        for k in range(K):
-            hm = heatmaps[b, k]
-            y, x = divmod(int(np.argmax(hm)), W)
-            scores[b, k] = hm[y, x]
-            if hm[y, x] <= 0:
-                continue
-            logmap = np.pad(np.log(np.clip(_blur_rescaled(hm, kernel), 1e-3, 50.0)), 1, mode="edge")
-            py, px = y + 1, x + 1
-            i, ix1, ix1_ = logmap[py, px], logmap[py, px + 1], logmap[py, px - 1]
-            iy1, iy1_ = logmap[py + 1, px], logmap[py - 1, px]
-            dx, dy = 0.5 * (ix1 - ix1_), 0.5 * (iy1 - iy1_)
-            dxx, dyy = ix1 - 2 * i + ix1_, iy1 - 2 * i + iy1_
-            dxy = 0.5 * (logmap[py + 1, px + 1] - ix1 - iy1 + 2 * i - ix1_ - iy1_ + logmap[py - 1, px - 1])
-            hessian = np.array([[dxx, dxy], [dxy, dyy]]) + eps * np.eye(2)
-            keypoints[b, k] = np.array([x, y]) - np.linalg.inv(hessian) @ np.array([dx, dy])
-    return keypoints * np.asarray(scale, dtype=np.float32), scores
+def network_like_outputs(codec, batch: int, seed: int):
+    """Targets of ``codec`` at random keypoints inside the crop plus Gaussian noise (std 0.02), like a
+    trained head's outputs: heatmaps [B, K, H, W], or SimCC (x [B, K, Wx], y [B, K, Hy])."""
+    import torch
 
-
-# ----------------------------------------------------------------------------- harness
-def interleaved_medians(reference: Callable[[], object], batched: Callable[[], object], rounds: int,
-                        batched_per_round: int) -> tuple[float, float]:
-    """Median seconds per call of both, measured in alternating rounds so that load from other
-    processes on a shared machine hits both sides alike."""
-    reference()
-    for _ in range(3):
-        batched()
-    ref_times, ours_times = [], []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        reference()
-        ref_times.append(time.perf_counter() - start)
-        for _ in range(batched_per_round):
-            start = time.perf_counter()
-            batched()
-            ours_times.append(time.perf_counter() - start)
-    return statistics.median(ref_times), statistics.median(ours_times)
-
-
-def network_like_heatmaps(codec, batch: int, device: torch.device, seed: int) -> torch.Tensor:
-    """Targets at random sub-pixel keypoints plus Gaussian noise (std 0.02), like a trained head's output."""
     gen = torch.Generator().manual_seed(seed)
     w, h = INPUT_SIZE
     margin = 8.0
     keypoints = torch.rand(batch, NUM_KEYPOINTS, 2, generator=gen) * torch.tensor([w - 2 * margin, h - 2 * margin]) + margin
-    maps = codec.encode(keypoints, torch.ones(batch, NUM_KEYPOINTS))["heatmaps"]
-    maps = maps + 0.02 * torch.randn(maps.shape, generator=gen)
-    return maps.to(device)
+    targets = codec.encode(keypoints, torch.ones(batch, NUM_KEYPOINTS))
+    names = ("x_labels", "y_labels") if codec.name == "simcc" else ("heatmaps",)
+    return tuple(targets[n] + 0.02 * torch.randn(targets[n].shape, generator=gen) for n in names)
 
+
+def run_one_thread_count(args: argparse.Namespace, threads: int) -> None:
+    """Check and time every codec with ``threads`` threads (this process's thread variables are set)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from poseforge.codecs import create_codec
+
+    from _common import cpu_name, load_average  # benchmarks/_common.py (the script's folder is on sys.path)
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    device = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    print(f"\n## {threads} thread{'s' if threads > 1 else ''}: {datetime.datetime.now().isoformat(timespec='seconds')}, "
+          f"{cpu_name()}, torch {torch.__version__}, device {device}, {load_average()}")
+    python = oracle_python()
+    with tempfile.TemporaryDirectory() as tmp:
+        oracle = Oracle(python, threads) if python else None
+        runs: dict[str, dict] = {}
+        for seed, (label, mm_type, mm_kwargs, name, kwargs) in enumerate(CASES):
+            codec = create_codec(name, **kwargs)
+            outputs = network_like_outputs(codec, args.batch, seed)
+            inputs = [str(Path(tmp) / f"{label}_{i}.npy") for i in range(len(outputs))]
+            for path, tensor in zip(inputs, outputs):
+                np.save(path, tensor.numpy())
+            on_device = tuple(t.to(device) for t in outputs)
+            decode_input = on_device if name == "simcc" else on_device[0]
+            keypoints, scores = codec.decode(decode_input)
+            ways = ["instances", "batch"] if name == "simcc" else ["instances"]
+            check = ""
+            if oracle is not None:
+                worst = 0.0
+                oracle.ask(op="load", name=label, type=mm_type, kwargs=mm_kwargs, inputs=inputs)
+                for way in ways:
+                    out = Path(tmp) / f"{label}_{way}.npz"
+                    oracle.ask(op="decode", name=label, way=way, out=str(out))
+                    ref = np.load(out)
+                    ref_kp = ref["keypoints"].reshape(keypoints.shape).astype(np.float64)
+                    if name == "udp":  # mmpose's x_hm * w/(W-1) in poseforge's x_hm * (w-1)/(W-1)
+                        ref_kp = ref_kp * (np.array(INPUT_SIZE) - 1.0) / np.array(INPUT_SIZE)
+                    kp_diff = float(np.abs(keypoints.cpu().double().numpy() - ref_kp).max())
+                    score_diff = float(np.abs(scores.cpu().double().numpy() - ref["scores"].reshape(scores.shape)).max())
+                    if not (kp_diff <= 1e-3 and score_diff <= 1e-6):
+                        raise SystemExit(f"{label}: poseforge and mmpose ({way}) disagree: keypoints by {kp_diff:.2e} px, "
+                                         f"scores by {score_diff:.2e}")
+                    worst = max(worst, kp_diff)
+                check = f"{worst:.1e}"
+
+            def ours(codec=codec, decode_input=decode_input) -> None:
+                codec.decode(decode_input)
+                sync()
+
+            shape = "x".join(str(s) for s in outputs[0].shape) + (
+                f" + {'x'.join(str(s) for s in outputs[1].shape)}" if len(outputs) > 1 else "")
+            timed = ["poseforge"] + (ways if oracle else [])
+            runs[label] = {"ours": ours, "ways": ways if oracle else [], "shape": shape, "check": check,
+                           "wall": {w: [] for w in timed}, "cpu": {w: [] for w in timed}}
+        # interleaved rounds: per codec, mmpose once per way, then poseforge `per_round` times
+        for round_ in range(args.rounds + args.warmup):
+            for label, run in runs.items():
+                for way in run["ways"]:
+                    reply = oracle.ask(op="time", name=label, way=way)
+                    if round_ >= args.warmup:
+                        run["wall"][way].append(reply["seconds"])
+                        run["cpu"][way].append(reply["cpu_seconds"])
+                for _ in range(args.per_round):
+                    start, cpu = time.perf_counter(), time.process_time()
+                    run["ours"]()
+                    if round_ >= args.warmup:
+                        run["wall"]["poseforge"].append(time.perf_counter() - start)
+                        run["cpu"]["poseforge"].append(time.process_time() - cpu)
+        if oracle is not None:
+            oracle.close()
+    n = args.batch * NUM_KEYPOINTS
+    print(f"after: {load_average()}; medians of {args.rounds} mmpose and {args.rounds * args.per_round} poseforge "
+          f"calls, {n} keypoints per call; ratio = mmpose / poseforge wall time (CPU-time ratio: the same with "
+          f"process CPU time, which time slices lost to other processes do not inflate)\n")
+    print("| codec | input | mmpose ms | poseforge ms | ratio | CPU-time ratio | goal | max abs diff (px) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for label, run in runs.items():
+        ours_ms = statistics.median(run["wall"]["poseforge"]) * 1e3
+        ours_cpu = statistics.median(run["cpu"]["poseforge"])
+        if not run["ways"]:
+            print(f"| {label} | {run['shape']} | - | {ours_ms:.2f} | - | - | - | - |")
+        for way in run["ways"]:
+            ref_ms = statistics.median(run["wall"][way]) * 1e3
+            cpu_ratio = statistics.median(run["cpu"][way]) / ours_cpu if ours_cpu > 0 else float("nan")
+            goal = f"{GOALS[label]:g}x" if label in GOALS and threads == 1 else "-"
+            name = label if way == "instances" else f"{label} (mmpose: whole batch in one call)"
+            print(f"| {name} | {run['shape']} | {ref_ms:.2f} | {ours_ms:.2f} | {ref_ms / ours_ms:.1f}x | {cpu_ratio:.1f}x "
+                  f"| {goal} | {run['check']} |")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=9, help="timed rounds: one reference call each")
-    parser.add_argument("--batched-per-round", type=int, default=5, help="timed batched calls per round")
-    parser.add_argument("--device", default="cpu")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts, each in its own process")
+    parser.add_argument("--batch", type=int, default=64, help="crops per decode call (17 keypoints each)")
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds: one mmpose call per codec each")
+    parser.add_argument("--per-round", type=int, default=5, help="timed poseforge calls per codec and round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--device", default="cpu", help="poseforge's device (mmpose's numpy codecs run on the CPU)")
     args = parser.parse_args()
-    device = torch.device(args.device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    shape = (args.batch, NUM_KEYPOINTS, HEATMAP_SIZE[1], HEATMAP_SIZE[0])
-    print(f"poseforge codec decode benchmark: heatmaps {shape}, sigma {SIGMA}, blur kernel {KERNEL}")
-    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads, device {device}; "
-          f"torch {torch.__version__}, numpy {np.__version__}, opencv {cv2.__version__}; "
-          f"{datetime.datetime.now().isoformat(timespec='seconds')}")
-    n_keypoints = args.batch * NUM_KEYPOINTS
-    codecs = {
-        "DARK": (MSRAHeatmap(INPUT_SIZE, HEATMAP_SIZE, SIGMA, unbiased=True, blur_kernel_size=KERNEL), reference_dark),
-        "UDP": (UDPHeatmap(INPUT_SIZE, HEATMAP_SIZE, SIGMA, blur_kernel_size=KERNEL), reference_udp),
-    }
-    for seed, (label, (codec, reference)) in enumerate(codecs.items()):
-        maps = network_like_heatmaps(codec, args.batch, device, seed)
-        maps_np = maps.cpu().numpy()
-
-        ours_kp, ours_scores = codec.decode(maps)
-        ref_kp, ref_scores = reference(maps_np, KERNEL, codec.scale)
-        kp_diff = float(np.abs(ours_kp.cpu().numpy() - ref_kp).max())
-        score_diff = float(np.abs(ours_scores.cpu().numpy() - ref_scores).max())
-        assert kp_diff < 1e-3 and score_diff < 1e-6, f"{label}: batched and reference decode disagree ({kp_diff} px, {score_diff})"
-
-        def batched() -> None:
-            codec.decode(maps)
-            sync()
-
-        t_ref, t_ours = interleaved_medians(lambda: reference(maps_np, KERNEL, codec.scale), batched,
-                                            args.rounds, args.batched_per_round)
-        print(f"{label:4s} reference numpy per-keypoint: {t_ref * 1e3:8.2f} ms/batch {n_keypoints / t_ref:12,.0f} keypoints/s")
-        print(f"{label:4s} poseforge batched torch:      {t_ours * 1e3:8.2f} ms/batch {n_keypoints / t_ours:12,.0f} keypoints/s"
-              f"  ratio {t_ref / t_ours:6.1f}x  (max |diff| {kp_diff:.1e} px, scores {score_diff:.1e})")
+    counts = [int(t) for t in args.threads.split(",")]
+    if len(counts) > 1 or os.environ.get("OMP_NUM_THREADS") != str(counts[0]):
+        # one child per count: the OpenMP/MKL thread variables must be set before torch is imported
+        argv = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "threads"]
+        for threads in counts:
+            env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}, "OMP_WAIT_POLICY": "PASSIVE"}
+            code = subprocess.call([sys.executable, __file__, *argv, f"--threads={threads}"], env=env)
+            if code:
+                sys.exit(code)
+        return
+    run_one_thread_count(args, counts[0])
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from poseforge.train import load_config
 from _common import cpu_name, load_average, race, training_step  # benchmarks/_common.py (on sys.path)
 
 # The synth-cpu probes of benchmarks/RESULTS.md (sc9, sc10, sc12's EMA, sc6's one-conv-per-level stem), two
-# other ways to shrink the transformer, and the step without the preset's torch.compile and NHWC memory.
+# other ways to shrink the transformer, the step without the preset's torch.compile and NHWC memory, and the
+# fast-path switches (compiled step, AdamW kernel, activation checkpointing).
 DEFAULT_VARIANTS = {
     "width 192, 6 heads (sc9)": ["model.overrides.embed_dim=192", "model.overrides.num_heads=6"],
     "width 96 (sc10)": ["model.overrides.embed_dim=96", "model.overrides.deconv_channels=[96]"],
@@ -33,6 +34,9 @@ DEFAULT_VARIANTS = {
     "eager (compile off)": ["compile=false"],
     "NCHW memory (channels_last off)": ["channels_last=false"],
     "eager, NCHW (sc13's step)": ["compile=false", "channels_last=false"],
+    "compiled step (compile=step)": ["compile=step"],
+    "AdamW for-loop (not fused)": ["optim.implementation=for_loop"],
+    "checkpoint all blocks": ["activation_checkpointing=all"],
 }
 
 

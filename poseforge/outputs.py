@@ -6,7 +6,7 @@ Head outputs (raw, in the model-input frame, batch first):
 * :class:`SimCCLogits` - ``simcc_x [B, K, Wx]``, ``simcc_y [B, K, Hy]`` and the ``keypoint_maps``
   ``[B, K, h, w]`` the two classifiers read (RTMPose-style heads; the maps feed an optional dense loss);
 * :class:`HeatmapsTags` - ``heatmaps [B, K, H, W]`` + associative-embedding ``tags [B, K*D, H, W]``
-  (bottom-up: every person of an image at once);
+  (bottom-up: every person of an image at once), optionally ``heatmaps_hr`` at twice the resolution;
 * :class:`DenseMaps` - any of ``seg [B, C, H, W]`` (logits), ``depth [B, 1, H, W]``, ``normals [B, 3, H, W]``.
 
 They are registered as pytree nodes, so ``torch.compile``, DDP and ``torch.utils._pytree`` see their
@@ -86,10 +86,13 @@ class SimCCLogits(HeadOutput):
 
 @dataclasses.dataclass
 class HeatmapsTags(HeadOutput):
-    """``heatmaps [B, K, H, W]`` of every person at once and associative-embedding ``tags [B, K*D, H, W]``."""
+    """``heatmaps [B, K, H, W]`` of every person at once and associative-embedding ``tags [B, K*D, H, W]``
+    (channel order: the codec's); optional ``heatmaps_hr [B, K, 2H, 2W]`` at half
+    the stride of ``heatmaps`` (HigherHRNet / LitePose: stride 2 next to stride 4), ``None`` where a head has none."""
 
     heatmaps: Tensor
     tags: Tensor
+    heatmaps_hr: Tensor | None = None
 
 
 @dataclasses.dataclass

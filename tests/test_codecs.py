@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from poseforge.codecs import base as codec_base
 from poseforge.codecs import heatmap as heatmap_module
 from poseforge.codecs import (Codec, MSRAHeatmap, SimCC, UDPHeatmap, blur_heatmaps, blur_kernel_size_for_sigma,
                               create_codec, flip_heatmaps, flip_vectors, gaussian_kernel1d, list_codecs)
@@ -403,6 +404,80 @@ def test_refinement_matches_full_blur_reference_on_both_paths(name, monkeypatch)
         assert np.allclose(scores.reshape(-1).numpy(), flat_maps.reshape(len(flat_maps), -1).max(1))
 
 
+@pytest.mark.parametrize("name,size,kernel", [("dark", (12, 16), 11), ("udp", (12, 16), 11),
+                                               ("dark", (24, 32), 17), ("udp", (8, 8), 17)])
+def test_refinement_on_maps_smaller_than_the_blur_patch_matches_the_reference(name, size, kernel):
+    """The local blur reads a (window + kernel - 1)^2 patch; maps smaller than that take the padded path."""
+    W, H = size
+    codec = create_codec(name, input_size=(4 * W, 4 * H), heatmap_size=size, sigma=2.0, blur_kernel_size=kernel)
+    gen = torch.Generator().manual_seed(W)
+    keypoints = torch.rand(3, 17, 2, generator=gen) * torch.tensor([4.0 * W - 1, 4.0 * H - 1])  # borders included
+    maps = codec.encode(keypoints, torch.ones(3, 17))["heatmaps"]
+    maps = (maps + 0.01 * torch.randn(maps.shape, generator=gen)).numpy()
+    ours, _ = codec.decode(torch.from_numpy(maps))
+    expected = _reference_refine(maps.reshape(-1, H, W), kernel, udp=(name == "udp")) * np.array(codec.scale)
+    assert np.abs(ours.reshape(-1, 2).numpy() - expected).max() < 1e-3
+
+
+@pytest.mark.parametrize("name", ["dark", "udp"])
+def test_device_resident_path_gives_the_cpu_path_keypoints(name, monkeypatch):
+    """Accelerators take the branch-free path (plain max for the argmax; mmpose's rescale from a full
+    blur of every map, no host round trip); run on the CPU it must give the CPU path's results, on
+    maps that need the exact rescale and maps that do not."""
+    codec = _codec(name)
+    gen = torch.Generator().manual_seed(11)
+    targets = codec.encode(_random_keypoints(3, 17, margin=0.0, seed=11), torch.ones(3, 17))["heatmaps"]
+    noise = torch.randn(targets.shape, generator=gen)
+    maps = torch.cat([targets + 0.03 * noise, 0.0015 * targets + 2e-5 * noise, targets - 0.3 + 0.01 * noise])
+    full_blurs = []
+    real_blur = heatmap_module.blur_heatmaps
+    monkeypatch.setattr(heatmap_module, "blur_heatmaps", lambda m, k: full_blurs.append(len(m)) or real_blur(m, k))
+    expected_kp, expected_scores = codec.decode(maps)
+    assert 0 < sum(full_blurs) < maps.shape[0] * maps.shape[1]  # the CPU path blurred only some maps
+    full_blurs.clear()
+    monkeypatch.setattr(heatmap_module, "_host_branches", lambda device: False)
+    monkeypatch.setattr(codec_base, "_argmax_block", lambda size: None)
+    keypoints, scores = codec.decode(maps)
+    assert full_blurs == [maps.shape[0] * maps.shape[1]]  # every map, in one call
+    assert torch.equal(scores, expected_scores) and (keypoints - expected_kp).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name,kwargs", [("msra", {}), ("dark", {}), ("udp", {}), ("simcc", {}),
+                                         ("simcc", {"decode_window": 6.0})])
+@pytest.mark.parametrize("size", [(48, 64), (12, 16)])
+def test_decode_never_leaves_the_device_of_its_input(name, kwargs, size):
+    """Meta tensors hold no data: any host round trip in the decode path (.item(), bool() of a tensor,
+    .cpu(), numpy) raises on them, so this passes only if every step runs on the input's device."""
+    W, H = size
+    if name == "simcc":
+        codec = create_codec("simcc", input_size=(4 * W, 4 * H), sigma=(4.9, 5.66), **kwargs)
+        outputs = tuple(torch.empty(3, 17, n, device="meta") for n in codec.num_bins)
+    else:
+        codec = create_codec(name, input_size=(4 * W, 4 * H), heatmap_size=size, **kwargs)
+        outputs = torch.empty(3, 17, H, W, device="meta")
+    keypoints, scores = codec.decode(outputs)
+    assert keypoints.device.type == scores.device.type == "meta"
+    assert keypoints.shape == (3, 17, 2) and scores.shape == (3, 17)
+    assert keypoints.dtype == scores.dtype == torch.float32
+
+
+@pytest.mark.parametrize("length", [3072, 384, 512, 100])  # two-stage block argmax (3), plain max (100)
+def test_rows_argmax_returns_the_first_maximum_like_numpy(length):
+    """Including rows without a positive value, which the CPU path's int32 bit-pattern reduction hands
+    back to a float max."""
+    rng = np.random.default_rng(length)
+    rows = rng.random((6, length)).astype(np.float32)
+    rows[0] = 0.25  # all equal: index 0
+    rows[1, [length - 1, 5]] = 2.0  # a tie across blocks
+    rows[2, [length // 2 + 1, length // 2]] = 2.0  # a tie inside a block
+    rows[3] = -rows[3]  # no positive value
+    rows[4, -1] = 3.0  # the last value
+    rows[5] = -rows[5]
+    rows[5, [length - 2, 7, 3]] = [0.0, 0.0, -0.0]  # maximum 0, first as -0.0
+    values, index = codec_base.rows_argmax(torch.from_numpy(rows))
+    assert np.array_equal(index.numpy(), rows.argmax(1)) and np.array_equal(values.numpy(), rows.max(1))
+
+
 def test_blur_kernel_and_full_blur_equal_opencv():
     for size in (3, 5, 7, 11, 17):
         ours = gaussian_kernel1d(size, dtype=torch.float64).numpy()
@@ -486,6 +561,11 @@ ORACLE_CASES = [
      "udp", dict(input_size=(192, 256), heatmap_size=(48, 64), sigma=2)),
     ("udp15", "UDPHeatmap", dict(input_size=[96, 128], heatmap_size=[24, 32], sigma=1.5, blur_kernel_size=7),
      "udp", dict(input_size=(96, 128), heatmap_size=(24, 32), sigma=1.5)),
+    # maps smaller than the local blur patch (window + kernel - 1): the padded path
+    ("dark_tiny", "MSRAHeatmap", dict(input_size=[48, 64], heatmap_size=[12, 16], sigma=2, unbiased=True),
+     "dark", dict(input_size=(48, 64), heatmap_size=(12, 16), sigma=2)),
+    ("udp_tiny", "UDPHeatmap", dict(input_size=[48, 64], heatmap_size=[12, 16], sigma=2),
+     "udp", dict(input_size=(48, 64), heatmap_size=(12, 16), sigma=2)),
     ("simcc", "SimCCLabel", dict(input_size=[192, 256], sigma=[4.9, 5.66], simcc_split_ratio=2.0, normalize=False),
      "simcc", dict(input_size=(192, 256), sigma=(4.9, 5.66), split_ratio=2.0, normalize=False)),
     ("simccn", "SimCCLabel", dict(input_size=[96, 128], sigma=6.0, simcc_split_ratio=1.5, normalize=True),

@@ -181,6 +181,26 @@ def test_detection_file(tmp_path):
         DetectionFile(path)
 
 
+def test_detection_file_warns_when_a_file_name_guess_finds_no_boxes(tmp_path, caplog):
+    """003799.jpg read as image 3799 while the file's ids come from a GT that says 1: warned (with the fix),
+    not silently zero people; a guess that finds boxes, and images beyond the third, are quiet."""
+    path = tmp_path / "dets.json"
+    path.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [10, 20, 30, 40], "score": 0.9},
+                                {"image_id": 2, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.8}]))
+    frame = np.zeros((4, 4, 3), np.uint8)
+    d = DetectionFile(path)
+    with caplog.at_level("WARNING", logger="poseforge"):
+        assert len(d(frame, key="photos/003799.jpg")) == 0
+        assert len(d(frame, key="000001.jpg")) == 1
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "image id 3799" in message and "003799.jpg" in message and "--gt" in message and "1, 2" in message
+    with caplog.at_level("WARNING", logger="poseforge"):
+        for n in range(10):
+            d(frame, key=f"{100 + n}.jpg")
+    assert len(caplog.records) == 3 and "further such images are not reported" in caplog.records[-1].getMessage()
+
+
 def test_load_detector_dispatch(tmp_path):
     assert load_detector(None) is None
     with pytest.raises(PoseforgeError, match="unknown detector"):
@@ -233,9 +253,17 @@ def test_save_load_round_trip_fp16(tmp_path):
     for (k, a), (_, b) in zip(net.state_dict().items(), back.state_dict().items()):
         assert b.dtype == a.dtype
         assert torch.allclose(a.float(), b.float(), atol=1e-2, rtol=1e-3), k
-    (tmp_path / "det" / "model.safetensors").write_bytes(b"junk")
-    with pytest.raises(PoseforgeError, match="not a readable safetensors"):
+    assert json.loads((tmp_path / "det" / "checksums.json").read_text())["files"].keys() == {"model.safetensors", "config.json"}
+    weights = tmp_path / "det" / "model.safetensors"
+    flipped = bytearray(weights.read_bytes())
+    flipped[-5] ^= 0x10  # one bit in the last tensor's data: still a readable file
+    weights.write_bytes(bytes(flipped))
+    with pytest.raises(PoseforgeError, match="does not match its checksum"):
         PersonDetectorNet.from_pretrained(tmp_path / "det")
+    PersonDetectorNet.from_pretrained(tmp_path / "det", verify=False)  # the opt-out for huge files
+    weights.write_bytes(b"junk")
+    with pytest.raises(PoseforgeError, match="not a readable safetensors"):
+        PersonDetectorNet.from_pretrained(tmp_path / "det", verify=False)
 
 
 def test_a_few_steps_fit_a_fixed_batch():
@@ -296,3 +324,49 @@ def test_ultralytics_adapter_on_a_photo(peer_data, tmp_path):
         pytest.skip("no ultralytics weights available offline")
     dets = UltralyticsDetector(weights)(load_image(peer_data / "coco" / "000000000785.jpg"))
     assert len(dets) >= 1 and (dets.labels == 0).all()
+
+
+# ----------------------------------------------------------------------------- detector training: exact resume
+def _tiny_detector_run(**changes):
+    from poseforge.train.detector import DetectorTrainConfig
+
+    return DetectorTrainConfig(train_images=16, val_images=4, render_size=(128, 96), epochs=3, batch_size=8,
+                               warmup_iters=2, val_interval=1, threads=1, model=_tiny_config(), **changes)
+
+
+def test_detector_training_resumes_exactly(tmp_path, monkeypatch):
+    """A run stopped during epoch 2 and resumed ends with the weights, best record and history of a run
+    that was never stopped; a folder holding a run is refused without --resume."""
+    import poseforge.train.detector as trainer
+
+    config = _tiny_detector_run()
+    whole = trainer.train_detector(config, tmp_path / "whole")
+
+    real_augment, calls = trainer.augment, {"n": 0}
+
+    def stop_in_epoch_two(*args, **kwargs):  # 2 steps per epoch: the 5th call is epoch 2's first step
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_augment(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "augment", stop_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_detector(config, tmp_path / "split")
+    monkeypatch.setattr(trainer, "augment", real_augment)
+    with pytest.raises(PoseforgeError, match="already holds a detector run"):
+        trainer.train_detector(config, tmp_path / "split")
+    with pytest.raises(PoseforgeError, match="other settings"):
+        trainer.train_detector(_tiny_detector_run(lr=1e-3), tmp_path / "split", resume=True)
+    resumed = trainer.train_detector(config, tmp_path / "split", resume=True)
+
+    drop = lambda stats: {k: v for k, v in stats.items() if k != "minutes"}  # noqa: E731
+    assert drop(resumed) == drop(whole)
+    for folder in ("best", "last"):
+        a = PersonDetectorNet.from_pretrained(tmp_path / "whole" / folder).state_dict()
+        b = PersonDetectorNet.from_pretrained(tmp_path / "split" / folder).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), folder
+    history = lambda run: [{k: v for k, v in json.loads(line).items() if k != "time"}  # noqa: E731
+                           for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert history("split") == history("whole")
+    assert [r["epoch"] for r in history("split") if r["kind"] == "val"] == [0, 1, 2]

@@ -81,24 +81,46 @@ def test_wholebody_ground_truth_as_results_prints_every_part(tmp_path: Path, cap
 
 
 @needs_peer
-def test_xtcocotools_abi_error_is_one_line_with_the_fix(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_xtcocotools_backend_works_in_dev_and_agrees(tmp_path: Path, capsys) -> None:
+    """The [dev] install's xtcocotools wheel has a mask extension built for numpy 1.x; keypoint AP needs
+    none of it, so the backend must work and agree with the default one."""
+    pytest.importorskip("xtcocotools")
+    gt = PEER / "coco" / "test_coco.json"
+    res = tmp_path / "res.json"
+    rng = np.random.default_rng(0)
+    results = []
+    for a in json.loads(gt.read_text())["annotations"]:
+        k = np.asarray(a["keypoints"], float).reshape(-1, 3)
+        k[:, :2] += rng.normal(0, 4, (len(k), 2))
+        results.append({"image_id": a["image_id"], "category_id": 1, "keypoints": k.ravel().round(2).tolist(),
+                        "score": float(rng.uniform(0.5, 1))})
+    res.write_text(json.dumps(results))
+    tables = {}
+    for backend in ("faster", "xtcocotools"):
+        assert main(["eval", "--gt", str(gt), "--results", str(res), "--backend", backend]) == 0
+        out = capsys.readouterr().out
+        tables[backend] = [line for line in out.splitlines() if line.split()[:1] in (["AP"], ["AP50"], ["AR"])]
+    assert tables["xtcocotools"] and tables["xtcocotools"] == tables["faster"]
+
+
+@needs_peer
+def test_missing_backend_is_one_line_with_the_fix(tmp_path: Path, capsys, monkeypatch) -> None:
     gt = PEER / "coco" / "test_coco.json"
     res = tmp_path / "res.json"
     res.write_text(json.dumps([{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
                                for a in json.loads(gt.read_text())["annotations"]]))
     real_import = builtins.__import__
 
-    def abi_broken(name, *args, **kwargs):  # what a wheel built against numpy 1.x raises under numpy 2
-        if name.startswith("xtcocotools"):
-            raise ValueError("numpy.dtype size changed, may indicate binary incompatibility. Expected 96 from C header, "
-                             "got 88 from PyObject")
+    def not_installed(name, *args, **kwargs):
+        if name.startswith("pycocotools"):
+            raise ImportError("No module named 'pycocotools'")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", abi_broken)
-    rc = main(["eval", "--gt", str(gt), "--results", str(res), "--backend", "xtcocotools"])
+    monkeypatch.setattr(builtins, "__import__", not_installed)
+    rc = main(["eval", "--gt", str(gt), "--results", str(res), "--backend", "pycocotools"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
-    assert "pip install --no-binary xtcocotools" in err and "--backend faster" in err
+    assert "pip install pycocotools" in err and "--backend faster" in err
 
 
 RTMDET = PEER / "models" / "rtmdet-nano-person.onnx"

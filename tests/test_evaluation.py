@@ -8,8 +8,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +27,10 @@ CROWD_STATS = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP(E)", "AP(M)", "AP
 # ----------------------------------------------------------------------------- reference evaluators
 @pytest.fixture(scope="session")
 def xtcocotools():
-    """xtcocotools' (COCO, COCOeval). Its wheels ship a mask extension built against numpy 1.x; keypoint
-    evaluation never calls it, so where it cannot load, a stand-in module lets the pure-Python evaluator run."""
-    try:
-        from xtcocotools.coco import COCO
-        from xtcocotools.cocoeval import COCOeval
-    except ImportError:
-        pytest.skip("xtcocotools is not installed")
-    except ValueError:  # "numpy.dtype size changed": binary built against another numpy
-        sys.modules["xtcocotools.mask"] = types.ModuleType("xtcocotools.mask")
-        from xtcocotools.coco import COCO
-        from xtcocotools.cocoeval import COCOeval
+    """xtcocotools' (COCO, COCOeval), imported as the xtcocotools backend does (keypoint evaluation only)."""
+    pytest.importorskip("xtcocotools")
+    from poseforge.evaluation.coco import _import_xtcocotools
+    COCO, COCOeval = _import_xtcocotools()
     return COCO, COCOeval
 
 

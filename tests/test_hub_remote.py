@@ -14,8 +14,9 @@ import torch
 from poseforge.cli import main
 from poseforge.errors import PoseforgeError
 from poseforge.hub import (PROVENANCE_NAME, RemoteFile, WeightsSpec, is_available, placement_path, register_weights,
-                           resolve_weights, sha256_of, weights_spec)
+                           resolve_weights, weights_spec)
 from poseforge.hub import cache as hub_cache
+from poseforge.io import sha256_file
 from poseforge.models import create_model, load_model
 from poseforge.registry import WEIGHTS
 
@@ -71,7 +72,7 @@ def test_rtmdet_downloads_once_verified_and_runs(home, tmp_path, monkeypatch):
     monkeypatch.setenv("POSEFORGE_MIRROR", str(tmp_path / "mirror"))
     assert not is_available("rtmdet-nano", "detector")
     path = resolve_weights("rtmdet-nano", "detector")
-    assert path == placement_path(RTMDET_SPEC.files[0]) and sha256_of(path) == RTMDET_SPEC.files[0].sha256
+    assert path == placement_path(RTMDET_SPEC.files[0]) and sha256_file(path) == RTMDET_SPEC.files[0].sha256
     assert not list(path.parent.glob("*.part"))
     # Cached: no mirror, offline, and no download attempted.
     monkeypatch.delenv("POSEFORGE_MIRROR")
@@ -179,8 +180,8 @@ def test_hub_release_converts_once_with_provenance(home, tmp_path, monkeypatch, 
     folder = resolve_weights("vitpose-tiny.test-release")
     provenance = json.loads((folder / PROVENANCE_NAME).read_text())
     weights_file = tmp_path / "mirror" / repo / "model.safetensors"
-    assert provenance["license"] == "Apache-2.0" and provenance["files"][1]["sha256"] == sha256_of(weights_file)
-    assert provenance["model_sha256"] == sha256_of(folder / "model.safetensors")
+    assert provenance["license"] == "Apache-2.0" and provenance["files"][1]["sha256"] == sha256_file(weights_file)
+    assert provenance["model_sha256"] == sha256_file(folder / "model.safetensors")
     # Second use: from the converted folder, with no mirror, offline, nothing downloaded or converted again.
     monkeypatch.delenv("POSEFORGE_MIRROR")
     monkeypatch.setenv("POSEFORGE_OFFLINE", "1")
@@ -199,7 +200,7 @@ def test_mmpose_release_with_published_sha_prefix(home, tmp_path, monkeypatch, t
     source = build_model(rtmpose_config("t", "coco17", (96, 128))).eval()
     release = tmp_path / "release.pth"
     torch.save({"state_dict": source.state_dict(), "meta": {"epoch": 1}}, release)
-    digest = sha256_of(release)
+    digest = sha256_file(release)
     url_name = f"rtmpose-t_test-{digest[:8]}_20990101.pth"
     mirror = tmp_path / "mirror" / "releases.example.org"
     mirror.mkdir(parents=True)
@@ -242,6 +243,6 @@ def test_files_in_the_hugging_face_cache_are_not_fetched_again(home, tmp_path, m
     remote = RemoteFile("config.json", hf_repo="usyd-community/vitpose-base")
     assert hub_cache.is_cached(remote)
     path, digest = hub_cache.fetch_file(remote, "vitpose-b.coco")
-    assert path == snapshot / "config.json" and digest == sha256_of(path)
+    assert path == snapshot / "config.json" and digest == sha256_file(path)
     assert asked[-1] == ("usyd-community/vitpose-base", "config.json", "main")
     assert not hub_cache.is_cached(RemoteFile("model.safetensors", hf_repo="usyd-community/vitpose-base"))

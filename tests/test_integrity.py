@@ -165,7 +165,7 @@ def test_unreadable_record_is_a_one_line_error(folder: Path):
         (folder / CHECKSUMS_NAME).write_text(text)
         with pytest.raises(PoseforgeError, match=expected) as info:
             load_model(folder)
-        assert "\n" not in str(info.value) and str(info.value).endswith("or pass verify=False")
+        assert "\n" not in str(info.value) and str(info.value).endswith("or pass verify=False (--no-verify)")
         load_model(folder, verify=False)  # the record is not even read
 
 
@@ -196,6 +196,22 @@ def test_cli_predict_with_corrupt_weights_exits_2_with_one_line(folder: Path, im
     assert rc == 2
     assert err.count("\n") == 1 and err.startswith("poseforge predict: error: ") and "verify=False" in err
     assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_cli_no_verify_skips_the_checksums(folder: Path, image: Path, tmp_path: Path, capsys, command: str):
+    """--no-verify is the CLI's verify=False: the damaged-but-readable folder of the test above is used."""
+    _flip_head_exponent(folder)
+    if command == "predict":
+        argv = ["predict", str(image), "--out", str(tmp_path / "out"), "--model", str(folder), "--detector", "none"]
+        produced = tmp_path / "out" / "predictions.json"
+    else:
+        argv = ["export", str(folder), "--out", str(tmp_path / "model.onnx")]
+        produced = tmp_path / "model.onnx"
+        pytest.importorskip("onnx")
+    assert main(argv) == 2 and "--no-verify" in capsys.readouterr().err
+    assert main(argv + ["--no-verify"]) == 0, capsys.readouterr().err
+    assert produced.is_file()
 
 
 # ---------------------------------------------------------------------------------------------- non-finite outputs
@@ -236,3 +252,37 @@ def test_predictor_and_cli_raise_on_nan_weights_saved_with_a_matching_record(tmp
     rc = main(["predict", str(image), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "nan"), "--detector", "none"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "non-finite outputs" in err
+
+
+def test_flipped_bit_in_a_training_checkpoint_is_a_one_line_error(tmp_path: Path, capsys):
+    """torch.load never checks the CRC-32 that torch.save writes per record: a flipped bit in last.pt would
+    resume (or export) silently wrong weights. read_training_checkpoint checks them."""
+    from poseforge.train.checkpoint import save_checkpoint
+
+    model = create_model("stub-dense")
+    path = save_checkpoint(tmp_path / "last.pt", {"model": model.state_dict(), "model_config": model.config.to_dict()})
+    assert set(loading.read_training_checkpoint(path)) >= {"model", "model_config"}
+    data = bytearray(path.read_bytes())
+    name, tensor = max(model.state_dict().items(), key=lambda kv: kv[1].numel())
+    offset = data.find(tensor.numpy().tobytes()[:64])
+    assert offset > 0, name
+    data[offset + 3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(PoseforgeError, match="damaged checkpoint .* fails its checksum"):
+        loading.read_training_checkpoint(path)
+    assert main(["export", str(path), "--out", str(tmp_path / "exported")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "damaged checkpoint" in err
+
+
+@pytest.mark.parametrize("section, value, message", [
+    (None, "no-such-kind", r"config\.json\.type: unknown model config 'no-such-kind'"),
+    ("head", "no-such-head", r"config\.json\.head\.type: unknown head 'no-such-head'"),
+])
+def test_unknown_part_type_in_config_json_names_the_file_and_field(folder: Path, section, value, message):
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    (config[section] if section else config)["type"] = value
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(PoseforgeError, match=message) as info:
+        load_model(folder, verify=False)
+    assert str(folder / CONFIG_NAME) in str(info.value)

@@ -170,6 +170,37 @@ def test_ray_caster_matches_an_independent_sdf_march():
     assert (n[:, 2] < 0).all()  # normals face the camera
 
 
+
+def test_tile_culling_never_drops_a_pixel_near_the_camera():
+    """Primitives cut by the camera's near plane (a box the camera stands in front of, a limb passing
+    beside it) and one receding in depth: the tile-culled z-buffer finds exactly what an exact ray per
+    pixel against every primitive finds."""
+    inputs, _ = _test_scene()
+    rot = euler_zxy(torch.tensor([[0.2, -0.3, 0.4], [0.0, 0.0, 0.0], [1.2, 0.1, 0.0]]))
+    extra = [
+        dict(kind=BOX, pos=[0.3, 0.1, 0.1], scale=[0.15, 0.2, 0.3], rot=rot[0]),  # straddles z = NEAR
+        dict(kind=CONE, pos=[-0.25, 0.1, 0.0], a=[0, 0, -0.4], b=[0, 0, 1.6], ra=0.06, rb=0.03, scale=[1, 1, 1], rot=rot[1]),
+        dict(kind=CONE, pos=[0.0, -0.4, 2.0], a=[0, -1.5, 0], b=[0, 1.5, 0], ra=0.05, rb=0.12, scale=[1, 0.8, 1], rot=rot[2]),
+    ]
+    M = len(extra)
+    z = torch.zeros(M, dtype=torch.int64)
+    f = lambda k, default: torch.tensor([e.get(k, default) for e in extra], dtype=torch.float32)
+    more = Prims(image=z, kind=torch.tensor([e["kind"] for e in extra]), rot=torch.stack([e["rot"] for e in extra]),
+                 scale=f("scale", None), pos=f("pos", None), a=f("a", [0, 0, 0]), b=f("b", [0, 0, 0]), ra=f("ra", 0.0),
+                 rb=f("rb", 0.0), instance=z + 1, part=z + 1, mat=z, layer_cls=torch.zeros(M, 2, dtype=torch.int64),
+                 layer_mat=torch.zeros(M, 2, dtype=torch.int64), layer_lo=torch.zeros(M, 2), layer_hi=torch.zeros(M, 2),
+                 s_axis=torch.zeros(M, 3), s_off=torch.zeros(M))
+    inputs.prims = Prims.cat([inputs.prims, more])
+    out = render(inputs)
+    cam = to_camera(inputs.prims, inputs.cam_R, inputs.cam_t, inputs.intr)
+    u, v = np.meshgrid(np.arange(52) + 0.5, np.arange(36) + 0.5)
+    uv = torch.tensor(np.stack([u.ravel(), v.ravel()], 1), dtype=torch.float32)
+    _, p_ray = cast_rays(inputs.prims, cam, torch.zeros(len(uv), dtype=torch.int64), uv, 1)
+    assert torch.equal(p_ray.reshape(36, 52), out.prim[0])
+    shown = set(out.prim[0].unique().tolist())
+    assert {4, 5, 6} <= shown  # the near-plane box, the limb beside the camera and the receding one are drawn
+
+
 # ---------------------------------------------------------------------------------------------- labels
 def _check_labels(ds: SyntheticPoseDataset, indices) -> dict[str, float]:
     """Label checks against the rendered maps, per the issue's definition of done.
@@ -370,3 +401,24 @@ def test_cuda_renders_the_same_labels_as_cpu():
     assert (cpu.parts == gpu.parts.cpu()).float().mean() > 0.999
     assert (cpu.image.int() - gpu.image.cpu().int()).abs().float().mean() < 0.5
     assert math.isclose(float(cpu.depth.sum()), float(gpu.depth.cpu().sum()), rel_tol=1e-3)
+
+
+def _worker_threads(_: int) -> tuple[int, int]:
+    import cv2
+
+    return torch.get_num_threads(), cv2.getNumThreads()
+
+
+def test_render_pool_workers_run_one_thread_each():
+    """Two render workers on two cores: one torch and one OpenCV thread each (no oversubscription),
+    and the caller's OpenCV setting comes back afterwards."""
+    import cv2
+
+    from poseforge.data.synth.parallel import render_pool
+
+    before = cv2.getNumThreads()
+    with render_pool(2) as pool:
+        assert list(pool.map(_worker_threads, range(4))) == [(1, 1)] * 4
+    assert cv2.getNumThreads() == before
+    with render_pool(1) as pool:
+        assert pool is None

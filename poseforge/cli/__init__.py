@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("poseforge.cli.bench", "inference speed here: PyTorch vs onnxruntime fp32 / int8, and end-to-end video FPS"),
     "detect": ("poseforge.cli.detect", "person boxes in images as a COCO detection results file (for eval --boxes)"),
     "weights": ("poseforge.cli.weights", "list the named weights (official releases, shipped models) or --fetch them now"),
+    "nas": ("poseforge.cli.nas", "once-for-all LitePose search: train a supernet, search it under a MACs / latency budget, export"),
 }
 
 

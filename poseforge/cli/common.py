@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator
 from ..coerce import parse_range, parse_size
 from ..errors import PoseforgeError
 
-__all__ = ["size_argument", "range_argument", "same_path", "refuse_overwrite", "progress_bar"]
+__all__ = ["size_argument", "range_argument", "same_path", "refuse_overwrite", "progress_bar", "add_verify_argument"]
 
 
 def size_argument(text: str) -> tuple[int, int]:
@@ -28,6 +28,13 @@ def range_argument(text: str) -> tuple[int, int]:
         return parse_range(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_verify_argument(parser: "argparse.ArgumentParser | argparse._ArgumentGroup") -> None:
+    """``--no-verify``: load model folders without checking them against their ``checksums.json``
+    (``args.verify`` is then ``False``; ``None`` otherwise: hash files up to 2 GiB, size-check bigger ones)."""
+    parser.add_argument("--no-verify", dest="verify", action="store_const", const=False, default=None,
+                        help="do not check model files against their checksums.json (huge files on slow disks)")
 
 
 # ---------------------------------------------------------------------------------------------- output safety

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import PoseforgeError
+from .common import add_verify_argument
 
 if TYPE_CHECKING:
     from ..models.estimators import Estimator
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dwpose: weight of the ground-truth loss in stage 2 (default 0, as mmpose)")
     parser.add_argument("--stage2-head", choices=["fresh", "stage1"], default="fresh",
                         help="dwpose: stage 2's head starts fresh (default, as mmpose) or from the stage-1 head")
+    add_verify_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise PoseforgeError("--stage2-epochs must be >= 0")
     if args.config is None:
         args.config = "rtmpose-t-synth" if args.method == "dwpose" else "synth-cpu"
-    teacher = load_model(args.teacher)
+    teacher = load_model(args.teacher, verify=args.verify)
     if teacher.num_tasks > 1:
         raise PoseforgeError(f"{args.teacher}: a multi-task teacher; merge one task first (poseforge merge-experts)")
     if args.method == "dwpose":

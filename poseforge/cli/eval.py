@@ -17,7 +17,7 @@ from ..data.coco import write_coco_results
 from ..io import write_json_atomic
 from ..evaluation.coco import BACKENDS, coco_metric, evaluate_keypoints, format_table
 from ..keypoints import get_keypoint_set, keypoint_mapping
-from .common import progress_bar, refuse_overwrite
+from .common import add_verify_argument, progress_bar, refuse_overwrite
 
 log = logging.getLogger("poseforge")
 
@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--batch-size", type=int, default=64, help="crops per forward pass (default: 64)")
     model.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding and cropping (default: 2)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    add_verify_argument(model)
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -111,7 +112,7 @@ def run_model_command(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise PoseforgeError("--batch-size must be >= 1 and --workers >= 0")
     device = resolve_device(args.device)
-    model = load_model(args.model, device=device)
+    model = load_model(args.model, device=device, verify=args.verify)
     model.to(memory_format=torch.channels_last)  # NHWC convolutions, as the Predictor and training validation
     keypoint_set = model.keypoint_set_of(0)
     data = args.data or "synthetic"

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import PoseforgeError
+from .common import add_verify_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-crops", type=int, default=256, metavar="N",
                         help="static int8: rendered crops to calibrate on (default: 256)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_verify_argument(parser)
 
 
 def _own_files(model: str) -> set[Path]:
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if out.resolve() in _own_files(args.model):
         raise PoseforgeError(f"{out}: is a file of the model {args.model} itself; choose another output")
     task = int(args.task) if args.task is not None and args.task.isdigit() else args.task
-    model = load_model(args.model)
+    model = load_model(args.model, verify=args.verify)
     options = dict(dynamic_batch=args.dynamic_batch, batch_size=args.batch_size, opset=args.opset,
                    with_decode=args.with_decode, task=0 if task is None else task, source=args.model)
     if args.int8:

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import PoseforgeError
+from .common import add_verify_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output model folder (with several tasks: a parent folder)")
     parser.add_argument("--tolerance", type=float, default=1e-5, help="max abs heatmap difference allowed (default 1e-5)")
     parser.add_argument("--force", action="store_true", help="overwrite existing model folders")
+    add_verify_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.estimators import WEIGHTS_NAME
     from ..models.merge import merge_experts
 
-    model = load_model(args.model)
+    model = load_model(args.model, verify=args.verify)
     if not isinstance(model.config, MultiTaskTopDownConfig):
         raise PoseforgeError(f"{args.model}: not a multi-task (ViTPose++) model ({model.config.name}); nothing to merge")
     names = list(model.config.task_names) if "all" in args.task else args.task

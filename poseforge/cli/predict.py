@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import PoseforgeError
 from ..io import write_bytes_atomic, write_json_atomic
-from .common import refuse_overwrite, same_path
+from .common import add_verify_argument, refuse_overwrite, same_path
 
 log = logging.getLogger("poseforge")
 
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pose model: a weights name (vitpose-b, rtmpose-m, dwpose-l ... downloaded once and "
                              "converted; see poseforge.hub.list_weights()), bundled, a model folder / .safetensors, "
                              "a training run folder (default: bundled, trained on synthetic people)")
+    add_verify_argument(parser)
     parser.add_argument("--detector", default="auto",
                         help="person boxes: rtmdet-nano (the real RTMDet-nano, downloaded once), bundled (trained on "
                              "synthetic people), PATH.onnx (RTMDet/YOLOX end2end export), a COCO detection results "
@@ -205,10 +206,12 @@ def run(args: argparse.Namespace) -> int:
         from ..inference.detectors.builtin import auto_detector_name
 
         detector = auto_detector_name()
+    predictor = Predictor(args.model, detector=detector, device=args.device, flip_test=args.flip,
+                          box_score_threshold=args.box_threshold, max_people=args.max_people, tracker=False,
+                          verify=args.verify)
+    if str(args.detector).lower() == "auto" and predictor.detector is not None:  # (a bottom-up model uses none)
         print(f"person detector: {detector}" + (" (trained on synthetic people; for real photos: --detector rtmdet-nano, "
                                                 "downloaded once)" if detector == "bundled" else ""))
-    predictor = Predictor(args.model, detector=detector, device=args.device, flip_test=args.flip,
-                          box_score_threshold=args.box_threshold, max_people=args.max_people, tracker=False)
     out.mkdir(parents=True, exist_ok=True)
     if as_video:
         return _run_video(args, predictor, source, webcam, out, planned)

@@ -16,6 +16,7 @@ classic mmpose-shaped calls ``encode(keypoints [B,K,2], visible [B,K])`` and
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, Mapping, Sequence
 
@@ -193,3 +194,45 @@ def check_flip_index(flip_index: Any, num_keypoints: int, device: torch.device) 
     if idx.numel() != num_keypoints or not torch.equal(idx.sort().values, torch.arange(num_keypoints)):
         raise PoseforgeError(f"flip_index must be a permutation of range({num_keypoints}) (one entry per keypoint), got {idx.tolist()}")
     return idx.to(device)
+
+
+# ----------------------------------------------------------------------------- decode helpers
+def _argmax_block(size: int) -> int | None:
+    """A block length for two-stage argmax on the CPU: a multiple of 32 (at least 64, where
+    vectorised max-reductions run at full speed) dividing ``size``, near 2*sqrt(size)."""
+    blocks = [n for n in range(64, size, 32) if size % n == 0]
+    return min(blocks, key=lambda n: abs(n - 2 * math.sqrt(size))) if blocks else None
+
+
+def rows_argmax(flat: Tensor) -> tuple[Tensor, Tensor]:
+    """Maximum and FIRST index of the maximum of each row of ``flat`` [N, M] (numpy's argmax rule,
+    for rows without NaN).
+
+    On the CPU in two stages: the maxima of blocks (one vectorised reduction over all values), then
+    the index-tracking ``max`` only over the first block holding the row maximum; a plain
+    ``max(dim=1)`` tracks indices over every value and is ~4x slower. float32 rows are reduced as
+    their int32 bit patterns, ~25% faster than float max (no NaN handling per value): positive
+    floats order like their bit patterns and lie above every other value's, so this is exact
+    wherever the row maximum is positive; the other rows (no positive value, rare) are redone in
+    float.
+    """
+    N, M = flat.shape
+    block = _argmax_block(M) if flat.device.type == "cpu" else None
+    if block is None:
+        return flat.max(dim=1)
+    count = M // block
+    as_bits = flat.dtype == torch.float32
+    blocks = (flat.view(torch.int32) if as_bits else flat).reshape(N * count, block)
+    values, first_block = blocks.view(N, count, block).amax(dim=2).max(dim=1)
+    # index_select copies whole rows (~2x faster than advanced indexing); max().indices beats argmax
+    inside = blocks.index_select(0, torch.arange(N, device=flat.device) * count + first_block)
+    index = first_block * block + inside.max(dim=1).indices
+    if not as_bits:
+        return values, index
+    no_positive = values <= 0
+    values = values.view(torch.float32)
+    if bool(no_positive.any()):  # a CPU-only path: this host round trip costs nothing
+        rows = no_positive.nonzero()[:, 0]
+        row_values, row_index = flat[rows].max(dim=1)
+        values, index = values.index_put((rows,), row_values), index.index_put((rows,), row_index)
+    return values, index

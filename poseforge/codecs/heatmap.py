@@ -12,6 +12,11 @@ Deliberate differences, each the more sensible reading of the same rule:
   the UDP inverse warp;
 - a map whose maximum is <= 0 decodes to (-1, -1) heatmap pixels without refinement (mmpose's
   UDP refinement then reads neighbouring maps' memory).
+
+Decoding runs on the heatmaps' device with no host round trip: a two-stage argmax (block maxima,
+then the first block holding the maximum), and for DARK/UDP the blurred log-heatmap only on the
+few pixels the Newton step reads, from one small patch per map (equal to mmpose's full-map blur
+there), in float64 so that flat or noisy maps do not amplify rounding into the result.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from ..errors import PoseforgeError
 from ..registry import CODECS
 from ..outputs import Heatmaps
 from .base import (KeypointCodec, as_tensor, check_flip_index, check_kernel_size, check_keypoints,
-                   check_positive, check_size, target_weights)
+                   check_positive, check_size, rows_argmax, target_weights)
 
 __all__ = [
     "MSRAHeatmap", "UDPHeatmap", "flip_heatmaps", "blur_heatmaps", "gaussian_kernel1d",
@@ -83,103 +88,132 @@ def blur_heatmaps(heatmaps: Tensor, kernel_size: int) -> Tensor:
     """Gaussian blur of ``heatmaps`` [..., H, W] with zero padding (mmpose's ``gaussian_blur``
     without its max rescaling). Separable, done as two banded matmuls: on CPU these beat
     depthwise convolution by ~4x for heatmap-sized maps."""
-    kernel = gaussian_kernel1d(kernel_size, heatmaps.device, heatmaps.dtype)
-    r = (kernel.numel() - 1) // 2
-    H, W = heatmaps.shape[-2:]
-    return _band(H, H, kernel, r) @ heatmaps @ _band(W, W, kernel, r).T
+    rows, cols = _blur_bands(*heatmaps.shape[-2:], check_kernel_size(kernel_size, "kernel size"), heatmaps.device,
+                             heatmaps.dtype)
+    return rows @ heatmaps @ cols
 
 
 @lru_cache(maxsize=32)
-def _window_operators(kernel_size: int, half: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Patch offsets [p] and the banded [2h+1, p] matrix of a local blur (cached: built once per setting)."""
+def _blur_bands(H: int, W: int, kernel_size: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The [H, H] and [W, W] banded matrices of :func:`blur_heatmaps` (cached: no host-to-device copy per call)."""
     with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode
         kernel = gaussian_kernel1d(kernel_size, device, dtype)
-        p = 2 * half + kernel_size
-        offsets = torch.arange(p, device=device) - (half + (kernel_size - 1) // 2)
-        return offsets, _band(2 * half + 1, p, kernel, 0)
+        r = (kernel_size - 1) // 2
+        return _band(H, H, kernel, r), _band(W, W, kernel, r).T
 
 
-def _blur_at(flat: Tensor, H: int, W: int, cy: Tensor, cx: Tensor, half: int, kernel_size: int) -> Tensor:
-    """Blurred values (zero padding) on the (2*half+1)^2 window around (cy, cx) of each map.
+@lru_cache(maxsize=32)
+def _band_table(kernel_size: int, half: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Blur weights over a patch of ``P = 2*half + kernel_size`` pixels, one row per output position:
+    row ``d + half`` weighs patch pixels 0..P-1 for the blurred value at patch position ``d``, for every
+    ``d`` in ``[-half, P + half)`` a window can ask for (zero where the kernel does not reach). Cached:
+    built once per setting."""
+    with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode
+        kernel = gaussian_kernel1d(kernel_size, device, dtype)
+        size = 2 * half + kernel_size
+        return _band(size + 2 * half, size, kernel, half + (kernel_size - 1) // 2)
 
-    ``flat`` [N, H*W]; returns [N, 2h+1, 2h+1]. Only a (2h+ks)^2 patch per map is read, so
-    refinement costs O(N) instead of a full-map blur. Window positions off the map get the value
-    the zero-padded convolution would have there; callers replace or ignore them.
+
+def _refine_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the refinement arithmetic, except on devices without it (Apple MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _window_blur(maps: Tensor, y: Tensor, x: Tensor, rows: Tensor, cols: Tensor, half: int,
+                 kernel_size: int) -> Tensor:
+    """Values of the zero-padded Gaussian blur of ``maps`` [N, H, W] on a small grid per map.
+
+    ``rows`` / ``cols`` [N, R] / [N, C] are map positions within ``half`` of the centre ``(y, x)`` [N].
+    Returns [N, R, C]. Only one P x P patch (P = 2*half + kernel_size) per map is read: the
+    patch is placed inside the map (so no index leaves it or wraps into the next row) and the blur
+    weights of each output row/column come from a table indexed by its position in the patch,
+    which also leaves out the pixels past the map's edge exactly as zero padding does. So
+    refinement costs O(N), not a full-map blur, and the result equals the full blur there.
     """
-    N = flat.shape[0]
-    offsets, band = _window_operators(kernel_size, half, flat.device, flat.dtype)
-    p = offsets.numel()
-    rows = cy[:, None] + offsets  # [N, p]
-    cols = cx[:, None] + offsets
-    row_ok = ((rows >= 0) & (rows < H)).to(flat.dtype)
-    col_ok = ((cols >= 0) & (cols < W)).to(flat.dtype)
-    index = (rows.clamp(0, H - 1) * W)[:, :, None] + cols.clamp(0, W - 1)[:, None, :]
-    patch = flat.gather(1, index.view(N, p * p)).view(N, p, p)
-    # zero padding: patch rows/cols that fall off the map count as 0 (indices were clamped)
-    return (band @ (patch * row_ok[:, :, None] * col_ok[:, None, :])) @ band.T
+    N, H, W = maps.shape
+    size = 2 * half + kernel_size
+    if H < size or W < size:  # tiny maps: zero rows/columns past the end are the blur's zero padding
+        maps = torch.nn.functional.pad(maps, (0, max(size - W, 0), 0, max(size - H, 0)))
+        H, W = maps.shape[-2:]
+    device = maps.device
+    top = (y - (half + (kernel_size - 1) // 2)).clamp(0, H - size)
+    left = (x - (half + (kernel_size - 1) // 2)).clamp(0, W - size)
+    # Every run of P consecutive values as one overlapping strided view (no copy): the patch is P
+    # such runs, one per patch row, copied by a single index_select (~2x faster than indexing a
+    # 5-D unfold view, which copies value by value).
+    flat = maps.contiguous().view(-1)
+    runs = flat.as_strided((flat.numel() - size + 1, size), (1, 1))
+    starts = (torch.arange(N, device=device) * (H * W) + top * W + left)[:, None] + torch.arange(size, device=device) * W
+    patch = runs.index_select(0, starts.view(-1)).view(N, size, size)
+    # float64 from here (on these few values it costs little): the Newton step divides by the
+    # Hessian's determinant, which on flat or noisy maps amplifies float32 rounding to ~1e-3 px
+    dtype = _refine_dtype(device)
+    patch = patch.to(dtype)
+    # the blur weights of every output row and column, [N, R + C, P], in one index_select
+    R = rows.shape[1]
+    position = torch.cat((rows - top[:, None], cols - left[:, None]), dim=1) + half
+    weights = _band_table(kernel_size, half, device, dtype).index_select(0, position.view(-1)).view(N, -1, size)
+    return torch.bmm(torch.bmm(weights[:, :R], patch), weights[:, R:].transpose(1, 2))
 
 
-def _log_modulated(values: Tensor, peak: Tensor, lower_bound: Tensor, refine: Tensor, maps: Tensor,
-                   kernel_size: int, clamp: tuple[float, float]) -> Tensor:
-    """``log(clip(values * s, lo, hi))`` with mmpose's rescale ``s = peak / max(blurred map)``.
+def _host_branches(device: torch.device) -> bool:
+    """Whether decoding may branch on tensor values (a host round trip): free on the CPU, where it
+    spares full-map blurs; on accelerators (and 'meta') every step stays on the device instead."""
+    return device.type == "cpu"
 
-    ``values`` [N, ...] are blurred values near the argmax, ``lower_bound`` [N] a lower bound of the
-    blurred map's maximum (the largest of them), and the kernel sums to 1, so ``s`` lies in
-    ``[1, peak / lower_bound]``. Log-derivatives do not depend on ``s`` unless the clip treats the
-    values differently somewhere in that range; only those maps (rare: tiny or negative values
-    beside the peak) get a full blur to find the exact ``s``.
+
+def _log_modulated(window: Tensor, peak: Tensor, refine: Tensor, maps: Tensor, kernel_size: int,
+                   clamp: tuple[float, float]) -> Tensor:
+    """``log(clip(window * s, lo, hi))`` with mmpose's rescale ``s = peak / max(blurred map)``.
+
+    ``window`` [N, ...] are on-map blurred values near the argmax, so their maximum ``vmax`` bounds
+    the blurred map's maximum from below, and the kernel sums to 1, so ``s`` lies in
+    ``[1, peak / vmax]`` and the largest scaled window value is at most ``peak``. Log-derivatives
+    do not depend on ``s`` unless the clip treats the values differently somewhere in that range;
+    only those maps (rare: tiny or negative values beside the peak) need the exact ``s`` of a full
+    blur. On the CPU only they are blurred; elsewhere every map is (cheap there), which keeps the
+    decode free of host round trips (:func:`_host_branches`).
     """
     lo, hi = clamp
-    vmin, vmax = torch.aminmax(values.flatten(1), dim=1)
-    s_max = peak / lower_bound
-    # s in [1, s_max]: one clip pattern for every s means the log-derivatives need no exact s
-    unclipped = (vmin >= lo) & (vmax * s_max <= hi)
-    all_low = vmax * s_max < lo
-    all_high = vmin > hi
-    exact_needed = refine & ~((lower_bound > 0) & (unclipped | all_low | all_high))
-    scale = torch.ones_like(peak)
-    if bool(exact_needed.any()):
-        idx = exact_needed.nonzero()[:, 0]
+    host = _host_branches(maps.device)
+    # the usual case, checked first on the CPU: no window value below the lower clip and no peak
+    # above the upper one (then nothing is clipped for any s, which also means vmax > 0)
+    if host and bool((window.amin() >= lo) & (peak.amax() <= hi)):
+        return window.clamp(lo, hi).log()
+    vmin, vmax = torch.aminmax(window.flatten(1), dim=1)
+    if math.isinf(hi):  # DARK: only the lower clip
+        same_clip = (vmin >= lo) | (peak < lo)
+    else:
+        same_clip = ((vmin >= lo) & (peak <= hi)) | (peak < lo) | (vmin > hi)
+    exact = refine & ~(same_clip & (vmax > 0))
+    if host:
+        if not bool(exact.any()):
+            return window.clamp(lo, hi).log()
+        idx = exact.nonzero()[:, 0]
         blurred_max = blur_heatmaps(maps[idx], kernel_size).amax(dim=(-2, -1))
-        exact = torch.where(blurred_max != 0, peak[idx] / blurred_max, torch.ones_like(blurred_max))
-        scale = scale.index_put((idx,), exact)
-    view = (-1,) + (1,) * (values.ndim - 1)
-    return (values * scale.view(view)).clamp(lo, hi).log()
+        scale = torch.ones_like(peak).index_put((idx,), torch.where(blurred_max != 0, peak[idx] / blurred_max, 1.0))
+    else:
+        blurred_max = blur_heatmaps(maps, kernel_size).amax(dim=(-2, -1))
+        scale = torch.where(exact & (blurred_max != 0), peak / blurred_max, 1.0)
+    return (window * scale.view((-1,) + (1,) * (window.ndim - 1))).clamp(lo, hi).log()
 
 
 # ----------------------------------------------------------------------------- decode steps
-def _block_length(size: int) -> int | None:
-    """A block length for two-stage argmax: a multiple of 16 dividing ``size``, near 2*sqrt(size)."""
-    blocks = [n for n in range(16, size, 16) if size % n == 0]
-    return min(blocks, key=lambda n: abs(n - 2 * math.sqrt(size))) if blocks else None
-
-
-def _rows_argmax(flat: Tensor) -> tuple[Tensor, Tensor]:
-    """Maximum and FIRST index of the maximum of each row of ``flat`` [N, M] (numpy's argmax rule).
-
-    Two stages (block maxima, then the first block holding the maximum) because a plain
-    ``max(dim=1)`` with indices is ~4x slower on CPU than these vectorised reductions.
-    """
-    N, M = flat.shape
-    block = _block_length(M) if flat.device.type == "cpu" else None
-    if block is None:
-        return flat.max(dim=1)
-    blocks = flat.reshape(N, M // block, block)
-    block_max = blocks.amax(dim=2)
-    first_block = block_max.argmax(dim=1)
-    inside = blocks.gather(1, first_block[:, None, None].expand(N, 1, block))[:, 0]
-    values, offset = inside.max(dim=1)
-    return values, first_block * block + offset
+@lru_cache(maxsize=64)
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A small constant tensor, built once per device (no host-to-device copy per decode call)."""
+    with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode
+        return torch.tensor(values, device=device, dtype=dtype)
 
 
 def heatmap_argmax(heatmaps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-map maximum of ``heatmaps`` [N, H, W]: (x [N] long, y [N] long, locs [N, 2] float with
     (-1, -1) where the maximum is <= 0, as mmpose marks them, values [N])."""
     N, H, W = heatmaps.shape
-    values, index = _rows_argmax(heatmaps.reshape(N, H * W))
-    x, y = index % W, torch.div(index, W, rounding_mode="floor")
-    locs = torch.stack((x, y), dim=-1).to(heatmaps.dtype)
-    locs = torch.where((values > 0)[:, None], locs, torch.full_like(locs, -1.0))
+    values, index = rows_argmax(heatmaps.reshape(N, H * W))
+    y = torch.div(index, W, rounding_mode="floor")
+    x = index - y * W
+    locs = torch.where((values > 0)[:, None], torch.stack((x, y), dim=-1).to(heatmaps.dtype), -1.0)
     return x, y, locs, values
 
 
@@ -187,17 +221,61 @@ def refine_quarter_shift(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor) -
     """MSRA refinement: move 0.25 px from the maximum towards the larger neighbour, per axis.
     Border rules follow mmpose's ``refine_keypoints`` (x needs 1 < x < W-1, y needs 1 < y < H-1)."""
     N, H, W = heatmaps.shape
-    flat = heatmaps.reshape(N, H * W)
-    valid = locs[:, 0] >= 0  # maps with max <= 0 are at -1 and mmpose leaves them there
+    xy = torch.stack((x, y), dim=-1)
+    # mmpose moves x where 1 < x < W-1 and 0 < y, y where 1 < y < H-1 and 0 < x, and neither where the
+    # maximum is <= 0 (locs -1)
+    use = (xy > 1) & (xy < _constant((W - 1, H - 1), xy.device, xy.dtype)) & (xy > 0).flip(-1) & (locs >= 0)
+    # right, left, below, above in one gather; unused (border) neighbours are clamped into the map
+    steps = _constant((1, -1, W, -W), xy.device, xy.dtype)
+    near = heatmaps.reshape(N, H * W).gather(1, ((y * W + x)[:, None] + steps).clamp(0, H * W - 1))
+    return locs + torch.where(use, 0.25 * (near[:, 0::2] - near[:, 1::2]).sign(), 0.0)
 
-    def at(yy: Tensor, xx: Tensor) -> Tensor:
-        return flat.gather(1, (yy.clamp(0, H - 1) * W + xx.clamp(0, W - 1))[:, None])[:, 0]
 
-    use_x = valid & (x > 1) & (x < W - 1) & (y > 0) & (y < H)
-    use_y = valid & (y > 1) & (y < H - 1) & (x > 0) & (x < W)
-    dx = torch.where(use_x, at(y, x + 1) - at(y, x - 1), torch.zeros_like(locs[:, 0]))
-    dy = torch.where(use_y, at(y + 1, x) - at(y - 1, x), torch.zeros_like(locs[:, 0]))
-    return locs + 0.25 * torch.stack((dx.sign(), dy.sign()), dim=-1)
+# Finite differences of mmpose's refinements as [window values, 5] matrices: one matmul gives
+# (dx, dy, dxx, dxy, dyy) for every map. Window values are row-major, (2h+1) rows of ``columns``
+# values (spare columns after the 2h+1 real ones get weight 0), centre at (h, h).
+def _difference_weights(half: int, terms: dict[str, dict[tuple[int, int], float]],
+                        columns: int | None = None) -> tuple[tuple[float, ...], ...]:
+    columns = columns or 2 * half + 1
+    rows = [[0.0] * 5 for _ in range((2 * half + 1) * columns)]
+    for col, name in enumerate(("dx", "dy", "dxx", "dxy", "dyy")):
+        for (dy, dx), weight in terms[name].items():
+            rows[(half + dy) * columns + half + dx][col] += weight
+    return tuple(tuple(r) for r in rows)
+
+
+# DARK's window has one spare column (a copy of the centre one): PyTorch's CPU bmm multiplies
+# matrices under 400 multiply-adds with a plain loop, ~2x slower than its BLAS path, and the
+# 5x15 @ 15x6 column pass of _window_blur is just over that line where 5x15 @ 15x5 is under it.
+_DARK_COLUMNS = (-2, -1, 0, 1, 2, 0)
+_DARK_DIFFERENCES = _difference_weights(2, {  # refine_keypoints_dark: step-2 second differences
+    "dx": {(0, 1): 0.5, (0, -1): -0.5}, "dy": {(1, 0): 0.5, (-1, 0): -0.5},
+    "dxx": {(0, 2): 0.25, (0, 0): -0.5, (0, -2): 0.25}, "dyy": {(2, 0): 0.25, (0, 0): -0.5, (-2, 0): 0.25},
+    "dxy": {(1, 1): 0.25, (-1, 1): -0.25, (1, -1): -0.25, (-1, -1): 0.25}}, columns=len(_DARK_COLUMNS))
+_UDP_DIFFERENCES = _difference_weights(1, {  # refine_keypoints_dark_udp: step-1 differences
+    "dx": {(0, 1): 0.5, (0, -1): -0.5}, "dy": {(1, 0): 0.5, (-1, 0): -0.5},
+    "dxx": {(0, 1): 1.0, (0, 0): -2.0, (0, -1): 1.0}, "dyy": {(1, 0): 1.0, (0, 0): -2.0, (-1, 0): 1.0},
+    "dxy": {(1, 1): 0.5, (0, 1): -0.5, (1, 0): -0.5, (0, 0): 1.0, (0, -1): -0.5, (-1, 0): -0.5, (-1, -1): 0.5}})
+
+
+# signs that turn the six products of _newton_step into (adjugate @ gradient, det)
+_NEWTON_SIGNS = ((1.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0),
+                 (0.0, -1.0, 0.0), (0.0, 0.0, 1.0), (0.0, 0.0, -1.0))
+
+
+def _newton_step(locs: Tensor, refine: Tensor, derivatives: Tensor) -> Tensor:
+    """``locs - H^-1 g`` from ``derivatives`` [N, 5] = (dx, dy, dxx, dxy, dyy) where ``refine`` and the
+    Hessian is invertible, else ``locs`` (in ``locs``' dtype)."""
+    d, device = derivatives, derivatives.device
+    # adjugate times gradient (dyy dx - dxy dy, dxx dy - dxy dx) and det = dxx dyy - dxy^2 from six
+    # products and one small matmul: fewer, larger ops than term by term
+    products = (d.index_select(1, _constant((4, 3, 2, 3, 2, 3), device, torch.long))
+                * d.index_select(1, _constant((0, 1, 1, 0, 4, 3), device, torch.long)))
+    terms = products @ _constant(_NEWTON_SIGNS, device, d.dtype)  # [N, 3]
+    det = terms[:, 2]
+    refine = refine & (det != 0)
+    offset = terms[:, :2] / torch.where(refine, det, 1.0)[:, None]
+    return torch.where(refine[:, None] & offset.isfinite(), locs - offset, locs).to(locs.dtype)
 
 
 def refine_dark(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor, peak: Tensor, kernel_size: int) -> Tensor:
@@ -205,20 +283,14 @@ def refine_dark(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor, peak: Tens
     with mmpose's step-2 second differences; maps whose argmax is within 2 px of the border, or
     whose Hessian is singular, are left unrefined (as in mmpose's ``refine_keypoints_dark``)."""
     N, H, W = heatmaps.shape
-    local = _blur_at(heatmaps.reshape(N, H * W), H, W, y, x, 2, kernel_size)  # [N, 5, 5], centre (2, 2)
-    refine = (peak > 0) & (x > 1) & (x < W - 2) & (y > 1) & (y < H - 2)
-    v = _log_modulated(local, peak, local.amax(dim=(1, 2)), refine, heatmaps, kernel_size, _DARK_CLAMP)
-    dx = 0.5 * (v[:, 2, 3] - v[:, 2, 1])
-    dy = 0.5 * (v[:, 3, 2] - v[:, 1, 2])
-    dxx = 0.25 * (v[:, 2, 4] - 2 * v[:, 2, 2] + v[:, 2, 0])
-    dxy = 0.25 * (v[:, 3, 3] - v[:, 1, 3] - v[:, 3, 1] + v[:, 1, 1])
-    dyy = 0.25 * (v[:, 4, 2] - 2 * v[:, 2, 2] + v[:, 0, 2])
-    det = dxx * dyy - dxy * dxy
-    refine = refine & (det != 0)
-    safe_det = torch.where(refine, det, torch.ones_like(det))
-    offset = -torch.stack((dyy * dx - dxy * dy, dxx * dy - dxy * dx), dim=-1) / safe_det[:, None]
-    offset = torch.where(refine[:, None] & offset.isfinite(), offset, torch.zeros_like(offset))
-    return locs + offset
+    rows = y[:, None] + torch.arange(-2, 3, device=heatmaps.device)
+    cols = x[:, None] + _constant(_DARK_COLUMNS, x.device, x.dtype)
+    window = _window_blur(heatmaps, y, x, rows, cols, 2, kernel_size)  # [N, 5, 6]
+    xy = torch.stack((x, y), dim=-1)
+    # then the 5x5 window lies on the map
+    refine = (peak > 0) & ((xy > 1) & (xy < _constant((W - 2, H - 2), xy.device, xy.dtype))).all(-1)
+    v = _log_modulated(window, peak, refine, heatmaps, kernel_size, _DARK_CLAMP)
+    return _newton_step(locs, refine, v.view(N, -1) @ _constant(_DARK_DIFFERENCES, v.device, v.dtype))
 
 
 def refine_dark_udp(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor, peak: Tensor, kernel_size: int) -> Tensor:
@@ -226,29 +298,17 @@ def refine_dark_udp(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor, peak: 
     [1e-3, 50], edge-padded step-1 differences, Hessian + eps*I, one Newton step, at every map
     (the edge padding makes border maxima refinable)."""
     N, H, W = heatmaps.shape
-    local = _blur_at(heatmaps.reshape(N, H * W), H, W, y, x, 1, kernel_size)  # [N, 3, 3], centre (1, 1)
-    # Edge padding: a neighbour off the map takes the value of the nearest on-map pixel, which is
-    # inside this 3x3 window, so remap window indices instead of padding the map.
-    step = torch.arange(-1, 2, device=heatmaps.device)
-    ry = (y[:, None] + step).clamp(0, H - 1) - y[:, None] + 1  # [N, 3] in {0, 1, 2}
-    rx = (x[:, None] + step).clamp(0, W - 1) - x[:, None] + 1
-    local = local.gather(1, ry[:, :, None].expand(N, 3, 3)).gather(2, rx[:, None, :].expand(N, 3, 3))
+    steps = torch.arange(-1, 2, device=heatmaps.device)
+    # edge padding: a neighbour off the map takes the value of the nearest on-map pixel
+    rows = (y[:, None] + steps).clamp(0, H - 1)
+    cols = (x[:, None] + steps).clamp(0, W - 1)
     refine = peak > 0
-    v = _log_modulated(local, peak, local.amax(dim=(1, 2)), refine, heatmaps, kernel_size, _UDP_CLAMP)
-    i = v[:, 1, 1]
-    ix1, ix1_ = v[:, 1, 2], v[:, 1, 0]
-    iy1, iy1_ = v[:, 2, 1], v[:, 0, 1]
-    dx = 0.5 * (ix1 - ix1_)
-    dy = 0.5 * (iy1 - iy1_)
-    dxx = ix1 - 2 * i + ix1_ + _EPS32
-    dyy = iy1 - 2 * i + iy1_ + _EPS32
-    dxy = 0.5 * (v[:, 2, 2] - ix1 - iy1 + 2 * i - ix1_ - iy1_ + v[:, 0, 0])
-    det = dxx * dyy - dxy * dxy
-    refine = refine & (det != 0)
-    safe_det = torch.where(refine, det, torch.ones_like(det))
-    offset = -torch.stack((dyy * dx - dxy * dy, dxx * dy - dxy * dx), dim=-1) / safe_det[:, None]
-    offset = torch.where(refine[:, None] & offset.isfinite(), offset, torch.zeros_like(offset))
-    return locs + offset
+    v = _log_modulated(_window_blur(heatmaps, y, x, rows, cols, 1, kernel_size), peak, refine, heatmaps,
+                       kernel_size, _UDP_CLAMP)  # [N, 3, 3]
+    derivatives = v.view(N, 9) @ _constant(_UDP_DIFFERENCES, v.device, v.dtype)
+    # mmpose adds float32's eps to the Hessian's diagonal
+    derivatives = derivatives + _constant((0.0, 0.0, _EPS32, 0.0, _EPS32), v.device, v.dtype)
+    return _newton_step(locs, refine, derivatives)
 
 
 # ----------------------------------------------------------------------------- flip test
@@ -317,6 +377,11 @@ def _encode_heatmaps(keypoints: Any, visible: Any, scale: tuple[float, float], s
 
 
 # ----------------------------------------------------------------------------- codecs
+def _scaled(locs: Tensor, scale: tuple[float, float]) -> Tensor:
+    """``locs`` [..., 2] times (sx, sy), as Python scalars: no host-to-device copy of the factors."""
+    return torch.stack((locs[..., 0] * scale[0], locs[..., 1] * scale[1]), dim=-1)
+
+
 class _HeatmapCodec(KeypointCodec):
     """Shared parts of the Gaussian heatmap codecs: sizes, sigma, output checks, flip-back."""
 
@@ -392,7 +457,7 @@ class MSRAHeatmap(_HeatmapCodec):
     def decode(self, outputs: Heatmaps | Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels and scores (each map's maximum) [B,K]."""
         locs, scores = self._decode_with(outputs, "dark" if self.unbiased else "quarter")
-        return locs * locs.new_tensor(self.scale), scores
+        return _scaled(locs, self.scale), scores
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"name": self.name, "input_size": list(self.input_size),
@@ -425,7 +490,7 @@ class UDPHeatmap(_HeatmapCodec):
     def decode(self, outputs: Heatmaps | Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels (UDP convention, see the module notes) and scores [B,K]."""
         locs, scores = self._decode_with(outputs, "udp")
-        return locs * locs.new_tensor(self.scale), scores
+        return _scaled(locs, self.scale), scores
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "input_size": list(self.input_size), "heatmap_size": list(self.heatmap_size),

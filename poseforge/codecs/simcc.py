@@ -22,7 +22,8 @@ from torch import Tensor
 from ..errors import PoseforgeError
 from ..registry import CODECS
 from ..outputs import SimCCLogits
-from .base import KeypointCodec, as_tensor, check_flip_index, check_keypoints, check_positive, check_size, target_weights
+from .base import (KeypointCodec, as_tensor, check_flip_index, check_keypoints, check_positive, check_size, rows_argmax,
+                   target_weights)
 
 __all__ = ["SimCC", "flip_vectors"]
 
@@ -119,15 +120,16 @@ class SimCC(KeypointCodec):
         B, K = x.shape[:2]
         if B * K == 0:
             return x.new_zeros((B, K, 2)), x.new_zeros((B, K))
-        max_x, loc_x = x.max(dim=-1)
-        max_y, loc_y = y.max(dim=-1)
-        scores = torch.minimum(max_x, max_y)
+        max_x, loc_x = rows_argmax(x.reshape(B * K, -1))
+        max_y, loc_y = rows_argmax(y.reshape(B * K, -1))
+        scores = torch.minimum(max_x, max_y).view(B, K)
+        loc_x, loc_y = loc_x.view(B, K), loc_y.view(B, K)
         if self.decode_window > 0:
             locs = torch.stack((self._window_mean(x, loc_x, self.sigma[0]),
                                 self._window_mean(y, loc_y, self.sigma[1])), dim=-1)
         else:
             locs = torch.stack((loc_x, loc_y), dim=-1).float()
-        locs = torch.where((scores > 0)[..., None], locs, torch.full_like(locs, -1.0))
+        locs = torch.where((scores > 0)[..., None], locs, -1.0)
         return locs / self.split_ratio, scores
 
     def _window_mean(self, logits: Tensor, peak: Tensor, sigma: float) -> Tensor:

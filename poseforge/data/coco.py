@@ -327,8 +327,8 @@ def _parse_annotation(ann: dict, file: str, rec: str, images: dict[int | str, Im
                        f"{ks.num_keypoints} keypoints x 3 for {ks.name}").reshape(-1, 3)
     if (kps[:, 2] < 0).any():
         raise data_error(file, rec, "keypoints", f"negative visibility {kps[:, 2].min():g}")
-    area = ann.get("area")
-    area = float(bbox[2] * bbox[3]) if area is None else _number(area, file, rec, "area")
+    given_area = ann.get("area")
+    area = float(bbox[2] * bbox[3]) if given_area is None else _number(given_area, file, rec, "area")
     if not math.isfinite(area) or area < 0:
         raise data_error(file, rec, "area", f"expected a finite area >= 0, got {area:g}")
     iscrowd = ann.get("iscrowd", 0)
@@ -343,6 +343,13 @@ def _parse_annotation(ann: dict, file: str, rec: str, images: dict[int | str, Im
         extras["wholebody"] = {k: ann[k] for k in ann if k.endswith(("_box", "_valid"))}
     if "segmentation" in ann:
         extras["segmentation"] = ann["segmentation"]
+    # what evaluation needs of the file as it was (CrowdPose ignores people by the file's num_keypoints,
+    # which counts visible keypoints only; without an area OKS scales by 0.53 x box area, as xtcocotools)
+    count = ann.get("num_keypoints")
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        extras["num_keypoints"] = count
+    if given_area is None:
+        extras["no_area"] = True
     return PoseInstance(
         image_id=image_id,
         image_path=info.path,

@@ -8,12 +8,18 @@ augmentation reuses the top-down steps on the whole image: a horizontal flip (le
 swap; with ``seg_flip_index`` the part classes too), shift / resize / rotation
 (:class:`~poseforge.data.augment.RandomBBoxTransform`) and the photometric steps. Dense labels are
 warped with nearest-neighbour sampling (labels never blend), surface normals turned with the image.
+
+With people, every sample also carries an ignore ``mask`` (HigherHRNet / LitePose): 0 over image regions
+whose people are not labeled - crowd annotations (``iscrowd``: their RLE or polygons) and people without a
+labeled keypoint (their segmentation, else the renderer's visible mask, else their box) - 1 elsewhere,
+padding included (no person is there). It is rasterized at image resolution (:func:`ignore_map`) and warped
+with the sample's own affine (flip included) to ``mask_stride``; a loss drops the heatmap pixels it zeroes.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -22,10 +28,10 @@ from ..errors import DataError, PoseforgeError
 from ..keypoints import KeypointSet, get_keypoint_set
 from .augment import AugmentConfig, Photometric, RandomBBoxTransform, RandomFlip
 from .images import load_image
-from .records import ImageRecord
+from .records import ImageRecord, PoseInstance
 from .transforms import affine_points, compose_affine, crop_image, fix_aspect_ratio, get_affine_matrix
 
-__all__ = ["ImageTransform", "DENSE_FIELDS"]
+__all__ = ["ImageTransform", "DENSE_FIELDS", "ignore_map", "ignored"]
 
 # dense label name -> (border value, dtype)
 DENSE_FIELDS = {"seg": 255, "depth": 0.0, "normals": 0.0}
@@ -42,18 +48,23 @@ class ImageTransform:
         dense: the dense labels to carry (``"seg"``, ``"depth"``, ``"normals"``); each must be in the record.
         seg_flip_index: the class of each part class in a mirrored image (left/right swap).
         ignore_index: segmentation label of unlabeled pixels (and of the padding).
+        ignore_mask: with a keypoint set, add the ignore ``mask`` (see the module doc).
+        mask_stride: input pixels per ``mask`` cell (2: the 1/2-scale maps of HigherHRNet / LitePose; a loss
+            pools it to coarser maps).
 
     Sample fields: ``image`` uint8 ``[3, h, w]``; ``keypoints`` float32 ``[N, K, 2]`` input pixels
     (pair-swapped when flipped); ``visibility`` float32 ``[N, K]`` (zero outside the input);
-    ``valid`` bool ``[N]`` (a person with a labeled keypoint in view); ``matrix`` float32 ``[2, 3]``
-    image -> input; ``flipped``; ``image_id``, ``dataset_index`` int64; ``image_size`` int64 ``[2]``;
+    ``valid`` bool ``[N]`` (a person with a labeled keypoint in view); ``mask`` uint8
+    ``[ceil(h / mask_stride), ceil(w / mask_stride)]`` (1 use, 0 ignore; with a keypoint set);
+    ``matrix`` float32 ``[2, 3]`` image -> input; ``flipped``; ``image_id``, ``dataset_index`` int64; ``image_size`` int64 ``[2]``;
     and the dense labels: ``seg`` uint8 ``[h, w]``, ``depth`` float32 ``[h, w]``, ``normals`` float32
     ``[3, h, w]``.
     """
 
     def __init__(self, input_size: tuple[int, int], keypoint_set: str | KeypointSet | None = None,
                  augment: bool | AugmentConfig = False, dense: Sequence[str] = (),
-                 seg_flip_index: Sequence[int] | None = None, ignore_index: int = 255) -> None:
+                 seg_flip_index: Sequence[int] | None = None, ignore_index: int = 255, ignore_mask: bool = True,
+                 mask_stride: int = 2) -> None:
         if len(input_size) != 2 or min(int(v) for v in input_size) < 1:
             raise PoseforgeError(f"ImageTransform: input_size must be (width, height) >= 1, got {input_size}")
         self.input_size = (int(input_size[0]), int(input_size[1]))
@@ -63,6 +74,10 @@ class ImageTransform:
             raise PoseforgeError(f"ImageTransform: unknown dense labels {unknown}; known: {', '.join(DENSE_FIELDS)}")
         self.dense = tuple(dense)
         self.ignore_index = int(ignore_index)
+        if isinstance(mask_stride, bool) or not isinstance(mask_stride, int) or mask_stride < 1:
+            raise PoseforgeError(f"ImageTransform: mask_stride must be a positive integer, got {mask_stride!r}")
+        self.mask_stride = mask_stride
+        self.ignore_mask = bool(ignore_mask) and self.keypoint_set is not None
         self.seg_lut = np.arange(256, dtype=np.uint8)
         if seg_flip_index is not None:
             self.seg_lut[: len(seg_flip_index)] = np.asarray(seg_flip_index, dtype=np.uint8)
@@ -121,6 +136,8 @@ class ImageTransform:
                                      "image_size": torch.tensor([width, height], dtype=torch.int64)}
         if self.keypoint_set is not None:
             sample.update(self._people(record, matrix, flipped, where))
+        if self.ignore_mask:
+            sample["mask"] = self._mask(record, m, (width, height), where)
         for name in self.dense:
             sample[name] = self._dense(record, name, m, flipped, (width, height), where)
         return sample
@@ -148,6 +165,27 @@ class ImageTransform:
         visibility = torch.where(inside, visibility.clamp(0, 1), torch.zeros_like(visibility))
         return {"keypoints": points.float(), "visibility": visibility.float(), "valid": (visibility > 0).any(-1)}
 
+    @property
+    def mask_size(self) -> tuple[int, int]:
+        """``(w, h)`` of the ignore ``mask``."""
+        return (math.ceil(self.input_size[0] / self.mask_stride), math.ceil(self.input_size[1] / self.mask_stride))
+
+    def _mask(self, record: ImageRecord, m: np.ndarray, size: tuple[int, int], where: str) -> Tensor:
+        w, h = self.mask_size
+        regions = ignore_map(record.instances, size[0], size[1], where)
+        if regions is None:  # nothing to ignore (most images): no rasterizing, no warp
+            return torch.ones(h, w, dtype=torch.uint8)
+        import cv2  # imported on use: predicting needs no OpenCV
+
+        # input pixel x -> mask cell (x - (s - 1) / 2) / s: cell c is centred on its s x s input pixels
+        s = self.mask_stride
+        to_cells = np.array([[1.0 / s, 0.0, -(s - 1) / (2.0 * s)], [0.0, 1.0 / s, -(s - 1) / (2.0 * s)]])
+        matrix = to_cells[:, :2] @ m
+        matrix[:, 2] += to_cells[:, 2]
+        warped = cv2.warpAffine(regions.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        return torch.from_numpy(np.ascontiguousarray(warped < 0.5).astype(np.uint8))
+
     def _dense(self, record: ImageRecord, name: str, m: np.ndarray, flipped: bool, size: tuple[int, int],
                where: str) -> Tensor:
         if name not in record.dense:
@@ -155,6 +193,8 @@ class ImageTransform:
         label = np.asarray(record.dense[name])
         if label.shape[:2] != (size[1], size[0]):
             raise DataError(f"{where}: field '{name}': {label.shape[1]}x{label.shape[0]} labels for a {size[0]}x{size[1]} image")
+        import cv2  # imported on use: predicting needs no OpenCV
+
         border = self.ignore_index if name == "seg" else DENSE_FIELDS[name]
         dtype = np.uint8 if name == "seg" else np.float32
         warped = cv2.warpAffine(np.ascontiguousarray(label.astype(dtype, copy=False)), m, self.input_size,
@@ -170,3 +210,75 @@ class ImageTransform:
             warped = np.concatenate([xy, warped[..., 2:]], -1)
             return torch.from_numpy(np.ascontiguousarray(warped.transpose(2, 0, 1)))
         return torch.from_numpy(np.ascontiguousarray(warped))
+
+
+def ignored(instance: PoseInstance) -> bool:
+    """Whether a person's image region is left out of a bottom-up loss: a crowd, or no labeled keypoint."""
+    return bool(instance.iscrowd) or not bool((np.asarray(instance.visibility) > 0).any())
+
+
+def ignore_map(instances: Sequence[PoseInstance], width: int, height: int, where: str = "image") -> np.ndarray | None:
+    """The ``height x width`` uint8 map (1 = ignore) of the :func:`ignored` people of one image, ``None`` when
+    there are none. A person's region is, in this order, its ``extras["segmentation"]`` (COCO polygons or an
+    RLE, as pycocotools reads them; HigherHRNet's rule), its ``extras["mask"]`` (a bool ``H x W`` visible mask,
+    the renderer's), or its box. All polygons, RLEs and boxes are merged into one RLE and decoded once."""
+    people = [p for p in instances if ignored(p)]
+    if not people:
+        return None
+    from faster_coco_eval.core import mask as rle  # the COCO mask utilities (a dependency)
+
+    shapes: list[Any] = []
+    boxes: list[np.ndarray] = []
+    pixels = np.zeros((height, width), dtype=bool)
+    for person in people:  # (collects each person's region; the rasterizing is one merge + decode)
+        segmentation = person.extras.get("segmentation")
+        visible = person.extras.get("mask")
+        if _has_segmentation(segmentation):
+            try:
+                shape = _compressed_rle(segmentation) or rle.frPyObjects(segmentation, height, width)
+            except Exception as error:  # the C extension raises bare TypeError / ValueError / Exception
+                raise DataError(f"{where}: annotation {person.instance_id}: field 'segmentation': not COCO polygons "
+                                f"or an RLE ({_first_line(error)})") from None
+            shapes.extend(shape if isinstance(shape, list) else [shape])
+        elif visible is not None:
+            visible = np.asarray(visible)
+            if visible.shape != (height, width):
+                raise DataError(f"{where}: annotation {person.instance_id}: field 'mask': a mask of shape "
+                                f"{tuple(visible.shape)} for a {width}x{height} image (expected ({height}, {width}))")
+            pixels |= visible.astype(bool)
+        else:
+            boxes.append(np.asarray(person.bbox, dtype=np.float64).reshape(4))
+    if boxes:
+        shapes.extend(rle.frPyObjects(np.stack(boxes), height, width))
+    for shape in shapes:
+        if list(shape.get("size", ())) != [height, width]:
+            raise DataError(f"{where}: field 'segmentation': an RLE of size {shape.get('size')} for a "
+                            f"{width}x{height} image (size is [height, width])")
+    if shapes:
+        try:
+            pixels |= rle.decode(rle.merge(shapes, 0)).astype(bool).reshape(height, width)
+        except Exception as error:  # a malformed compressed RLE string fails only here
+            raise DataError(f"{where}: field 'segmentation': not a valid RLE ({_first_line(error)})") from None
+    return pixels.astype(np.uint8)
+
+
+def _first_line(error: Exception) -> str:
+    """An exception as one short line (the mask extension's messages run on)."""
+    text = str(error).splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}"[:160]
+
+
+def _compressed_rle(segmentation: Any) -> dict | None:
+    """A compressed COCO RLE (``counts`` a string, as json files hold it) with bytes counts, as the mask
+    utilities take it; ``None`` for polygons and uncompressed (list) RLEs."""
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, bytes)):
+        counts = segmentation["counts"]
+        return {"size": list(segmentation.get("size", ())), "counts": counts.encode() if isinstance(counts, str) else counts}
+    return None
+
+
+def _has_segmentation(segmentation: Any) -> bool:
+    """A non-empty COCO segmentation: polygons (a list of coordinate lists) or an RLE dict."""
+    if isinstance(segmentation, dict):
+        return True
+    return isinstance(segmentation, (list, tuple)) and len(segmentation) > 0

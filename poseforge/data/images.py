@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import DataError
@@ -28,6 +27,8 @@ def decode_image_bytes(data: bytes | bytearray | memoryview | np.ndarray, name: 
     Raises:
         DataError: empty, corrupt or unsupported data; the message names ``name``.
     """
+    import cv2  # on first decode: OpenCV is slow to import and predicting on arrays needs none
+
     buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
     if buffer.size == 0:
         raise DataError(f"{name}: empty file, expected an image")

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..errors import PoseforgeError
 from .datasets import MixedDataset
+from .image_transform import ignored
 from .images import load_image
 from .readers import read_dataset
 from .records import ImageRecord, PoseInstance
@@ -33,6 +34,7 @@ __all__ = ["FileSource", "CocoSource", "SyntheticSource", "MixedSource", "traina
 
 log = logging.getLogger("poseforge")
 
+_DENSE_MAPS = {"seg": "parts", "depth": "depth", "normals": "normals"}  # record label -> RenderedImage field
 Sample = tuple[Any, np.ndarray]  # (PoseInstance | ImageRecord, H x W x 3 uint8 RGB)
 
 
@@ -50,8 +52,10 @@ class FileSource:
         self.coco = read_dataset(annotations, fmt, image_root, keypoint_set=keypoint_set, skip_crowd=per_instance,
                                  min_labeled=min_labeled if per_instance else 0)
         self.per_instance = per_instance
-        for inst in self.coco.instances:  # segmentation polygons are not needed in workers
-            inst.extras = {}
+        for inst in self.coco.instances:  # segmentation polygons are not needed in workers ...
+            # ... except the regions a bottom-up loss ignores (crowds, people without labels: ignore_map)
+            keep = not per_instance and ignored(inst) and "segmentation" in inst.extras
+            inst.extras = {"segmentation": _compact(inst.extras["segmentation"])} if keep else {}
         if per_instance:
             self.units: list[Any] = self.coco.instances
         else:
@@ -79,6 +83,17 @@ class FileSource:
         return out
 
 
+def _compact(segmentation: Any) -> Any:
+    """COCO polygons as float64 arrays (a tenth of the memory of lists of Python floats, for every worker);
+    RLEs as they are."""
+    if isinstance(segmentation, list) and all(isinstance(p, list) for p in segmentation):
+        try:
+            return [np.asarray(p, dtype=np.float64) for p in segmentation]
+        except (TypeError, ValueError):  # not numbers: left for ignore_map to report with its record
+            return segmentation
+    return segmentation
+
+
 class CocoSource(FileSource):
     """A COCO keypoint file's instances (``per_instance``) or images."""
 
@@ -92,22 +107,30 @@ class SyntheticSource:
     epoch of ``N`` samples in a fresh stream renders ``N`` new images) - one of its people
     (``per_instance``) or the whole image with its dense labels. ``cache=True`` renders all images once,
     now (on the CPU in ``render_workers`` processes, default one per usable core), and serves them from
-    memory. ``render_batch``: images per vectorized render call (default: by size)."""
+    memory. ``render_batch``: images per vectorized render call (default: by size). ``dense``: the dense
+    labels whole-image records carry (default all: ``seg``, ``depth``, ``normals``; a bottom-up keypoint
+    model needs none: a cached 256x256 image without them takes a seventh of the memory). A
+    whole-image record's people without a labeled keypoint keep their visible ``mask`` in ``extras`` (the
+    region a bottom-up loss ignores, :func:`~poseforge.data.image_transform.ignore_map`)."""
 
     def __init__(self, num_images: int, seed: int, image_size: Sequence[int], people: Sequence[int],
                  keypoint_set: str = "coco17", clutter: bool = True, device: str | torch.device = "cpu",
                  cache: bool = False, render_workers: int | None = None, render_batch: int | None = None,
-                 per_instance: bool = True) -> None:
+                 per_instance: bool = True, dense: Sequence[str] | None = None) -> None:
         from .synth import SyntheticPoseDataset
 
         self.dataset = SyntheticPoseDataset(num_images, seed=seed, image_size=tuple(image_size), people=tuple(people),
                                             keypoint_set=keypoint_set, clutter=clutter, device=device,
                                             batch_size=render_batch)
         self.per_instance = per_instance
+        unknown = sorted(set(dense or ()) - set(_DENSE_MAPS))
+        if unknown:
+            raise PoseforgeError(f"SyntheticSource: unknown dense labels {unknown}; known: {', '.join(_DENSE_MAPS)}")
+        self.dense = tuple(_DENSE_MAPS) if dense is None else tuple(dense)
         # What a worker process needs to build the same (uncached, CPU) source.
         self._options = dict(num_images=num_images, seed=seed, image_size=tuple(image_size), people=tuple(people),
                              keypoint_set=keypoint_set, clutter=clutter, render_batch=render_batch,
-                             per_instance=per_instance)
+                             per_instance=per_instance, dense=self.dense)
         self.keypoint_set = self.dataset.keypoint_set
         self.name = f"synthetic(seed={seed})"
         self._cache: list[Sample] | None = None
@@ -152,11 +175,10 @@ class SyntheticSource:
         if self.per_instance:
             inst = people[rendered.index % len(people)]
             return inst.copy(image=None, extras={}), image
-        record = ImageRecord(rendered.index, None, self.dataset.image_size, self.keypoint_set.name,
-                             [i.copy(image=None, extras={}) for i in rendered.instances],
-                             {"seg": rendered.parts.copy(), "depth": rendered.depth.copy(),
-                              "normals": rendered.normals.copy()})
-        return record, image
+        people = [i.copy(image=None, extras={"mask": i.extras["mask"].copy()} if ignored(i) and "mask" in i.extras else {})
+                  for i in rendered.instances]
+        dense = {name: getattr(rendered, _DENSE_MAPS[name]).copy() for name in self.dense}
+        return ImageRecord(rendered.index, None, self.dataset.image_size, self.keypoint_set.name, people, dense), image
 
     def _render(self, indices: Sequence[int], substitute: bool = True) -> list[Any]:
         """``(record, image)`` per index. An image whose figure ended up hidden (rare) is replaced by the

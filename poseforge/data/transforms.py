@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence, TypeVar
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -204,6 +203,8 @@ def crop_image(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, in
     ``cv2.warpAffine`` with bilinear interpolation and a zero border (mmpose's ``TopdownAffine``).
     Same dtype as ``image``.
     """
+    import cv2  # imported on use: predicting needs no OpenCV
+
     m = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
     return cv2.warpAffine(image, m, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -90,9 +90,15 @@ def _load_ground_truth(gt: "str | os.PathLike | CocoKeypoints | Mapping[str, Any
         bboxes = np.stack([i.bbox for i in instances]).astype(np.float64)
     else:
         keypoints, bboxes = np.zeros((0, num_k, 3)), np.zeros((0, 4))
-    # parsed records always carry an area (read_coco fills the box area); only the raw file tells
-    has_area = raw is None or all("area" in raw_anns.get(i.instance_id, {}) for i in instances)
-    num_field = np.asarray([_count_or_missing(raw_anns.get(i.instance_id, {}).get("num_keypoints")) for i in instances], dtype=np.int64)
+    # parsed records always carry an area (read_coco fills the box area); the raw file tells, or read_coco's
+    # note of it in the records (ground truth given as records: a model's evaluation set)
+    if raw is None:
+        has_area = not any(i.extras.get("no_area", False) for i in instances)
+        num_field = np.asarray([_count_or_missing(i.extras.get("num_keypoints")) for i in instances], dtype=np.int64)
+    else:
+        has_area = all("area" in raw_anns.get(i.instance_id, {}) for i in instances)
+        num_field = np.asarray([_count_or_missing(raw_anns.get(i.instance_id, {}).get("num_keypoints")) for i in instances],
+                               dtype=np.int64)
     crowd_index = {image_id: info.extras["crowdIndex"] for image_id, info in data.images.items() if "crowdIndex" in info.extras}
     categories = [c for c in data.categories if isinstance(c, dict) and "id" in c]
     if not categories:  # keep every annotated category scorable when the file lists none
@@ -281,6 +287,43 @@ def _quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
+def _import_xtcocotools():
+    """xtcocotools' (COCO, COCOeval) for keypoint evaluation.
+
+    Its PyPI wheels ship a mask extension compiled against numpy 1.x, which numpy 2 refuses to load
+    ("numpy.dtype size changed"). OKS evaluation never calls the mask functions (only box and
+    segmentation IoU do), so the pure-Python evaluator is imported with a stand-in mask module that
+    says what to do if anything ever calls it.
+    """
+    import importlib
+    import sys
+    import types
+    try:
+        from xtcocotools.coco import COCO
+        from xtcocotools.cocoeval import COCOeval
+        return COCO, COCOeval
+    except ValueError as e:
+        if "dtype size changed" not in str(e) and "binary incompatib" not in str(e):
+            raise
+    for name in ("xtcocotools.coco", "xtcocotools.cocoeval", "xtcocotools.mask", "xtcocotools._mask"):
+        sys.modules.pop(name, None)
+    stand_in = types.ModuleType("xtcocotools.mask")
+
+    def _unavailable(name: str):
+        raise PoseforgeError(f"xtcocotools' mask extension (needed for '{name}', not for keypoint AP) does not load "
+                             "with this numpy; rebuild it: pip install --no-binary xtcocotools --force-reinstall xtcocotools")
+
+    stand_in.__getattr__ = _unavailable  # type: ignore[attr-defined]
+    sys.modules["xtcocotools.mask"] = stand_in
+    try:
+        coco = importlib.import_module("xtcocotools.coco")
+        cocoeval = importlib.import_module("xtcocotools.cocoeval")
+    finally:
+        if sys.modules.get("xtcocotools.mask") is stand_in:
+            del sys.modules["xtcocotools.mask"]  # the two modules keep their reference; nothing else sees it
+    return coco.COCO, cocoeval.COCOeval
+
+
 def _import_backend(backend: str):
     try:
         if backend == "faster":
@@ -289,8 +332,7 @@ def _import_backend(backend: str):
             from pycocotools.coco import COCO
             from pycocotools.cocoeval import COCOeval
         elif backend == "xtcocotools":
-            from xtcocotools.coco import COCO
-            from xtcocotools.cocoeval import COCOeval
+            COCO, COCOeval = _import_xtcocotools()
         else:
             raise PoseforgeError(f"unknown evaluation backend '{backend}'; expected one of {', '.join(BACKENDS)}")
     except (ImportError, ValueError) as e:  # ValueError: a binary built against another numpy

@@ -138,7 +138,8 @@ class CocoKeypointMetric(Metric):
         """COCO result records before rescoring (``score`` the box score, ``area`` the NMS area)."""
         if self._raw is None:
             m = self._merged()
-            flat = np.concatenate([m["keypoints"], m["scores"][..., None].astype(np.float64)], -1).reshape(len(m["area"]), -1)
+            flat = np.concatenate([m["keypoints"], m["scores"][..., None].astype(np.float64)], -1).reshape(
+                len(m["area"]), 3 * m["scores"].shape[-1])  # (explicit width: no instances at all is valid)
             self._raw = [{"image_id": int(i), "category_id": self.category_id, "keypoints": json_floats(kp),
                           "score": float(s), "area": float(a)}
                          for i, kp, s, a in zip(m["image_id"].tolist(), flat, m["box_score"].tolist(), m["area"].tolist())]

@@ -27,11 +27,12 @@ from typing import Any, Callable
 
 from ..assets import asset_path
 from ..errors import PoseforgeError
+from ..io import sha256_file
 from ..registry import WEIGHTS
-from .cache import RemoteFile, cache_home, fetch_file, is_cached, offline, placement_path, sha256_of
+from .cache import RemoteFile, cache_home, fetch_file, is_cached, offline, placement_path
 
 __all__ = ["WeightsSpec", "RemoteFile", "register_weights", "resolve_weights", "weights_spec", "list_weights",
-           "is_available", "cache_home", "offline", "placement_path", "sha256_of", "ALIASES", "PROVENANCE_NAME"]
+           "is_available", "cache_home", "offline", "placement_path", "ALIASES", "PROVENANCE_NAME"]
 
 PROVENANCE_NAME = "provenance.json"
 
@@ -174,7 +175,7 @@ def _convert_release(spec: WeightsSpec, folder: Path) -> Path:
             "files": [{"file": f.filename, "url": f.source_url, "sha256": digest, "published_sha256": f.sha256}
                       for f, (_, digest) in zip(spec.files, fetched)],
             "converter": spec.converter, "convert_options": spec.convert_options,
-            "model_sha256": sha256_of(staging / "model.safetensors"),
+            "model_sha256": sha256_file(staging / "model.safetensors"),
             "converted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         (staging / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2, default=str) + "\n")

@@ -18,7 +18,6 @@ published checksum is verified (a full sha256, or the 8-digit prefix that mmengi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import tempfile
@@ -29,8 +28,9 @@ import zipfile
 from pathlib import Path
 
 from ..errors import PoseforgeError
+from ..io import sha256_file
 
-__all__ = ["RemoteFile", "cache_home", "offline", "sha256_of", "fetch_file", "is_cached", "placement_path"]
+__all__ = ["RemoteFile", "cache_home", "offline", "fetch_file", "is_cached", "placement_path"]
 
 _CHUNK = 1 << 20
 
@@ -98,17 +98,9 @@ def placement_path(remote: RemoteFile) -> Path:
     return cache_home() / "downloads" / remote.folder / remote.filename
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, remote: RemoteFile, what: str) -> str:
     """The file's sha256; a one-line error when it does not match the published one."""
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if remote.sha256 is not None and not digest.startswith(remote.sha256):
         raise PoseforgeError(f"{what}: {path}: sha256 {digest[:16]}... does not match the release's "
                              f"{remote.sha256[:16]}... (corrupt or a different file); delete it and retry")

@@ -23,22 +23,30 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-import numpy as np
-import torch
-from torch import Tensor
+from ..device import prefer_sleeping_threads
 
-from ..data.images import load_image
-from ..data.records import json_floats
-from ..device import resolve_device
-from ..errors import DataError, PoseforgeError
-from ..io import write_json_atomic
-from ..keypoints import get_keypoint_set
-from .detectors.base import Detections, Detector, frame_to_tensor, xywh_to_xyxy
-from .detectors.builtin import load_detector
-from .tracking import PoseTracker
-from .video import VideoFrame, VideoReader, is_video_file, webcam_frames
+# Before torch loads OpenMP (when this module is imported first): idle workers sleep, as in poseforge predict.
+_SLEEPING_THREADS = prefer_sleeping_threads()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from ..data.records import json_floats  # noqa: E402
+from ..device import resolve_device, set_cpu_threads  # noqa: E402
+from ..errors import DataError, PoseforgeError  # noqa: E402
+from ..io import write_json_atomic  # noqa: E402
+from ..keypoints import get_keypoint_set  # noqa: E402
+from .detectors.base import Detections, Detector, frame_to_tensor, xywh_to_xyxy  # noqa: E402
+from .detectors.builtin import load_detector  # noqa: E402
+from .tracking import PoseTracker  # noqa: E402
+
+# Image decoding (OpenCV) and video I/O are imported where they are used: predicting on arrays needs neither,
+# and a Predictor's start-up time includes its imports.
+if TYPE_CHECKING:
+    from .video import VideoFrame
 
 __all__ = ["PoseResult", "Predictor", "IMAGE_SUFFIXES", "as_rgb_image"]
 
@@ -167,6 +175,8 @@ def as_rgb_image(image: Any, name: str = "image") -> tuple[np.ndarray, str | Non
     """``(H x W x 3 uint8 RGB array, source path or None)`` from a path, numpy array (RGB, or gray
     H x W), PIL image or ``[3, H, W]`` uint8 tensor; a one-line error for anything else."""
     if isinstance(image, (str, os.PathLike)):
+        from ..data.images import load_image
+
         return load_image(image), str(image)
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
@@ -185,13 +195,13 @@ def as_rgb_image(image: Any, name: str = "image") -> tuple[np.ndarray, str | Non
     raise PoseforgeError(f"{name}: expected an image path, numpy array, PIL image or tensor, got {type(image).__name__}")
 
 
-def _load_pose_model(model: Any, device: torch.device) -> torch.nn.Module:
+def _load_pose_model(model: Any, device: torch.device, verify: bool | None = None) -> torch.nn.Module:
     if isinstance(model, torch.nn.Module):  # the caller's model: never changed beyond eval mode
         return model.to(device).eval()
     from ..models import load_model
 
     # a model loaded here is only predicted with: BatchNorms are folded (conv backbones)
-    return load_model(model, device=device).float().prepare_for_inference(fuse_batchnorm=True)
+    return load_model(model, device=device, verify=verify).float().prepare_for_inference(fuse_batchnorm=True)
 
 
 # ---------------------------------------------------------------------------------------------- predictor
@@ -215,15 +225,35 @@ class Predictor:
             :class:`PoseTracker`.
         profile: time each stage (``timings``), synchronizing CUDA between stages.
         task: the task (dataset) of a multi-task model to predict.
+        num_threads: torch's intra-op CPU threads, set process-wide (``torch.set_num_threads``); ``None``
+            (default) keeps torch's setting.
+        verify: check a model folder against its ``checksums.json`` (see :func:`poseforge.models.load_model`):
+            ``None`` (default) hashes files up to 2 GiB, ``True`` always, ``False`` never.
+
+    Threads on CPU (the same defaults as ``poseforge predict``, which builds a Predictor; see
+    docs/performance.md): torch's own thread count, about one per CPU core (``OMP_NUM_THREADS`` or
+    ``num_threads`` change it), and idle OpenMP workers sleep (``OMP_WAIT_POLICY=PASSIVE``) rather than
+    spin, which keeps predictions fast when other processes share the cores. OpenMP reads the policy once,
+    when torch loads: importing the predictor before torch (``from poseforge import Predictor`` above
+    ``import torch``) sets it unless the environment has one; a program that imports torch first sets
+    ``OMP_WAIT_POLICY=PASSIVE`` in its environment for the same behaviour.
+
+    Start-up: a model from a name or folder is built without running any weight initializer (the stored
+    weights replace them; :func:`poseforge.models.loading.skip_meta_init`), so construction costs little
+    more than reading the weights (``benchmarks/predictor_start.py``).
     """
 
     def __init__(self, model: Any = "bundled", detector: "Detector | str | os.PathLike | None" = "bundled",
                  device: str | torch.device = "auto", flip_test: bool = True, batch_size: int = 64,
                  bf16: bool | None = None, box_score_threshold: float | None = None, max_people: int | None = None,
                  tracker: "bool | PoseTracker" = True, profile: bool = False,
-                 task: "int | str" = 0) -> None:
+                 task: "int | str" = 0, num_threads: int | None = None, verify: bool | None = None) -> None:
         self.device = resolve_device(device)
-        self.model = _load_pose_model(model, self.device)
+        self.num_threads = set_cpu_threads(num_threads)
+        if self.device.type == "cpu" and not _SLEEPING_THREADS:
+            log.debug("OpenMP workers spin when idle (torch loaded before poseforge without OMP_WAIT_POLICY): "
+                      "set OMP_WAIT_POLICY=PASSIVE where other processes share the cores")
+        self.model = _load_pose_model(model, self.device, verify)
         if not callable(getattr(self.model, "predict", None)) or not hasattr(self.model, "needs_boxes"):
             raise PoseforgeError(f"Predictor: {type(self.model).__name__} is not a poseforge estimator")
         # NHWC convolution weights (the conv stem, the head): the bundled model's forward is 1.08-1.16x as fast
@@ -394,6 +424,9 @@ class Predictor:
                        keep_image: bool = True) -> Iterator[PoseResult]:
         """Results for the images of a folder (sorted by name, not recursive). Files that are not
         images or cannot be decoded are skipped with a one-line warning (or ``on_skip(path, reason)``)."""
+        from ..data.images import load_image
+        from .video import is_video_file
+
         folder = Path(folder)
         if not folder.is_dir():
             raise PoseforgeError(f"{folder}: not a folder")
@@ -415,6 +448,8 @@ class Predictor:
     def predict_video(self, path: str | os.PathLike | int, tracker: "PoseTracker | None | bool" = True,
                       max_frames: int | None = None, keep_image: bool = True) -> Iterator[PoseResult]:
         """Results for each frame of a video file (PyAV) or webcam index (OpenCV), with track ids."""
+        from .video import VideoReader, webcam_frames
+
         if tracker is True:
             tracker = self.make_tracker()
         elif isinstance(tracker, PoseTracker):  # (a tracker with no tracks is falsy: test the type)
@@ -446,6 +481,8 @@ class Predictor:
             yield from self.predict_video(source, **kwargs)
             return
         if isinstance(source, (str, os.PathLike)):
+            from .video import is_video_file
+
             path = Path(source)
             if path.is_dir():
                 yield from self.predict_folder(path, **kwargs)

@@ -14,6 +14,7 @@ from .heads import HeatmapHead, HeatmapHeadConfig
 from .necks import CSPNeXtPAFPN, CSPNeXtPAFPNConfig
 from .loading import build_model, load_model, model_from_state_dict
 from .zoo import create_model, list_models, model_config
+from . import nas  # noqa: F401,E402  (registers the litepose-supernet model and config type)
 
 __all__ = ["create_model", "load_model", "list_models", "model_config", "build_model", "config_from_dict",
            "model_from_state_dict", "Estimator", "TopDownEstimator", "BottomUpEstimator", "DenseEstimator",

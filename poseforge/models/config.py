@@ -89,7 +89,10 @@ class PartConfig(ConfigBase):
             where = where or cls.__name__
             if not isinstance(data, Mapping) or "type" not in data:
                 raise PoseforgeError(f"{where}: missing field 'type' (one of {', '.join(cls.registry.names())})")
-            concrete = cls.config_class_of(str(data["type"]))
+            try:
+                concrete = cls.config_class_of(str(data["type"]))
+            except PoseforgeError as e:  # name the file and field, as every other config error does
+                raise PoseforgeError(f"{where}.type: {e}") from None
             return concrete.from_dict(data, where)
         return cls._build(data, where or cls.__name__)  # type: ignore[attr-defined]
 

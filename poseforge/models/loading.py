@@ -10,7 +10,10 @@
 
 Models are built on the meta device around the stored tensors (no random initialization, every key
 and shape checked), configs come from ``config.json`` or the safetensors metadata; nothing is unpickled
-except through ``torch.load(weights_only=True)``.
+except through ``torch.load(weights_only=True)``. While they are built, :func:`skip_meta_init` turns the
+initializers' writes into meta tensors into no-ops: the stored weights replace those values anyway, and
+``nn.init.normal_`` on a meta tensor alone would cost seconds (its reference implementation imports
+``torch._dynamo``, hundreds of modules), most of a model's start-up time.
 
 Integrity: where ``save_pretrained`` left its ``checksums.json`` record beside the files, their size and
 sha256 are checked before use (``verify``), so a corrupt or half-written folder is a one-line error rather
@@ -22,21 +25,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..errors import PoseforgeError
 from ..hub import resolve_weights, weights_spec
-from ..io import read_json, sha256_file
+from ..io import damaged_zip_member, read_json, sha256_file
 from ..registry import ESTIMATORS
 from .config import ModelConfig, config_from_dict
 from .estimators.base import (CHECKSUMS_FORMAT, CHECKSUMS_NAME, CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME,
                               Estimator, check_state_dict)
 
 __all__ = ["build_model", "load_model", "model_from_state_dict", "read_training_checkpoint", "resolve_model_path",
-           "saved_config", "verify_checksums",
+           "saved_config", "skip_meta_init", "verify_checksums",
            "CHECKPOINT_VERSION", "VERIFY_MAX_BYTES"]
 
 log = logging.getLogger("poseforge")
@@ -72,6 +77,11 @@ def read_training_checkpoint(path: str | os.PathLike, map_location: str | torch.
     path = Path(path)
     if not path.is_file():
         raise PoseforgeError(f"{path}: checkpoint not found")
+    if path.stat().st_size <= VERIFY_MAX_BYTES:
+        damaged = damaged_zip_member(path)
+        if damaged is not None:
+            raise PoseforgeError(f"{path}: damaged checkpoint ({damaged} fails its checksum: corrupt or truncated "
+                                 "since it was written); resume from another checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling errors of many kinds: report them as one line
@@ -158,20 +168,20 @@ def verify_checksums(directory: str | os.PathLike, names: list[str] | tuple[str,
     try:
         record = read_json(record_path)
     except PoseforgeError as e:  # the record itself is damaged: say how to get past it
-        raise PoseforgeError(f"{e}; re-export the model, or pass verify=False") from None
+        raise PoseforgeError(f"{e}; re-export the model, or pass verify=False (--no-verify)") from None
     fmt = record.get("format") if isinstance(record, dict) else None
     files = record.get("files") if fmt == CHECKSUMS_FORMAT else None
     if not isinstance(files, dict):
         found = f"format {fmt!r}" if isinstance(fmt, str) else "no format"
         raise PoseforgeError(f"{record_path}: not a checksum record this poseforge reads ({found}, expected "
-                             f"{CHECKSUMS_FORMAT!r}); re-export the model, or pass verify=False")
+                             f"{CHECKSUMS_FORMAT!r}); re-export the model, or pass verify=False (--no-verify)")
     hashed = 0
     for name in names:
         entry, path = files.get(name), directory / name
         if entry is None or not path.is_file():
             continue
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
-            raise PoseforgeError(f"{record_path}: malformed entry for {name}; re-export the model, or pass verify=False")
+            raise PoseforgeError(f"{record_path}: malformed entry for {name}; re-export the model, or pass verify=False (--no-verify)")
         size = path.stat().st_size
         if size == entry["size"]:
             if full is None and size > VERIFY_MAX_BYTES:
@@ -181,7 +191,7 @@ def verify_checksums(directory: str | os.PathLike, names: list[str] | tuple[str,
             if sha256_file(path) == entry["sha256"]:
                 continue
         raise PoseforgeError(f"{path}: does not match its checksum in {CHECKSUMS_NAME} (corrupt, truncated or changed "
-                             "since save_pretrained wrote it): re-download / re-export the model, or pass verify=False")
+                             "since save_pretrained wrote it): re-download / re-export the model, or pass verify=False (--no-verify)")
     return hashed
 
 
@@ -215,10 +225,52 @@ def saved_config(name_or_path: str | os.PathLike) -> ModelConfig:
     return _saved_config(weights_path, config_path, metadata)
 
 
+# In-place writes of values, all that weight initializers do to a tensor: the public ``torch.nn.init``
+# functions (those with a ``__torch_function__`` hook arrive here whole) and the tensor methods they and
+# ``reset_parameters`` methods call. None of them changes a shape, dtype or device.
+_VALUE_WRITES: frozenset[Callable[..., Any]] = frozenset(
+    [getattr(torch.nn.init, n) for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    + [getattr(torch.Tensor, n) for n in (
+        "normal_", "uniform_", "fill_", "zero_", "random_", "exponential_", "bernoulli_", "log_normal_", "cauchy_",
+        "geometric_", "erfinv_", "clamp_", "clamp_min_", "clamp_max_", "mul_", "div_", "add_", "sub_", "copy_")])
+
+
+class _SkipMetaValueWrites(TorchFunctionMode):
+    """Returns the target of a value write (:data:`_VALUE_WRITES`) to a meta tensor without running it."""
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _VALUE_WRITES:
+            # torch.nn.init functions pass their tensor by keyword, tensor methods as ``self``
+            target = args[0] if args else kwargs.get("tensor")
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def skip_meta_init() -> Iterator[None]:
+    """Within it, weight initialization of meta tensors does nothing (``nn.init.*``, ``Tensor.normal_`` ...).
+
+    A meta tensor holds no values, so skipping the writes changes nothing but the time: building a
+    model on the meta device to load stored weights into it (:func:`model_from_state_dict`) then runs no
+    initializer at all; ``nn.init.normal_`` alone would import ``torch._dynamo`` (seconds) for its meta
+    implementation. Tensors on other devices are initialized as usual. The mode is thread-local.
+    """
+    with _SkipMetaValueWrites():
+        yield
+
+
 def model_from_state_dict(config: ModelConfig | Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],
                           source: str = "checkpoint", device: torch.device | str = "cpu") -> Estimator:
-    """Build the model of ``config`` around ``state_dict``'s tensors (no random init, keys checked)."""
-    with torch.device("meta"):
+    """Build the model of ``config`` around ``state_dict``'s tensors (no initializer runs, keys checked).
+
+    The model is built on the meta device with :func:`skip_meta_init`; the checkpoint's tensors are then
+    assigned (not copied) and the non-persistent buffers (normalization, flip indices) computed from the
+    config on ``device``.
+    """
+    with torch.device("meta"), skip_meta_init():
         model = build_model(config)
     check_state_dict(model, state_dict, source)
     model.load_state_dict({k: v.to(device) for k, v in state_dict.items()}, strict=True, assign=True)

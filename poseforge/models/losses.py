@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import PoseforgeError
-from ..outputs import DenseMaps, Heatmaps, SimCCLogits
+from ..outputs import DenseMaps, Heatmaps, HeatmapsTags, SimCCLogits
 from ..registry import LOSSES
 
 __all__ = ["LossConfig", "KeypointMSELoss", "KLDiscretLoss", "KeypointMapAuxLoss", "TaskBalancedHeatmapLoss",
-           "DenseLoss", "LOSSES", "CODEC_LOSSES", "build_loss"]
+           "DenseLoss", "AssociativeEmbeddingLoss", "tag_pull_push", "LOSSES", "CODEC_LOSSES", "build_loss"]
 
 # codec name -> default loss name
 CODEC_LOSSES: dict[str, str] = {"msra": "keypoint_mse", "dark": "keypoint_mse", "udp": "keypoint_mse",
@@ -30,7 +30,8 @@ CODEC_LOSSES: dict[str, str] = {"msra": "keypoint_mse", "dark": "keypoint_mse", 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """Training loss. ``name="auto"`` picks it from the model's codec: heatmap codecs (msra, dark,
-    udp) -> ``"keypoint_mse"``, SimCC -> ``"kl_discret"``, dense maps -> ``"dense"``.
+    udp) -> ``"keypoint_mse"``, SimCC -> ``"kl_discret"``, dense maps -> ``"dense"``,
+    associative embedding -> ``"associative-embedding"``.
 
     Attributes:
         use_target_weight: weight each keypoint by its target weight (visibility inside the crop).
@@ -45,6 +46,8 @@ class LossConfig:
         keypoint_weights: multiply each keypoint's target weight by its keypoint set's joint weight (mmpose's
             ``GenerateTarget(use_dataset_keypoint_weights=True)``, as the RTMPose body8 recipes; COCO weighs
             elbows and knees 1.2, wrists and ankles 1.5).
+        pull_weight, push_weight: weights of the associative-embedding tag terms (LitePose / HigherHRNet: 1e-3
+            each; the heatmap MSE of each resolution weighs 1).
     """
 
     name: str = "auto"
@@ -59,6 +62,8 @@ class LossConfig:
     depth_weight: float = 1.0
     normal_weight: float = 1.0
     keypoint_weights: bool = False
+    pull_weight: float = 1e-3
+    push_weight: float = 1e-3
 
 
 @LOSSES.register("keypoint_mse")
@@ -232,6 +237,88 @@ class DenseLoss(nn.Module):
             parts["normals"] = self.normal_weight * (per_pixel * valid).sum() / valid.sum().clamp(min=1.0)
         self.last_parts = {k: v.detach() for k, v in parts.items()}
         return (sum(parts.values(), zero)) * self.loss_weight
+
+
+def tag_pull_push(tags: Tensor, keypoint_indices: Tensor, keypoint_weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Associative-embedding pull and push terms (Newell et al.; HigherHRNet / LitePose ``AELoss('exp')``),
+    batched over images and people with segment means (no loop over people).
+
+    Each person's reference tag is the mean of its labeled keypoints' tags. Pull: the mean squared deviation
+    of a person's keypoint tags from its reference (over keypoints and tag dimensions), averaged over the
+    image's people. Push: ``0.5 * mean over ordered pairs of people i != j of exp(-|ref_i - ref_j|^2)``
+    (0 with fewer than two people). Both are averaged over the images of the batch.
+
+    Args:
+        tags: ``[B, L*K, H, W]`` predicted tag maps (channel ``l*K + k``).
+        keypoint_indices: ``[B, N, K]`` long, each keypoint's cell ``y * W + x``.
+        keypoint_weights: ``[B, N, K]``, > 0 where the keypoint is labeled (its tag counts).
+
+    Returns:
+        ``(pull, push)`` scalars.
+    """
+    b, n, k = keypoint_indices.shape
+    if tags.ndim != 4 or tags.shape[0] != b or k == 0 or tags.shape[1] % k:
+        raise PoseforgeError(f"tag loss: tags must be [B, L*K, H, W] for {b} images and {k} keypoints, got {list(tags.shape)}")
+    dims, hw = tags.shape[1] // k, tags.shape[2] * tags.shape[3]
+    flat = keypoint_indices.long() + torch.arange(k, device=tags.device) * hw  # index into the K*HW maps
+    picked = tags.float().reshape(b, dims, k * hw).gather(2, flat.reshape(b, 1, n * k).expand(b, dims, n * k))
+    picked = picked.reshape(b, dims, n, k)
+    w = (keypoint_weights > 0).to(picked.dtype)  # [B, N, K]
+    count = w.sum(-1)  # [B, N]
+    person = count > 0
+    people = person.sum(-1).to(picked.dtype)  # [B]
+    ref = (picked * w[:, None]).sum(-1) / count.clamp(min=1)[:, None]  # [B, L, N] segment means
+    pull_person = ((picked - ref[..., None]).square() * w[:, None]).sum((1, 3)) / (count.clamp(min=1) * dims)
+    pull = (pull_person * person).sum(-1) / people.clamp(min=1)
+    d2 = (ref[:, :, :, None] - ref[:, :, None, :]).square().sum(1)  # [B, N, N]
+    pairs = person[:, :, None] & person[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=tags.device)
+    push = 0.5 * (torch.exp(-d2) * pairs).sum((1, 2)) / (people * (people - 1)).clamp(min=1)
+    return pull.mean(), push.mean()
+
+
+@LOSSES.register("associative-embedding")
+class AssociativeEmbeddingLoss(nn.Module):
+    """Bottom-up loss of the ``associative-embedding`` codec (HigherHRNet / LitePose ``MultiLossFactory``).
+
+    ``loss_weight x (heatmaps + heatmaps_hr + pull_weight x pull + push_weight x push)``: the heatmap terms
+    are ``mean((output - target)^2 x mask)`` over ``B x K x H x W`` at each resolution the codec encodes
+    (``mask`` 0 in ignored regions when the batch carried one), pull / push from :func:`tag_pull_push` on the
+    1/4-scale tags. ``last_parts`` holds each weighted term.
+    """
+
+    def __init__(self, config: LossConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        config = dataclasses.replace(config or LossConfig(), **overrides)
+        self.pull_weight, self.push_weight = float(config.pull_weight), float(config.push_weight)
+        self.loss_weight = float(config.loss_weight)
+
+    def forward(self, outputs: HeatmapsTags, targets: Mapping[str, Tensor]) -> Tensor:
+        if not isinstance(outputs, HeatmapsTags):
+            raise PoseforgeError(f"associative-embedding loss: expected HeatmapsTags, got {type(outputs).__name__}")
+        parts = {"heatmaps": self._heatmap_term(outputs.heatmaps, targets, "")}
+        hr = getattr(outputs, "heatmaps_hr", None)
+        if "heatmaps_hr" in targets:
+            if hr is None:
+                raise PoseforgeError("associative-embedding loss: the codec encodes heatmaps_hr but the head gives none")
+            parts["heatmaps_hr"] = self._heatmap_term(hr, targets, "_hr")
+        elif hr is not None:
+            raise PoseforgeError("associative-embedding loss: the head gives heatmaps_hr but the codec has hr_heatmaps off")
+        pull, push = tag_pull_push(outputs.tags, targets["keypoint_indices"], targets["keypoint_weights"])
+        parts["pull"], parts["push"] = self.pull_weight * pull, self.push_weight * push
+        self.last_parts = {k: v.detach() for k, v in parts.items()}
+        return sum(parts.values()) * self.loss_weight
+
+    @staticmethod
+    def _heatmap_term(output: Tensor, targets: Mapping[str, Tensor], suffix: str) -> Tensor:
+        target = targets["heatmaps" + suffix]
+        if output.shape != target.shape:
+            raise PoseforgeError(f"associative-embedding loss: heatmaps{suffix} {list(output.shape)} and their targets "
+                                 f"{list(target.shape)} differ")
+        error = (output.float() - target).square()
+        mask = targets.get("heatmap_mask" + suffix)
+        if mask is not None:
+            error = error * mask[:, None]
+        return error.mean()
 
 
 def build_loss(codec_name: str, config: LossConfig | None = None, **extra: Any) -> nn.Module:

@@ -33,6 +33,13 @@ expand ratio 0.5, channel attention, the stride-32 map only) and the RTMCC head 
 ``-384x288`` names take the larger input; ``rtmpose-*-wholebody`` and ``dwpose-*`` predict the 133
 COCO-WholeBody keypoints (DWPose is RTMPose distilled: the same architecture). RTMW (``rtmw-{m,l,x}``,
 ``rtmw-{l,x}-384x288``, mmpose's cocktail14 configs) adds a CSPNeXt-PAFPN neck and the two-level RTMW head.
+
+LitePose (``litepose-{xs,s,m,l}``) follows mit-han-lab/litepose's ``mobile_configs/search-{XS,S,M,L}.json``
+(the LitePose-Auto architectures) and its ``mobilenet/mobile.yaml``: the large-kernel MobileNetV2 backbone
+and the fusion deconv head, heatmaps + one tag per keypoint at 1/4, heatmaps at 1/2, square inputs
+256 / 448 / 448 / 512 (L is 512 in search-L.json; at 640 it would count 21.4 GMACs, not the published
+13.7), CrowdPose keypoints (``keypoint_set="coco17"`` gives the COCO models). ``higherhrnet-w32`` is the
+HigherHRNet reference at 512 (COCO). Published MACs are in :data:`PUBLISHED_GMACS`.
 """
 from __future__ import annotations
 
@@ -44,10 +51,14 @@ from ..errors import PoseforgeError
 from ..hub import list_weights, weights_spec
 from ..registry import MODELS
 from .backbones.cspnext import CSPNeXtConfig
+from .backbones.hrnet import HRNetConfig
+from .backbones.mobilenetv2 import MobileNetV2Config
 from .backbones.vit import ViTConfig
 from .config import (IMAGENET_MEAN, IMAGENET_STD, HeadConfig, ModelConfig, MultiTaskTopDownConfig, TaskConfig,
                      TopDownConfig)
 from .estimators.base import Estimator
+from .estimators.bottomup import BottomUpConfig
+from .heads.bottomup import HigherHRNetHeadConfig, LitePoseHeadConfig
 from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER
 from .heads.rtmcc import RTMCC_HEAD
 from .heads.rtmw import RTMW_HEAD
@@ -57,7 +68,8 @@ from .necks.cspnext_pafpn import CSPNeXtPAFPNConfig
 
 __all__ = ["create_model", "list_models", "model_config", "apply_overrides", "sync_codec", "VITPOSE_BACKBONES", "HEAD_PRESETS",
            "VITPOSE_PLUS_TASKS", "VITPOSE_PLUS_PART_FEATURES", "SYNTHETIC_TASKS", "vitpose_plus_config",
-           "RTMPOSE_BACKBONES", "RTMPOSE_SIGMAS", "rtmpose_config", "rtmpose_codec", "RTMW_NECK", "rtmw_config"]
+           "RTMPOSE_BACKBONES", "RTMPOSE_SIGMAS", "rtmpose_config", "rtmpose_codec", "RTMW_NECK", "rtmw_config",
+           "LITEPOSE_ARCHS", "litepose_config", "higherhrnet_config", "PUBLISHED_GMACS"]
 
 VITPOSE_BACKBONES: dict[str, ViTConfig] = {
     "tiny": ViTConfig(embed_dim=192, depth=6, num_heads=3, drop_path_rate=0.0, layer_decay=0.8),
@@ -198,6 +210,52 @@ for _size in ("m", "l", "x"):
 for _size in ("l", "x"):
     MODELS.register(f"rtmw-{_size}-384x288", partial(rtmw_config, _size, (288, 384)))
 # ----- end RTMW
+
+
+# ----- LitePose (mit-han-lab/litepose, mobile_configs/search-*.json): size -> (input side, stem channels,
+# stage widths, deconv widths); every official model has stage depths 6/8/10/10, strides 2/2/2/1, expansion 6 and
+# 7x7 kernels, three 4x4 deconvolutions and 5x5 separable final layers.
+LITEPOSE_ARCHS: dict[str, tuple[int, int, tuple[int, ...], tuple[int, ...]]] = {
+    "xs": (256, 16, (16, 32, 48, 80), (16, 24, 24)),
+    "s": (448, 16, (16, 32, 48, 120), (32, 24, 32)),
+    "m": (448, 16, (24, 48, 72, 120), (64, 40, 32)),
+    "l": (512, 24, (24, 64, 96, 160), (64, 40, 32)),
+}
+# Published GMACs at the zoo input and keypoint set, and the counter convention of the paper
+# (``poseforge.models.complexity.count_macs``): LitePose README (CrowdPose models, ptflops of 2022) and the
+# HigherHRNet paper (COCO, 512x512, HRNet's model summary).
+PUBLISHED_GMACS: dict[str, tuple[float, str]] = {
+    "litepose-xs": (1.2, "ptflops"), "litepose-s": (5.0, "ptflops"), "litepose-m": (7.8, "ptflops"),
+    "litepose-l": (13.7, "ptflops"), "higherhrnet-w32": (47.9, "hrnet")}
+
+
+def _ae_codec(input_size: tuple[int, int]) -> dict:
+    """The associative-embedding grouping codec with the 1/2-scale heatmaps both heads give (built on first use,
+    not at model build); its defaults are the official test settings (sigma 2, 30 people, NMS 5, threshold 0.1)."""
+    return {"name": "associative-embedding", "input_size": list(input_size), "hr_heatmaps": True}
+
+
+def litepose_config(size: str, keypoint_set: str = "crowdpose14") -> BottomUpConfig:
+    """Config of LitePose-Auto-``size`` (xs, s, m, l) at its published square input."""
+    side, stem, widths, deconv = LITEPOSE_ARCHS[size]
+    config = BottomUpConfig(
+        name=f"litepose-{size}", backbone=MobileNetV2Config(widths=widths, stem_channels=stem),
+        head=LitePoseHeadConfig(deconv_channels=deconv), codec=_ae_codec((side, side)), keypoint_set=keypoint_set,
+        input_size=(side, side))
+    return sync_codec(config)
+
+
+def higherhrnet_config(keypoint_set: str = "coco17", input_size: tuple[int, int] = (512, 512)) -> BottomUpConfig:
+    """Config of HigherHRNet-W32 (the multi-branch reference LitePose is compared with) at ``input_size``."""
+    config = BottomUpConfig(name="higherhrnet-w32", backbone=HRNetConfig(width=32), head=HigherHRNetHeadConfig(),
+                            codec=_ae_codec(input_size), keypoint_set=keypoint_set, input_size=tuple(input_size))
+    return sync_codec(config)
+
+
+for _size in LITEPOSE_ARCHS:
+    MODELS.register(f"litepose-{_size}", partial(litepose_config, _size))
+MODELS.register("higherhrnet-w32", higherhrnet_config)
+# ----- end LitePose
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -21,6 +22,8 @@ from typing import Any, NoReturn, Sequence
 import numpy as np
 
 from ..errors import PoseforgeError
+from ._checks import MAX_INPUT_SIDE
+from .session import MAX_THREADS
 
 __all__ = ["main", "build_parser"]
 
@@ -60,16 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _numbers(text: str | None, count: int, what: str, sep: str = ",") -> list[float] | None:
+def _numbers(text: str | None, count: int, what: str, sep: str = ",", positive: bool = False) -> list[float] | None:
+    """``count`` finite numbers (each > 0 with ``positive``) separated by ``sep``, or a one-line error."""
     if text is None:
         return None
     try:
         values = [float(v) for v in text.lower().split(sep)]
     except ValueError:
         values = []
-    if len(values) != count:
-        raise PoseforgeError(f"{what}: expected {count} numbers separated by '{sep}', got {text!r}")
+    if len(values) != count or not all(math.isfinite(v) and (v > 0 or not positive) for v in values):
+        kind = "positive numbers" if positive else "finite numbers"
+        raise PoseforgeError(f"{what}: expected {count} {kind} separated by '{sep}', got {text!r}")
     return values
+
+
+def _size(text: str | None) -> list[int] | None:
+    """``--input-size WxH``: two positive integers."""
+    values = _numbers(text, 2, "--input-size", "x", positive=True)
+    if values is not None and not all(v == int(v) and v <= MAX_INPUT_SIDE for v in values):
+        raise PoseforgeError(f"--input-size: expected WIDTHxHEIGHT in pixels (integers up to {MAX_INPUT_SIDE}), "
+                             f"got {text!r}")
+    return None if values is None else [int(v) for v in values]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -114,11 +128,15 @@ def run(args: argparse.Namespace) -> int:
 
     import cv2
 
-    if args.threads is not None and args.threads < 1:
-        raise PoseforgeError(f"--threads: expected a positive number, got {args.threads}")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise PoseforgeError(f"--threads: expected a number of threads in 1..{MAX_THREADS}, got {args.threads}")
     for name in ("boxes_threshold", "keypoint_threshold"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise PoseforgeError(f"--{name.replace('_', '-')}: expected a number in [0, 1], got {getattr(args, name)}")
+    if args.split_ratio is not None and not (math.isfinite(args.split_ratio) and args.split_ratio > 0):
+        raise PoseforgeError(f"--split-ratio: expected a positive number, got {args.split_ratio}")
+    size = _size(args.input_size)
+    mean, std = _numbers(args.mean, 3, "--mean"), _numbers(args.std, 3, "--std", positive=True)
     source = Path(args.input)
     files = list_inputs(source)
     out = Path(args.out) if args.out else Path.cwd() / f"{source.resolve().name or 'input'}-poses"
@@ -128,11 +146,8 @@ def run(args: argparse.Namespace) -> int:
     models = [Path(args.model)] + ([Path(args.detector)] if args.detector else [])
     _check_outputs([predictions, *drawn.values()], files + models, args.force)
 
-    size = _numbers(args.input_size, 2, "--input-size", "x")
     pipeline = load_pipeline(args.model, args.detector, num_threads=args.threads, flip_test=args.flip_test,
-                             score_threshold=args.boxes_threshold,
-                             input_size=[int(v) for v in size] if size else None,
-                             mean=_numbers(args.mean, 3, "--mean"), std=_numbers(args.std, 3, "--std"),
+                             score_threshold=args.boxes_threshold, input_size=size, mean=mean, std=std,
                              split_ratio=args.split_ratio, codec=args.codec)
     meta = pipeline.model.meta
     if args.flip_test and isinstance(pipeline, BottomUpPipeline):

@@ -8,8 +8,8 @@ Top-down (one person per crop, batched over people ``N`` and keypoints ``K``, no
   log of the Gaussian-blurred map) and ``"udp"`` (UDP's DARK variant, ``(w - 1) / (W - 1)`` scale);
 * :func:`flip_back` - outputs of mirrored crops re-aligned with the originals (flip test).
 
-Bottom-up: :func:`group_associative_embedding` groups heatmap peaks into people by their tags (numpy only:
-a greedy matching in ascending tag distance).
+Bottom-up: :func:`group_associative_embedding` groups heatmap peaks into people by their tags (numpy, from
+:mod:`.grouping`, which the torch ``associative-embedding`` codec runs on CPU tensors too).
 
 Coordinates are crop (model-input) pixels with pixel centres at integers; keypoints whose map maximum is
 <= 0 come back at ``-1`` map pixels, scaled like the others (as the torch codecs).
@@ -23,10 +23,19 @@ import cv2
 import numpy as np
 
 from ..errors import PoseforgeError
+from .grouping import (  # the bottom-up grouping's public names, importable from here too
+    aggregate_half_scale,
+    group_associative_embedding,
+    grouping_options,
+    match_tags,
+    max_filter,
+    max_pool3,
+)
 
 __all__ = ["decode_simcc", "decode_heatmaps", "decode_topdown", "heatmap_argmax", "refine_quarter_shift",
            "refine_dark", "refine_dark_udp", "gaussian_blur", "blur_kernel_size_for_sigma", "flip_back",
-           "max_pool3", "group_associative_embedding", "HEATMAP_CODECS"]
+           "max_pool3", "max_filter", "match_tags", "grouping_options", "group_associative_embedding",
+           "aggregate_half_scale", "HEATMAP_CODECS"]
 
 HEATMAP_CODECS = ("msra", "dark", "udp")
 _DARK_CLAMP = (1e-10, np.inf)  # mmpose: log(max(h, 1e-10))
@@ -67,7 +76,8 @@ def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float, *
 
 def _window_mean(logits: np.ndarray, peak: np.ndarray, half_width: float, beta: float) -> np.ndarray:
     """Mean bin of ``softmax(beta * logits)`` over ``peak +- ceil(half_width)`` (bins past the ends left out)."""
-    radius = max(1, int(math.ceil(half_width)))
+    # a window wider than the bins adds nothing (bins past the ends are left out): capping it bounds the memory
+    radius = max(1, min(int(math.ceil(min(half_width, logits.shape[-1]))), logits.shape[-1]))
     bins = peak[..., None] + np.arange(-radius, radius + 1)
     inside = (bins >= 0) & (bins < logits.shape[-1])
     bins = np.clip(bins, 0, logits.shape[-1] - 1)
@@ -260,107 +270,3 @@ def flip_back(outputs: Mapping[str, np.ndarray], flip_index: Sequence[int], code
         raise PoseforgeError(f"flip test needs simcc_x + simcc_y or heatmaps outputs, got {sorted(outputs)}")
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
-
-# ----------------------------------------------------------------------------------------------- bottom-up
-def max_pool3(maps: np.ndarray) -> np.ndarray:
-    """3x3 max filter (stride 1, borders padded with -inf) of ``maps [..., H, W]``: the peak test of NMS."""
-    m = np.asarray(maps)
-    h, w = m.shape[-2:]
-    pad = [(0, 0)] * (m.ndim - 2) + [(1, 1), (1, 1)]
-    p = np.pad(m, pad, constant_values=-np.inf)
-    out = p[..., 0:h, 0:w]
-    for dy in range(3):  # nine shifted views, not a per-pixel loop
-        for dx in range(3):
-            out = np.maximum(out, p[..., dy:dy + h, dx:dx + w])
-    return out
-
-
-def group_associative_embedding(heatmaps: np.ndarray, tags: np.ndarray, *, max_people: int = 30,
-                                detection_threshold: float = 0.1, tag_threshold: float = 1.0,
-                                joint_order: Sequence[int] | None = None
-                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group one image's keypoint peaks into people by associative-embedding tags.
-
-    Peaks are 3x3 local maxima (NMS); each joint keeps its ``max_people`` best peaks scoring above
-    ``detection_threshold``. Joints are taken in ``joint_order`` (default: index order): each joint's peaks
-    are matched to the people found so far by the distance between the peak's tag and the person's mean tag,
-    greedily in ascending distance (a match needs distance < ``tag_threshold``); unmatched peaks start new
-    people (up to ``max_people``).
-
-    Args:
-        heatmaps: ``[K, H, W]`` keypoint maps.
-        tags: ``[K * D, H, W]`` (or ``[K, D, H, W]``) tag maps, ``D`` dims per keypoint.
-
-    Returns:
-        keypoints ``[P, K, 2]`` (map pixels, float64), scores ``[P, K]`` (0 where a person lacks a joint) and
-        person scores ``[P]`` (mean keypoint score), best person first.
-    """
-    heat = np.asarray(heatmaps, dtype=np.float32)
-    if heat.ndim != 3:
-        raise PoseforgeError(f"heatmaps must be [K, H, W], got {list(heat.shape)}")
-    k, h, w = heat.shape
-    tag = np.asarray(tags, dtype=np.float32)
-    if tag.size % (k * h * w) or tag.shape[-2:] != (h, w):
-        raise PoseforgeError(f"tags {list(tag.shape)} do not fit heatmaps {list(heat.shape)} ([K * D, H, W])")
-    tag = tag.reshape(k, -1, h * w)  # [K, D, HW]
-    m = max(0, min(int(max_people), h * w))
-    peaks = np.where(max_pool3(heat) == heat, heat, 0.0).reshape(k, h * w)
-    index = np.argsort(-peaks, axis=1, kind="stable")[:, :m]  # [K, M] best first
-    cand_score = np.take_along_axis(peaks, index, 1)
-    cand_tag = np.take_along_axis(tag, index[:, None, :], 2).transpose(0, 2, 1).astype(np.float64)  # [K, M, D]
-    cand_xy = np.stack([index % w, index // w], -1).astype(np.float64)
-
-    member = np.full((m, k), -1, dtype=np.int64)  # candidate index of each person's joints
-    tag_sum = np.zeros((m, tag.shape[1]))
-    count = np.zeros(m)
-    people = 0
-    # joints in sequence: each is matched against the mean tags of the people found so far
-    for j in (range(k) if joint_order is None else joint_order):
-        cands = np.flatnonzero(cand_score[j] > detection_threshold)
-        if len(cands) == 0:
-            continue
-        if people:
-            mean = tag_sum[:people] / count[:people, None]
-            dist = np.linalg.norm(cand_tag[j, cands][:, None] - mean[None], axis=-1)  # [C, P]
-            rows, cols = _greedy_match(dist, tag_threshold)
-        else:
-            rows = cols = np.zeros(0, dtype=np.int64)
-        member[cols, j] = cands[rows]
-        tag_sum[cols] += cand_tag[j, cands[rows]]
-        count[cols] += 1
-        fresh = np.setdiff1d(np.arange(len(cands)), rows)[:m - people]  # best first: index order is score order
-        new = np.arange(people, people + len(fresh))
-        member[new, j] = cands[fresh]
-        tag_sum[new] = cand_tag[j, cands[fresh]]
-        count[new] = 1
-        people += len(fresh)
-    member = member[:people]
-    found = member >= 0
-    joint = np.broadcast_to(np.arange(k), member.shape)
-    safe = np.where(found, member, 0)
-    keypoints = np.where(found[..., None], cand_xy[joint, safe], 0.0)
-    scores = np.where(found, cand_score[joint, safe], 0.0)
-    person_scores = scores.mean(1) if k else np.zeros(people)
-    order = np.argsort(-person_scores, kind="stable")
-    return keypoints[order], scores[order], person_scores[order]
-
-
-def _greedy_match(dist: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy one-to-one matching of rows to columns in ascending ``dist`` (pairs at >= ``threshold`` never
-    match). Each round accepts every pair that is the smallest of both its row and its column - greedy would
-    take each of them before anything that conflicts - and removes their rows and columns; the result is the
-    sequential greedy matching, in a few vectorized rounds."""
-    d = np.where(dist < threshold, dist, np.inf)
-    rows_out, cols_out = [], []
-    while np.isfinite(d).any():
-        col_of_row = d.argmin(1)
-        row_of_col = d.argmin(0)
-        rows = np.flatnonzero(np.isfinite(d.min(1)) & (row_of_col[col_of_row] == np.arange(len(d))))
-        cols = col_of_row[rows]
-        rows_out.append(rows)
-        cols_out.append(cols)
-        d[rows] = np.inf
-        d[:, cols] = np.inf
-    if not rows_out:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(rows_out), np.concatenate(cols_out)

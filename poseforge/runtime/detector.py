@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from ..errors import PoseforgeError
-from .session import create_session
+from ._checks import Fields, first_line
+from .session import _check_image_input, create_session
 
 __all__ = ["PersonDetector", "Boxes", "letterbox", "PRESETS", "DEFAULT_SIZES"]
 
@@ -103,23 +104,31 @@ class PersonDetector:
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise PoseforgeError(f"{self.path}: expected one [N, 3, H, W] input, got "
                                  f"{[(i.name, i.shape) for i in inputs]}")
-        if len(outputs) < 2 or len(outputs[0].shape) != 3:
+        _check_image_input(self.path, inputs[0])
+        # dets / labels by name (mmdeploy, rtmlib), else the first two outputs
+        by_name = {o.name: o for o in outputs}
+        chosen = [by_name["dets"], by_name["labels"]] if {"dets", "labels"} <= set(by_name) else outputs[:2]
+        if len(chosen) < 2 or len(chosen[0].shape) != 3 or len(chosen[1].shape) not in (1, 2):
             raise PoseforgeError(f"{self.path}: expected an end2end detector export with outputs dets [N, M, 5] and "
                                  f"labels [N, M] (NMS in the graph), got {[(o.name, o.shape) for o in outputs]}")
         self.input_name = inputs[0].name
-        self.output_names = [o.name for o in outputs[:2]]
+        self.output_names = [o.name for o in chosen]
         static = inputs[0].shape[2:]
+        option = Fields(self.path, None, "option")
         if input_size is None:
             input_size = (static[1], static[0]) if all(isinstance(v, int) for v in static) else DEFAULT_SIZES[preset]
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.fixed_batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
+        self.input_size = option.size(input_size, "input_size")
+        batch = inputs[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         preset_mean, preset_std = PRESETS[preset]
-        self.mean = np.asarray(mean if mean is not None else preset_mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        self.std = np.asarray(std if std is not None else preset_std, dtype=np.float32).reshape(1, 3, 1, 1)
+        self.mean = np.asarray(preset_mean if mean is None else option.triple(mean, "mean"),
+                               dtype=np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(preset_std if std is None else option.triple(std, "std", positive=True),
+                              dtype=np.float32).reshape(1, 3, 1, 1)
         self.bgr = bool(bgr)
-        self.pad_value = float(pad_value)
-        self.score_threshold = float(score_threshold)
-        self.person_label = person_label
+        self.pad_value = option.number(pad_value, "pad_value")
+        self.score_threshold = option.number(score_threshold, "score_threshold")
+        self.person_label = None if person_label is None else option.integer(person_label, "person_label")
         self.batched = bool(batched)
 
     def preprocess(self, frames: Sequence[np.ndarray], rgb: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -144,8 +153,17 @@ class PersonDetector:
         sizes = [(a.shape[1], a.shape[0]) for a in arrays]
         out: list[Boxes] = []
         for s in range(0, len(arrays), chunk):  # calls may return different numbers of boxes
-            dets, labels = self.session.run(self.output_names, {self.input_name: x[s:s + chunk]})
-            out.extend(self.postprocess(dets, labels, factors[s:s + chunk], sizes[s:s + chunk]))
+            part = x[s:s + chunk]
+            if self.fixed_batch and len(part) < chunk:  # a static batch: pad the last call, drop the padding
+                part = np.concatenate([part, np.zeros((chunk - len(part),) + part.shape[1:], part.dtype)])
+            try:
+                dets, labels = self.session.run(self.output_names, {self.input_name: part})
+            except Exception as e:  # onnxruntime's own exception types: a graph that loads but cannot run
+                raise PoseforgeError(f"{self.path}: onnxruntime cannot run this detector ({first_line(e)})") from None
+            n = min(chunk, len(arrays) - s)
+            if np.ndim(dets) == 3 and np.ndim(labels) >= 1 and len(dets) == len(part) == len(labels) > n:
+                dets, labels = dets[:n], labels[:n]
+            out.extend(self.postprocess(dets, labels, factors[s:s + n], sizes[s:s + n]))
         return out
 
     def __call__(self, frame: np.ndarray, rgb: bool = False) -> Boxes:
@@ -156,13 +174,25 @@ class PersonDetector:
                     sizes: Sequence[tuple[int, int]]) -> list[Boxes]:
         """Network outputs -> :class:`Boxes` in frame pixels, best first (vectorized over frames and boxes)."""
         dets = np.asarray(dets, dtype=np.float64)
-        if dets.ndim != 3 or dets.shape[-1] != 5:
-            raise PoseforgeError(f"{self.path}: expected dets [N, M, 5] from the network, got {dets.shape}")
-        labels = np.asarray(labels).reshape(dets.shape[:2]).astype(np.int64)
-        boxes = dets[..., :4] / np.tile(factors, 2)[:, None, :]
+        factors = np.asarray(factors, dtype=np.float64).reshape(-1, 2)
+        if dets.ndim != 3 or dets.shape[-1] != 5 or len(dets) != len(factors):
+            raise PoseforgeError(f"{self.path}: expected dets [{len(factors)}, M, 5] from the network, got "
+                                 f"{list(dets.shape)}")
+        labels = np.asarray(labels)
+        if labels.size != dets.shape[0] * dets.shape[1]:
+            raise PoseforgeError(f"{self.path}: expected labels [{dets.shape[0]}, {dets.shape[1]}] from the network "
+                                 f"(one per box), got {list(labels.shape)}")
+        labels = labels.reshape(dets.shape[:2])
+        if labels.dtype.kind not in "iub":  # float labels (some exports): integral values, -1 where not finite
+            labels = np.where(np.isfinite(labels), np.clip(np.round(labels), -1, 2**31), -1)
+        labels = labels.astype(np.int64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            boxes = dets[..., :4] / np.tile(factors, 2)[:, None, :]
         limits = np.tile(np.asarray(sizes, dtype=np.float64), 2)[:, None, :]
         boxes = np.clip(boxes, 0.0, limits)
-        keep = dets[..., 4] > self.score_threshold
+        # boxes with a non-finite score or corner, or nothing left inside the frame, are not detections
+        keep = (dets[..., 4] > self.score_threshold) & np.isfinite(dets).all(-1)
+        keep &= (boxes[..., 2:] > boxes[..., :2]).all(-1)
         if self.person_label is not None:
             keep &= labels == self.person_label
         out = []

@@ -15,6 +15,8 @@ from .pipeline import PoseResult
 
 __all__ = ["draw_poses", "palette"]
 
+_FAR = 1e6  # pixels: further off the image than any drawing reaches
+
 
 def palette(n: int) -> np.ndarray:
     """``n`` distinct saturated BGR colours ``[n, 3]`` uint8 (hues evenly spaced)."""
@@ -36,14 +38,20 @@ def draw_poses(image: np.ndarray, result: PoseResult, skeleton: Sequence[Sequenc
     radius = radius or max(2, round(size / 250))
     thickness = thickness or max(1, round(size / 400))
     k = result.keypoints.shape[1] if result.keypoints.ndim == 3 else 0
-    links = [(int(a), int(b)) for a, b in skeleton if 0 <= int(a) < k and 0 <= int(b) < k]
+    try:
+        pairs = [(int(a), int(b)) for a, b in skeleton]
+    except (TypeError, ValueError, OverflowError):
+        raise PoseforgeError(f"draw_poses: skeleton: expected pairs of keypoint indices, got {skeleton!r:.60}"
+                             ) from None
+    links = [(a, b) for a, b in pairs if 0 <= a < k and 0 <= b < k]
     link_colors, point_colors = palette(len(links)), palette(k)
     for p in range(len(result)):
-        if boxes:
-            x1, y1, x2, y2 = np.round(result.boxes[p]).astype(int).tolist()
+        if boxes and np.isfinite(result.boxes[p]).all():
+            x1, y1, x2, y2 = np.round(np.clip(result.boxes[p], -_FAR, _FAR)).astype(int).tolist()
             cv2.rectangle(out, (x1, y1), (x2, y2), (255, 255, 255), thickness, cv2.LINE_AA)
         points = result.keypoints[p]
-        seen = (result.scores[p] > threshold) & np.isfinite(points).all(-1)
+        # points far off the image are not drawn (OpenCV takes 32-bit pixel coordinates)
+        seen = (result.scores[p] > threshold) & (np.abs(np.nan_to_num(points, nan=np.inf)) < _FAR).all(-1)
         xy = np.round(np.where(seen[:, None], points, 0)).astype(int)
         for (a, b), color in zip(links, link_colors, strict=True):
             if seen[a] and seen[b]:

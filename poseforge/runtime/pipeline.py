@@ -22,8 +22,8 @@ import numpy as np
 
 from ..errors import PoseforgeError
 from .crop import affine_points, crop_matrices, crops_to_image, fit_matrix, invert_affine, warp_crops
-from .decode import group_associative_embedding
 from .detector import PersonDetector
+from .grouping import aggregate_half_scale, check_grouping_options, group_associative_embedding, grouping_options
 from .session import PoseModel
 
 __all__ = ["PoseResult", "TopDownPipeline", "BottomUpPipeline", "load_pipeline", "Frame", "iter_frames", "read_image",
@@ -157,33 +157,52 @@ class BottomUpPipeline(_Pipeline):
     """Bottom-up pose estimation on an exported model: the whole image in, every person out.
 
     The image is fitted into the model input (aspect ratio kept, centred, zero border: poseforge's bottom-up
-    ``ImageTransform`` without augmentation); the ``heatmaps`` + ``tags`` outputs are grouped by
-    :func:`~.decode.group_associative_embedding` and mapped back to the image.
+    ``ImageTransform`` without augmentation); the ``heatmaps`` + ``tags`` outputs (with a ``heatmaps_hr`` output,
+    all brought to its 1/2 scale and the heatmaps averaged, :func:`~.grouping.aggregate_half_scale`) are grouped
+    by :func:`~.decode.group_associative_embedding` with the settings of the model's ``associative-embedding``
+    codec (:func:`~.decode.grouping_options`: an export decodes like the torch model) and mapped back to the
+    image. Other codecs group by the plain rule (3x3 peaks, no adjustment or filling).
 
     Args:
         model: a bottom-up :class:`PoseModel` or the path of its ``.onnx`` file.
         max_people: most people per image (default: the codec's ``max_people``, else 30).
-        detection_threshold: keypoint peaks must score above it.
-        tag_threshold: largest tag distance of a keypoint to the person it joins.
+        detection_threshold: keypoint peaks must score above it (default: the codec's, else 0.1).
+        tag_threshold: largest tag distance of a keypoint to the person it joins (default: the codec's, else 1).
         min_keypoints: people with fewer keypoints scoring above ``detection_threshold`` are dropped.
         num_threads, device: onnxruntime settings of a model given as a path.
     """
 
     def __init__(self, model: PoseModel | str | os.PathLike, *, max_people: int | None = None,
-                 detection_threshold: float = 0.1, tag_threshold: float = 1.0, min_keypoints: int = 2,
+                 detection_threshold: float | None = None, tag_threshold: float | None = None, min_keypoints: int = 2,
                  num_threads: int | None = None, device: str = "cpu") -> None:
         self.model = model if isinstance(model, PoseModel) else PoseModel(model, num_threads=num_threads, device=device)
         if self.model.kind != "bottomup":
             raise PoseforgeError(f"{self.model.path.name} is a {self.model.kind} model, not a bottom-up one")
-        names = self.model.output_names
-        self._heat, self._tags = ("heatmaps", "tags") if {"heatmaps", "tags"} <= set(names) else (names + ["", ""])[:2]
-        if not self._tags:
-            raise PoseforgeError(f"{self.model.path.name}: expected heatmaps and tags outputs, got {names}")
+        self._heat, self._tags = self.model._raw["heatmaps"], self.model._raw["tags"]  # chosen and checked there
+        self._heat_hr = "heatmaps_hr" if "heatmaps_hr" in self.model.output_names else None
         codec = self.model.meta.codec
-        self.max_people = int(max_people if max_people is not None else codec.get("max_people", 30))
-        self.detection_threshold = float(detection_threshold)
-        self.tag_threshold = float(tag_threshold)
+        given = {"max_people": max_people, "detection_threshold": detection_threshold, "tag_threshold": tag_threshold}
+        try:
+            options = grouping_options(codec) or {"max_people": codec.get("max_people", 30), "detection_threshold": 0.1,
+                                                  "tag_threshold": 1.0}
+            options.update({key: value for key, value in given.items() if value is not None})
+            check_grouping_options(options)
+        except PoseforgeError as e:
+            raise PoseforgeError(f"{self.model.path}: {e}") from None
+        self.options: dict[str, Any] = options
         self.min_keypoints = int(min_keypoints)
+
+    @property
+    def max_people(self) -> int:
+        return int(self.options["max_people"])
+
+    @property
+    def detection_threshold(self) -> float:
+        return float(self.options["detection_threshold"])
+
+    @property
+    def tag_threshold(self) -> float:
+        return float(self.options["tag_threshold"])
 
     def prepare(self, image: np.ndarray, *, rgb: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The normalized network input ``[1, 3, h, w]`` of an image and its image -> input matrix ``[2, 3]``."""
@@ -193,20 +212,32 @@ class BottomUpPipeline(_Pipeline):
         fitted = warp_crops(image, matrix[None], self.model.input_size)
         return self.model.normalize(fitted if rgb else fitted[..., ::-1]), matrix
 
+    def group(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The people of one image's raw outputs (the session's names, batch of one): keypoints ``[P, K, 2]`` in
+        model-input pixels, their scores ``[P, K]`` and person scores ``[P]``, best first (the torch codec's
+        ``decode`` for this model's codec)."""
+        heat, tags = outputs[self._heat][0], outputs[self._tags][0]
+        try:
+            if tags.ndim == 4:  # [K, D, H, W] -> channel d * K + k
+                tags = tags.transpose(1, 0, 2, 3).reshape(-1, *tags.shape[2:])
+            if self._heat_hr is not None:
+                heat, tags = aggregate_half_scale(heat, tags, outputs[self._heat_hr][0])
+            keypoints, scores, person_scores = group_associative_embedding(heat, tags, **self.options)
+        except PoseforgeError as e:  # output shapes the graph's static ones did not announce
+            raise PoseforgeError(f"{self.model.path}: {e}") from None
+        self.model._check_runtime_keypoints(heat.shape[0])
+        # map pixels -> input pixels (pixel centres: cell i covers input [i*s, (i+1)*s))
+        in_w, in_h = self.model.input_size
+        stride = np.array([in_w / heat.shape[-1], in_h / heat.shape[-2]])
+        return (keypoints + 0.5) * stride - 0.5, scores, person_scores
+
     def __call__(self, image: np.ndarray, *, rgb: bool = False) -> PoseResult:
         """Every person in ``image``, best first."""
         x, matrix = self.prepare(image, rgb=rgb)
-        out = self.model.run(x)
-        heat, tags = out[self._heat][0], out[self._tags][0]
-        keypoints, scores, person_scores = group_associative_embedding(
-            heat, tags, max_people=self.max_people, detection_threshold=self.detection_threshold,
-            tag_threshold=self.tag_threshold)
+        keypoints, scores, person_scores = self.group(self.model.run(x))
         keep = (scores > self.detection_threshold).sum(-1) >= self.min_keypoints
         keypoints, scores, person_scores = keypoints[keep], scores[keep], person_scores[keep]
-        # map pixels -> input pixels (pixel centres: cell i covers input [i*s, (i+1)*s)), -> image pixels
-        in_w, in_h = self.model.input_size
-        stride = np.array([in_w / heat.shape[-1], in_h / heat.shape[-2]])
-        points = affine_points((keypoints + 0.5) * stride - 0.5, invert_affine(matrix))
+        points = affine_points(keypoints, invert_affine(matrix))  # input pixels -> image pixels
         return PoseResult(keypoint_boxes(points, scores), person_scores, points, scores)
 
 

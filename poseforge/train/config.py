@@ -17,6 +17,7 @@ Overrides address fields by dotted path; the value is parsed as YAML (``optim.lr
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
@@ -120,6 +121,9 @@ class DataSection:
         augment_stage2, stage2_epochs: the last ``stage2_epochs`` epochs train with ``augment_stage2``
             instead (mmpose's ``PipelineSwitchHook``: RTMPose's milder final augmentation); 0: no switch.
         gpu_augment: crop and augment whole batches on the GPU when training on CUDA.
+        decode: JPEG decoding of files when batches are augmented on the GPU: ``"auto"`` (nvJPEG on the
+            GPU, one call per batch, where torchvision is installed; OpenCV in the workers otherwise),
+            ``"opencv"`` (always in the workers) or ``"nvjpeg"`` (an error where it is unavailable).
         min_labeled: training instances need at least this many labeled keypoints.
         synthetic: synthetic data settings.
         sources: a multi-dataset mix (replaces ``train`` / ``val``); each sample carries its dataset
@@ -136,6 +140,7 @@ class DataSection:
     augment_stage2: AugmentConfig | None = None
     stage2_epochs: int = 0
     gpu_augment: bool = True
+    decode: str = "auto"
     min_labeled: int = 1
     synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
     sources: tuple[SourceSection, ...] = ()
@@ -152,6 +157,9 @@ class OptimSection:
         accumulate: micro-batches per optimizer step.
         auto_scale_lr: scale ``lr`` by the global batch / ``base_batch_size`` (mmpose ``auto_scale_lr``).
         base_batch_size: the global batch the recipe's ``lr`` was set for.
+        implementation: the AdamW kernel: ``"auto"`` (fused on CUDA and CPU, foreach on other
+            accelerators; :func:`~poseforge.train.optim.adamw_implementation`), ``"fused"``, ``"foreach"``
+            or ``"for_loop"``. The same arithmetic up to float rounding; checkpoints resume across them.
     """
 
     name: str = "adamw"
@@ -164,6 +172,7 @@ class OptimSection:
     accumulate: int = 1
     auto_scale_lr: bool = False
     base_batch_size: int = 512
+    implementation: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +230,15 @@ class TrainConfig:
         distributed: ``"auto"`` (FSDP for ViT-L/H/G backbones, else DDP), ``"ddp"`` or ``"fsdp"``; only
             used under torchrun with more than one process.
         sync_bn: convert BatchNorm to SyncBatchNorm under DDP (where the device supports it: CUDA).
-        compile: ``torch.compile`` the model (eager, with a warning, where the backend cannot compile).
+        compile: what ``torch.compile`` compiles (eager, with a warning, where the backend cannot compile):
+            ``"none"``, ``"model"`` (the forward pass) or ``"step"`` (normalization, forward, the codec's
+            target encoding and the loss as one graph, backward included). ``true`` / ``false`` (older
+            configs) mean ``"model"`` / ``"none"``.
+        activation_checkpointing: recompute ViT block activations in backward instead of keeping them:
+            ``"none"``, ``"all"`` (every block), ``"every_K"`` (every K-th block, e.g. ``every_2``: half the
+            saved activations for half the recomputation) or ``"auto"`` (every block for ViTs of depth
+            >= 24 - ViT-L/H/G, Sapiens - when training on CUDA, else what the model config says). Gradients
+            are the same either way (:mod:`poseforge.train.activations`).
         channels_last: keep the model's convolution weights and the image batches in NHWC memory
             (``torch.channels_last``): a conv-stem model's training step runs ~1.1x as fast on CPU (oneDNN;
             ``benchmarks/train_step.py``); the numbers differ from NCHW only by float rounding.
@@ -247,11 +264,14 @@ class TrainConfig:
     device: str = "auto"
     distributed: str = "auto"
     sync_bn: bool = True
-    compile: bool = False
+    compile: bool | str = "none"
+    activation_checkpointing: str = "auto"
     channels_last: bool = True
     threads: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.compile, bool):  # the older switch: one spelling per mode, so configs compare equal
+            object.__setattr__(self, "compile", "model" if self.compile else "none")
         _check_config(self)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -259,7 +279,9 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "distributed": ("auto", "ddp", "fsdp")}
+_CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "distributed": ("auto", "ddp", "fsdp"),
+            "compile": ("none", "model", "step")}
+OPTIMIZER_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for_loop")
 _SCHEDULES = ("step", "cosine", "linear", "constant")
 
 
@@ -274,6 +296,13 @@ def _check_config(c: TrainConfig) -> None:
         problems.append(f"model.pos_embed_init: expected model or sincos, got {c.model.pos_embed_init!r}")
     if c.optim.name != "adamw":
         problems.append(f"optim.name: only 'adamw' is supported, got {c.optim.name!r}")
+    if c.data.decode not in ("auto", "opencv", "nvjpeg"):
+        problems.append(f"data.decode: expected one of auto, opencv, nvjpeg, got {c.data.decode!r}")
+    if c.optim.implementation not in OPTIMIZER_IMPLEMENTATIONS:
+        problems.append(f"optim.implementation: expected one of {', '.join(OPTIMIZER_IMPLEMENTATIONS)}, got {c.optim.implementation!r}")
+    if not re.fullmatch(r"none|all|auto|every_[1-9][0-9]*", c.activation_checkpointing):
+        problems.append(f"activation_checkpointing: expected none, all, auto or every_K (K >= 1, e.g. every_2), "
+                        f"got {c.activation_checkpointing!r}")
     positive = {"data.batch_size": c.data.batch_size, "data.val_batch_size": c.data.val_batch_size,
                 "optim.accumulate": c.optim.accumulate, "schedule.epochs": c.schedule.epochs,
                 "optim.base_batch_size": c.optim.base_batch_size, "log_interval": c.log_interval}

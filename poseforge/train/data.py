@@ -5,6 +5,10 @@ each for top-down models, whole images for bottom-up and dense ones (``estimator
 :class:`TrainSamples` turns them into samples with the estimator's training transform, on the CPU in
 DataLoader workers, or - ``raw=True``, for transforms with a batch path - only decodes, and
 :func:`gpu_batch` crops and augments the whole batch on the GPU (``TopDownTransform.apply_batch``).
+With ``encoded=True`` as well (training on CUDA with torchvision installed: :func:`jpeg_decoder`) the
+workers do not even decode JPEG files: they read their bytes, and :func:`gpu_batch` decodes the batch's
+JPEGs in one nvJPEG call on the GPU (``torchvision.io.decode_jpeg``); other formats, and JPEGs whose EXIF
+orientation turns them (which nvJPEG ignores), are decoded by OpenCV in the workers as without it.
 Synthetic data on CUDA is rendered on the GPU in the main process
 (:meth:`~poseforge.data.sources.SyntheticSource.render_on_device`). ``data.sources`` mixes several
 datasets by ratio (:class:`~poseforge.data.sources.MixedSource`), each sample carrying its task.
@@ -19,13 +23,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..data.batch import Batch, collate
+from ..data.images import decode_image_bytes, load_image
 from ..data.evalsets import (EvalSet, coco_eval_set, find_coco_split, parse_synthetic_spec, records_eval_set,
                              synthetic_eval_set)
 from ..data.readers import read_dataset
@@ -35,7 +40,7 @@ from ..errors import PoseforgeError
 from .config import DataSection, SourceSection, TrainConfig
 
 __all__ = ["TrainSamples", "ResumableBatchSampler", "RawBatch", "ValidationSet", "build_train_source",
-           "build_mixed_source", "build_val_sets", "make_loader", "gpu_batch", "sample_seed", "worker_init",
+           "build_mixed_source", "build_val_sets", "make_loader", "gpu_batch", "jpeg_decoder", "sample_seed", "worker_init",
            "single_threaded_opencv", "SEED_STRIDE", "CocoSource", "SyntheticSource", "FileSource", "MixedSource"]
 
 SEED_STRIDE = 1_000_033  # synthetic source k of a mix renders from seed + k * SEED_STRIDE (k = 0 keeps the base seed)
@@ -70,8 +75,9 @@ def build_train_source(data: DataSection, estimator: Any, total_images: int | No
     if data.train.lower() == "synthetic":
         s = data.synthetic
         count = (total_images or s.train_images) if s.fresh else s.train_images
+        dense = None if per_instance else getattr(estimator.transform(False), "dense", ())  # only what the model uses
         return SyntheticSource(count, s.seed, s.image_size, s.people, keypoint_set, s.clutter, device,
-                               cache=not s.fresh, per_instance=per_instance)
+                               cache=not s.fresh, per_instance=per_instance, dense=dense)
     annotations, root = find_coco_split(data.train, "train")
     source = CocoSource(annotations, root, data.min_labeled, per_instance=per_instance)
     if estimator.keypoint_set_of(0) is not None and source.keypoint_set.name != keypoint_set:
@@ -189,7 +195,7 @@ def build_val_sets(config: TrainConfig, estimator: Any) -> list[ValidationSet]:
 class RawBatch:
     """Decoded images and records of a batch, for augmentation on the GPU (:func:`gpu_batch`)."""
 
-    images: list[Tensor]  # [3, H_i, W_i] uint8
+    images: list[Tensor]  # [3, H_i, W_i] uint8, or a JPEG file's bytes [n] uint8 (decoded by gpu_batch)
     instances: list[PoseInstance]
     seed: int
 
@@ -205,8 +211,10 @@ class TrainSamples(torch.utils.data.Dataset):
     vectorized call.
     """
 
-    def __init__(self, source: Any, transforms: Sequence[Any], seed: int, raw: bool = False) -> None:
+    def __init__(self, source: Any, transforms: Sequence[Any], seed: int, raw: bool = False, encoded: bool = False) -> None:
         self.source, self.transforms, self.seed, self.raw = source, list(transforms), int(seed), raw
+        # JPEG bytes instead of pixels: file sources only (the renderer makes pixels)
+        self.encoded = encoded and raw and isinstance(source, FileSource)
         if raw and len(self.transforms) != 1:
             raise PoseforgeError("raw (GPU-augmented) batches need a single source")
 
@@ -221,6 +229,9 @@ class TrainSamples(torch.utils.data.Dataset):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys: Sequence[tuple[int, int, int]]) -> list[Any]:
+        if self.encoded:
+            units = [self.source.units[int(k[2])] for k in keys]
+            return [(_file_tensor(unit.image_path), unit, sample_seed(self.seed, e, p)) for unit, (e, p, _) in zip(units, keys)]
         loaded = self.source.load([int(k[2]) for k in keys])
         if self.raw:
             return [(torch.from_numpy(np.ascontiguousarray(item[1].transpose(2, 0, 1))), item[0], sample_seed(self.seed, e, p))
@@ -237,11 +248,101 @@ def collate_raw(items: Sequence[tuple[Tensor, PoseInstance, int]]) -> RawBatch:
     return RawBatch([i[0] for i in items], [i[1] for i in items], int(items[0][2]))
 
 
-def gpu_batch(raw: RawBatch | dict[str, Tensor], transform: Any, device: torch.device, seed: int | None = None) -> Batch:
-    """Crop and augment a raw batch on ``device`` (one generator per batch, seeded from its first sample)."""
+# ---------------------------------------------------------------------------------------------- JPEG bytes
+JpegDecoder = Callable[[list[Tensor]], list[Tensor]]
+
+
+def jpeg_decoder(device: torch.device | str, mode: str = "auto") -> JpegDecoder | None:
+    """The batched JPEG decoder :func:`gpu_batch` uses for ``device``: ``torchvision.io.decode_jpeg`` on
+    CUDA (nvJPEG) when torchvision is installed (it is optional), else ``None`` (OpenCV in the workers).
+
+    ``mode``: ``"auto"`` (as just said), ``"opencv"`` (always ``None``) or ``"nvjpeg"`` (an error
+    where it is unavailable).
+    """
+    if mode == "opencv":
+        return None
+    if mode not in ("auto", "nvjpeg"):
+        raise PoseforgeError(f"data.decode: expected auto, opencv or nvjpeg, got {mode!r}")
+    device = torch.device(device)
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        decode_jpeg = None
+    if device.type != "cuda" or decode_jpeg is None:
+        if mode == "nvjpeg":
+            raise PoseforgeError(f"data.decode=nvjpeg needs CUDA and torchvision (training on {device}"
+                                 f"{'' if decode_jpeg is not None else ', torchvision not installed'}); use auto or opencv")
+        return None
+
+    def decode(data: list[Tensor]) -> list[Tensor]:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+    return decode
+
+
+def _file_tensor(path: str) -> Tensor:
+    """A JPEG file's bytes as a 1-D uint8 tensor for decoding on the device; pixels ``[3, H, W]`` (decoded
+    here by OpenCV) for other formats and for JPEGs that EXIF turns. Read errors are the usual DataErrors."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        load_image(path)  # raises the one-line DataError that names the problem (missing, directory ...)
+        raise
+    if data[:3] == b"\xff\xd8\xff" and _exif_orientation(data) in (0, 1):
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return torch.from_numpy(np.ascontiguousarray(decode_image_bytes(data, path).transpose(2, 0, 1)))
+
+
+def _exif_orientation(jpeg: bytes) -> int:
+    """The EXIF orientation tag of a JPEG (1 upright, 2-8 mirrored / turned; 0 when there is none)."""
+    pos = 2
+    while pos + 4 <= len(jpeg) and jpeg[pos] == 0xFF:
+        marker, length = jpeg[pos + 1], int.from_bytes(jpeg[pos + 2:pos + 4], "big")
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: no more metadata segments
+            return 0
+        segment = jpeg[pos + 4:pos + 2 + length]
+        if marker == 0xE1 and segment[:6] == b"Exif\x00\x00":
+            tiff = segment[6:]
+            order = "little" if tiff[:2] == b"II" else "big"
+            ifd = int.from_bytes(tiff[4:8], order)
+            count = int.from_bytes(tiff[ifd:ifd + 2], order)
+            for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+                if int.from_bytes(tiff[entry:entry + 2], order) == 0x0112:
+                    return int.from_bytes(tiff[entry + 8:entry + 10], order)
+            return 0
+        pos += 2 + length
+    return 0
+
+
+_NVJPEG_FAILED = False
+
+
+def _decode_jpegs(data: list[Tensor], decode: JpegDecoder | None, device: torch.device) -> list[Tensor]:
+    """Decode JPEG byte tensors on ``device``: one batched call of ``decode`` (nvJPEG), or OpenCV when there
+    is none or when it fails (nvJPEG returns nothing for the batch if one image is unsupported, e.g. CMYK)."""
+    global _NVJPEG_FAILED
+    if decode is not None:
+        try:
+            return list(decode(data))
+        except RuntimeError as error:
+            if not _NVJPEG_FAILED:
+                log.warning(f"nvJPEG could not decode a batch, decoding it with OpenCV ({str(error).splitlines()[0]})")
+                _NVJPEG_FAILED = True
+    return [torch.from_numpy(np.ascontiguousarray(decode_image_bytes(d.numpy()).transpose(2, 0, 1))).to(device)
+            for d in data]
+
+
+def gpu_batch(raw: RawBatch | dict[str, Tensor], transform: Any, device: torch.device, seed: int | None = None,
+              decode: JpegDecoder | None = None) -> Batch:
+    """Crop and augment a raw batch on ``device`` (one generator per batch, seeded from its first sample);
+    JPEG bytes in it are decoded first, all in one call of ``decode`` (:func:`jpeg_decoder`)."""
     generator = torch.Generator().manual_seed(raw.seed if isinstance(raw, RawBatch) else int(seed or 0))
     if isinstance(raw, RawBatch):
-        images = [im.to(device, non_blocking=True) for im in raw.images]
+        images = [im.to(device, non_blocking=True) if im.ndim == 3 else im for im in raw.images]
+        encoded = [i for i, im in enumerate(images) if im.ndim == 1]
+        if encoded:
+            for i, im in zip(encoded, _decode_jpegs([images[i] for i in encoded], decode, device)):
+                images[i] = im
         same = len({tuple(im.shape) for im in images}) == 1
         out = transform.apply_batch(torch.stack(images) if same else images, raw.instances, generator=generator)
     else:

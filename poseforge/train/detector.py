@@ -16,7 +16,11 @@ with other jobs; held-out box AP 0.456, AP50 0.788 on 200 scenes)::
 
     python -m poseforge.train.detector --out runs/detector --threads 1 --export poseforge/assets/detector
 
-Run folder: ``metrics.jsonl`` (train and val records), ``best/`` and ``last/`` model folders.
+Run folder: ``metrics.jsonl`` (train and val records), ``best/`` and ``last/`` model folders, and
+``last.pt``: the training state at the end of the latest epoch (model, optimizer, schedule, random
+states, best so far), written atomically after the model folders. ``--resume`` continues a stopped run
+from it exactly: the scene pools are re-rendered from their seeds and the run ends with the same weights
+as an uninterrupted one.
 ``--export DIR`` writes the best model there in fp16 (what ships in ``poseforge/assets/detector``).
 """
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ..io import write_bytes_atomic, write_json_atomic
 from ..inference.detectors.base import Detections, xywh_to_xyxy
 from ..inference.detectors.builtin import (BuiltinDetector, PersonDetectorConfig, PersonDetectorNet, detector_loss,
                                            encode_targets)
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import OptimSection, ScheduleSection
 from .optim import LRSchedule, build_optimizer
 
@@ -158,9 +163,25 @@ def evaluate_detector(detector: BuiltinDetector, images: torch.Tensor, boxes: to
 
 # ---------------------------------------------------------------------------------------------- training
 def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: str | os.PathLike | None = None,
-                   device: str = "cpu", command: str | None = None) -> dict[str, Any]:
-    """Train the built-in detector; returns the best validation stats (see the module doc)."""
+                   device: str = "cpu", command: str | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train the built-in detector; returns the best validation stats (see the module doc).
+
+    ``resume``: continue from ``out/last.pt`` (the settings must be the same as the run that wrote it).
+    Without it, a folder that already holds a run's ``last.pt`` is refused (one line), never replaced.
+    """
     out = Path(out)
+    state_path = out / "last.pt"
+    state = None
+    if resume:
+        if not state_path.is_file():
+            raise PoseforgeError(f"{state_path}: no training state to resume from")
+        state = load_checkpoint(state_path)
+        if state.get("kind") != "detector" or state.get("settings") != config_to_dict(config):
+            raise PoseforgeError(f"{state_path}: written by a run with other settings; resume with the same "
+                                 "settings, or start a new run in another folder")
+    elif state_path.exists():
+        raise PoseforgeError(f"{out}: already holds a detector run (last.pt); pass --resume to continue it, "
+                             "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     if device == "cpu" and config.threads:
@@ -181,16 +202,24 @@ def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: 
     generator = torch.Generator().manual_seed(config.seed)
     output_size = (config.model.input_size[0] // config.model.stride, config.model.input_size[1] // config.model.stride)
     best: dict[str, Any] = {"AP": -1.0}
-    # Append, never truncate: the history before the starting epoch stays. This loop always starts at epoch 0
-    # (it has no resume), so the records of a run it replaces (epoch >= start) are dropped first, atomically.
     start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        restore_rng_state(state["rng"])
+        best, start_epoch = dict(state["best"]), int(state["epoch"]) + 1
+        log.info(f"resuming {out} at epoch {start_epoch} (best so far: AP {best['AP']:.4f})")
+    # Append, never truncate: the history before the starting epoch stays; the records of epochs this run
+    # does again (written after the state it resumes from) are dropped first, atomically.
     history = out / "metrics.jsonl"
     if history.exists():
         kept = [line for line in history.read_text().splitlines() if _record_epoch(line) < start_epoch]
         write_bytes_atomic(history, "".join(line + "\n" for line in kept).encode())
     metrics = open(history, "a")
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(start_epoch, config.epochs):
             model.train()
             order = torch.randperm(config.train_images, generator=generator)
             for step in range(steps_per_epoch):
@@ -222,6 +251,12 @@ def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: 
                 if stats["AP"] > best["AP"]:
                     best = {**stats, "epoch": epoch}
                     model.save_pretrained(out / "best")
+            # The commit of the epoch, last: a crash before it resumes from the previous epoch's state,
+            # which the model folders written above do not contradict (they are rewritten on the way).
+            save_checkpoint(state_path, {"kind": "detector", "settings": config_to_dict(config), "epoch": epoch,
+                                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                                         "rng": capture_rng_state(), "best": best})
     finally:
         metrics.close()
     best["minutes"] = round((time.time() - start) / 60, 1)
@@ -269,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (default: 2)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = dataclasses.replace(defaults, epochs=args.epochs, train_images=args.train_images, val_images=args.val_images,
@@ -276,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  seed=args.seed)
     try:
         command = "python -m poseforge.train.detector " + " ".join(argv if argv is not None else sys.argv[1:])
-        best = train_detector(config, args.out, args.export, args.device, command)
+        best = train_detector(config, args.out, args.export, args.device, command, resume=args.resume)
     except PoseforgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -118,6 +118,11 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo, device: torch.de
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        # FSDP2 shards contiguous parameters only: channels_last convolution weights (config channels_last)
+        # go back to NCHW; the activations can stay NHWC.
+        if any(not p.is_contiguous() for p in model.parameters()):
+            log.info("FSDP: convolution weights kept in contiguous (NCHW) memory; FSDP shards contiguous parameters")
+            model.to(memory_format=torch.contiguous_format)
         for block in _shard_units(model):
             fully_shard(block)
         fully_shard(model)

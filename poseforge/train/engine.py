@@ -77,12 +77,13 @@ from ..errors import PoseforgeError
 from ..evaluation.coco import format_table
 from ..evaluation.evaluator import evaluate
 from ..io import clean_stale_temp_files, recover_directory, replace_directory, write_bytes_atomic
+from .activations import apply_activation_checkpointing
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .compiling import CompiledForward
 from .config import TrainConfig, config_to_dict, save_config
 from .curves import write_curves
 from .data import (ResumableBatchSampler, TrainSamples, ValidationSet, build_mixed_source, build_train_source,
-                   build_val_sets, gpu_batch, make_loader, sample_seed)
+                   build_val_sets, gpu_batch, jpeg_decoder, make_loader, sample_seed)
 from .distributed import (DistInfo, all_reduce_mean, barrier, choose_strategy, init_distributed, wrap_model)
 from .ema import ModelEMA
 from .init import init_position_embeddings
@@ -157,6 +158,8 @@ class Trainer:
         if config.channels_last:  # 4-D tensors only: convolution weights
             self.estimator.to(memory_format=torch.channels_last)
         model.configure_loss(config.loss)
+        # before DDP / FSDP wrap the blocks (poseforge.train.activations)
+        self.checkpoint_every = apply_activation_checkpointing(model, config.activation_checkpointing, self.device)
 
         # ----- data
         data = config.data
@@ -197,7 +200,10 @@ class Trainer:
         self.sampler = ResumableBatchSampler(len(self.source), data.batch_size, config.seed, shuffle=True,
                                              rank=self.dist.rank, world_size=self.dist.world_size, fresh=fresh,
                                              batches_per_epoch=self.batches_per_epoch)
-        self.samples = TrainSamples(self.source, transforms, config.seed, raw=self.gpu_augment and not fresh)
+        # JPEG files decoded on the GPU, a batch per nvJPEG call, where torchvision is installed (train/data.py)
+        raw = self.gpu_augment and not fresh
+        self.jpeg_decode = jpeg_decoder(self.device, data.decode) if raw or data.decode == "nvjpeg" else None
+        self.samples = TrainSamples(self.source, transforms, config.seed, raw=raw, encoded=raw and self.jpeg_decode is not None)
         self.val_sets: list[ValidationSet] = build_val_sets(config, model) if config.val_interval > 0 else []
 
         # ----- optimization
@@ -219,7 +225,9 @@ class Trainer:
         self.schedule = LRSchedule(self.optimizer, config.schedule, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.estimator, config.ema.momentum, config.ema.gamma) if config.ema.momentum > 0 else None
-        self.forward_model = CompiledForward(self.model) if config.compile else self.model
+        # compile="model": the forward pass; "step": forward + targets + loss (poseforge.train.compiling)
+        self.forward_model = CompiledForward(self.model) if config.compile == "model" else self.model
+        self._loss_of = CompiledForward(self._model_loss) if config.compile == "step" else self._model_loss
 
         # ----- counters
         self.step = 0
@@ -232,6 +240,8 @@ class Trainer:
         self.setup_seconds = 0.0  # seconds spent building model and data (rendering a cached set), all sessions
         self._fit_start: float | None = None
         self.last_stats: dict[str, float] = {}
+        # seconds the training loop waited for its next batch (loading, or cropping on the GPU), this process
+        self.data_seconds = 0.0
         self.stopped_early = False
         self._signal: int | None = None  # the first SIGINT / SIGTERM received during fit()
 
@@ -346,7 +356,7 @@ class Trainer:
         loader = make_loader(self.samples, self.sampler, self.config.data.num_workers, self.device.type == "cuda")
         for batch in loader:
             if self.gpu_augment:
-                yield gpu_batch(batch, self.transform, self.device)
+                yield gpu_batch(batch, self.transform, self.device, decode=self.jpeg_decode)
             else:
                 yield batch.to(self.device, non_blocking=True)
 
@@ -369,7 +379,8 @@ class Trainer:
         window_loss = torch.zeros((), device=self.device)
         window_parts: dict[str, Tensor] = {}  # named terms of the loss, for the log
         window_steps, window_images, window_start = 0, 0, time.perf_counter()
-        for batch in batches:
+        window_data = self.data_seconds
+        for batch in _timed(batches, self):
             micro += 1
             last_micro = micro == accumulate
             with self._no_sync(not last_micro):
@@ -393,12 +404,14 @@ class Trainer:
                 mean_loss = float(all_reduce_mean(window_loss / window_steps))
                 seconds = time.perf_counter() - window_start
                 parts = {name: float(all_reduce_mean(part / window_steps)) for name, part in window_parts.items()}
-                self._log_train(mean_loss, grad_norm, window_images / max(seconds, 1e-9), parts)
+                self._log_train(mean_loss, float(grad_norm), window_images / max(seconds, 1e-9), parts,
+                                (self.data_seconds - window_data) / max(seconds, 1e-9))
                 if bar is not None:
                     bar.describe(f"epoch {self.epoch + 1}/{config.schedule.epochs} loss {mean_loss:.3g}")
                 window_loss.zero_()
                 window_parts.clear()
                 window_steps, window_images, window_start = 0, 0, time.perf_counter()
+                window_data = self.data_seconds
             if config.checkpoint_steps and self.step % config.checkpoint_steps == 0 and self.batch_in_epoch < self.batches_per_epoch:
                 self._save("last.pt")
             yield self.step
@@ -413,17 +426,23 @@ class Trainer:
             return _ResetGradientSync(self.model)
         return contextlib.nullcontext()
 
-    def _forward_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss of a micro-batch and its named terms (detached), through the estimator protocol."""
-        images = self.estimator.normalize(batch.image)
+    def _model_loss(self, fields: dict[str, Tensor]) -> tuple[Tensor, Any, dict[str, Tensor]]:
+        """Normalized images, float outputs and the estimator's loss terms of a micro-batch's tensor fields:
+        the part of the step ``compile="step"`` compiles as one graph."""
+        images = self.estimator.normalize(fields["image"])
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
         with autocast:
-            outputs = self.forward_model(images, batch.dataset_index)  # each sample's task
+            outputs = self.forward_model(images, fields.get("dataset_index"))  # each sample's task
         outputs = outputs.float()
-        losses = self.estimator.loss(outputs, batch)
+        return images, outputs, self.estimator.loss(outputs, fields)
+
+    def _forward_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of a micro-batch and its named terms (detached), through the estimator protocol."""
+        # tensors only: a compiled step would guard on (and recompile for) every list of image ids
+        images, outputs, losses = self._loss_of({k: v for k, v in batch.items() if isinstance(v, Tensor)})
         loss = losses["loss"]
         parts = {k: v.detach() for k, v in losses.items() if k != "loss"}
         if self.extra_loss is not None:
@@ -433,9 +452,11 @@ class Trainer:
             raise PoseforgeError(f"step {self.step}: the loss is {float(loss)}; lower optim.lr or check the data")
         return loss, parts
 
-    def _optimizer_step(self) -> float:
+    def _optimizer_step(self) -> Tensor | float:
+        """Clip, step, schedule, EMA; returns the gradient norm before clipping (NaN without clipping) as a
+        device tensor: read only when logged, so a CUDA step does not wait for the GPU (no host sync)."""
         clip = self.config.optim.clip_grad
-        grad_norm = math.nan
+        grad_norm: Tensor | float = math.nan
         if self.dist.enabled:  # DDP averages the model's gradients; the auxiliary module's are averaged here
             for p in self.auxiliary_params:
                 if p.grad is not None:
@@ -443,7 +464,7 @@ class Trainer:
         if clip > 0:
             self.scaler.unscale_(self.optimizer)
             params = list(self.model.parameters()) + self.auxiliary_params if self.auxiliary_params else self.model.parameters()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip).detach()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -515,7 +536,8 @@ class Trainer:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def _log_train(self, loss: float, grad_norm: float, images_per_s: float, parts: dict[str, float] | None = None) -> None:
+    def _log_train(self, loss: float, grad_norm: float, images_per_s: float, parts: dict[str, float] | None = None,
+                   data_share: float | None = None) -> None:
         lr = max(g["lr"] for g in self.optimizer.param_groups)
         record = {"kind": "train", "epoch": round(self.step / self.steps_per_epoch, 4), "step": self.step, "loss": loss, "lr": lr,
                   "grad_norm": None if math.isnan(grad_norm) else grad_norm, "images_per_s": round(images_per_s, 2)}
@@ -523,7 +545,8 @@ class Trainer:
         self._record(record)
         if self.dist.is_main and not self.progress:
             log.info(f"epoch {self.epoch + 1}/{self.config.schedule.epochs} step {self.step}/{self.total_steps} "
-                     f"loss {loss:.5g} lr {lr:.3g} {images_per_s:.1f} img/s")
+                     f"loss {loss:.5g} lr {lr:.3g} {images_per_s:.1f} img/s"
+                     f"{f' (waiting for data {data_share:.0%})' if data_share is not None else ''}")
 
     def _progress_bar(self) -> "_Bar | None":
         if not self.progress:
@@ -661,6 +684,23 @@ class Trainer:
             kept = [line for line in self.metrics_path.read_text().splitlines() if _keep_record(line, self.step, self.epoch)]
             write_bytes_atomic(self.metrics_path, ("\n".join(kept) + "\n" if kept else "").encode())
         log.info(f"resumed {path}: epoch {self.epoch}, step {self.step}")
+
+
+def _timed(batches: Iterator[Batch], trainer: "Trainer") -> Iterator[Batch]:
+    """``batches``, adding the time each one took to arrive to ``trainer.data_seconds``: the loader's share
+    of the step time (on CUDA the GPU runs ahead asynchronously, so this is the time the host waited)."""
+    try:
+        while True:
+            start = time.perf_counter()
+            batch = next(batches, None)
+            trainer.data_seconds += time.perf_counter() - start
+            if batch is None:
+                return
+            yield batch
+    finally:  # an interrupted epoch shuts its DataLoader workers down now
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def _auxiliary_groups(params: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:

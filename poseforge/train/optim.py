@@ -1,7 +1,11 @@
 """Optimizer and learning-rate schedule.
 
 * :func:`build_optimizer`: AdamW over ``model.param_groups`` (layer-wise LR decay, no weight decay on
-  norms, biases and position embeddings); each group keeps its ``lr_scale``.
+  norms, biases and position embeddings); each group keeps its ``lr_scale``. The update kernel is picked
+  by :func:`adamw_implementation` (``optim.implementation``): ``fused`` (one multi-tensor kernel) on
+  CUDA and on the CPU, where torch has one, ``foreach`` on other accelerators, the per-tensor loop
+  elsewhere. A checkpoint saved by one implementation resumes under another (the saved state is the
+  same numbers; the choice is re-applied on load).
 * :class:`LRSchedule`: linear warm-up over optimizer steps (mmpose ``LinearLR``, by iteration) times a
   decay evaluated by epoch: multi-step (``MultiStepLR``), cosine or linear (both per iteration, as
   mmpose's ``convert_to_iter_based``), or constant. ``lr(step) = base_lr x lr_scale x factor(step)``;
@@ -10,23 +14,50 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from ..device import unwrap_model
 from ..errors import PoseforgeError
-from .config import OptimSection, ScheduleSection
+from .config import OPTIMIZER_IMPLEMENTATIONS, OptimSection, ScheduleSection
 
-__all__ = ["build_optimizer", "LRSchedule"]
+__all__ = ["build_optimizer", "adamw_implementation", "OPTIMIZER_IMPLEMENTATIONS", "LRSchedule"]
+
+# The group keys that pick the update kernel: they describe this process's optimizer, not the saved state.
+_KERNEL_KEYS = ("fused", "foreach", "capturable")
+
+
+def adamw_implementation(device_types: Iterable[str], requested: str = "auto") -> dict[str, bool]:
+    """``torch.optim.AdamW`` keyword arguments (``fused`` / ``foreach``) for parameters on ``device_types``.
+
+    ``auto``: fused where torch has a fused AdamW kernel for every device type (CUDA, CPU, XPU, MPS),
+    else foreach where it has multi-tensor kernels, else the per-tensor loop. Fused is chosen on the CPU
+    too: torch has a fused CPU kernel, while foreach has none there (it falls back to a slower loop);
+    ``benchmarks/train_throughput.py`` times the update per kernel.
+    """
+    from torch.utils._foreach_utils import (_get_foreach_kernels_supported_devices,
+                                            _get_fused_kernels_supported_devices)
+
+    if requested not in OPTIMIZER_IMPLEMENTATIONS:
+        raise PoseforgeError(f"optim.implementation: expected one of {', '.join(OPTIMIZER_IMPLEMENTATIONS)}, got {requested!r}")
+    types = set(device_types) or {"cpu"}
+    fused_ok = types <= set(_get_fused_kernels_supported_devices())
+    foreach_ok = types <= set(_get_foreach_kernels_supported_devices())
+    if requested == "fused" and not fused_ok:
+        raise PoseforgeError(f"optim.implementation=fused: torch has no fused AdamW for {', '.join(sorted(types))}")
+    choice = requested if requested != "auto" else "fused" if fused_ok else "foreach" if foreach_ok else "for_loop"
+    return {"fused": choice == "fused", "foreach": choice == "foreach"}
 
 
 def build_optimizer(model: nn.Module, config: OptimSection, lr: float | None = None) -> torch.optim.AdamW:
     """AdamW over the model's parameter groups (``model.param_groups`` when it has it).
 
     ``lr`` overrides ``config.lr`` (e.g. after ``auto_scale_lr``). Every group gets ``initial_lr``
-    (``lr x lr_scale``), which :class:`LRSchedule` multiplies.
+    (``lr x lr_scale``), which :class:`LRSchedule` multiplies. The kernel (fused, foreach, loop) follows
+    ``config.implementation`` and the parameters' device (:func:`adamw_implementation`), so build the
+    optimizer after the model is on its device.
     """
     base_lr = float(config.lr if lr is None else lr)
     estimator = unwrap_model(model)
@@ -42,8 +73,28 @@ def build_optimizer(model: nn.Module, config: OptimSection, lr: float | None = N
         raise PoseforgeError("build_optimizer: the model has no trainable parameters")
     for g in groups:
         g["initial_lr"] = g["lr"]
-    return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(config.betas), eps=config.eps,
-                             weight_decay=config.weight_decay)
+    kernel = adamw_implementation({p.device.type for g in groups for p in g["params"]}, config.implementation)
+    optimizer = torch.optim.AdamW(groups, lr=base_lr, betas=tuple(config.betas), eps=config.eps,
+                                  weight_decay=config.weight_decay, **kernel)
+    optimizer.register_load_state_dict_pre_hook(_keep_kernel)
+    return optimizer
+
+
+def _keep_kernel(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """Load-state pre-hook: ``Optimizer.load_state_dict`` takes every group option from the saved state,
+    the kernel flags included, so a fused run's checkpoint would turn a resumed loop optimizer fused (and
+    the reverse). Keep this optimizer's kernel; the flags also decide where ``step`` counters live
+    (on the parameters' device for fused), which ``load_state_dict`` then gets right."""
+    mine = optimizer.param_groups
+    saved = state.get("param_groups", [])
+    if len(saved) != len(mine):  # load_state_dict reports the mismatch itself
+        return state
+    groups = [{**g, **{k: m[k] for k in _KERNEL_KEYS if k in m}} for g, m in zip(saved, mine)]
+    # a fused run's step counters are device tensors; the loop and foreach kernels keep them on the CPU
+    on_host = {i for g in groups if not (g.get("fused") or g.get("capturable")) for i in g["params"]}
+    per_param = {i: ({**s, "step": s["step"].cpu()} if i in on_host and isinstance(s.get("step"), torch.Tensor) else s)
+                 for i, s in state.get("state", {}).items()}
+    return {**state, "param_groups": groups, "state": per_param}
 
 
 class LRSchedule:

@@ -192,7 +192,7 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
         idx = idx.to(self.device)
         with single_threaded(self.device), torch.no_grad():
             scene = build_scenes(self.config, self.seed, idx, self.device)
-            out = render(scene.inputs)
+            out = render(scene.inputs, prim_ids=False)  # the primitive map is not a label
             cam = to_camera(scene.inputs.prims, scene.inputs.cam_R, scene.inputs.cam_t, scene.inputs.intr)
             labels = compute_labels(scene, out, cam, self._kp_index)
             return _to_batch(idx, scene.inputs.intr, scene.category, out, labels)

@@ -94,13 +94,14 @@ def compute_labels(scene: SceneBatch, out: RenderOutput, cam: CameraPrims, keypo
     keypoints = torch.stack([u - 0.5, v - 0.5], dim=-1) * (visibility > 0)[..., None]
 
     # Boxes and areas from the instance map (vectorized over all images and figures).
-    inst = out.instance.reshape(B, H * W).to(torch.int64)
-    has = inst > 0
-    slot = (torch.arange(B, device=device)[:, None] * P + inst - 1).reshape(-1)
-    pix = torch.arange(H * W, device=device).repeat(B)
-    keep = torch.nonzero(has.reshape(-1)).squeeze(1)
-    slot, pix = slot[keep], pix[keep]
-    cols, rows = pix % W, pix // W
+    # Only figure pixels are visited (found on the uint8 map), so no full-frame int64 arrays are built.
+    flat = out.instance.reshape(-1)
+    keep = torch.nonzero(flat).squeeze(1)
+    image = torch.div(keep, H * W, rounding_mode="floor")
+    pix = keep - image * (H * W)
+    slot = image * P + flat.index_select(0, keep).to(torch.int64) - 1
+    rows = torch.div(pix, W, rounding_mode="floor")
+    cols = pix - rows * W
     area = torch.bincount(slot, minlength=B * P).to(torch.float32)
     big = max(H, W) + 1
     x0 = torch.full((B * P,), big, dtype=torch.int64, device=device).scatter_reduce(0, slot, cols, "amin")

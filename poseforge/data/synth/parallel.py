@@ -47,15 +47,33 @@ def cores_per_process() -> int:
     return max(usable_cores() // local_processes, 1)
 
 
+def _single_threaded_worker() -> None:
+    """Pool initializer: one torch (OpenMP/MKL) thread per worker; the workers share the cores."""
+    torch.set_num_threads(1)
+
+
 @contextmanager
 def render_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     """Worker processes (each rendering on one thread: the renderer's ops are too small to gain from
-    intra-op threads), or None for in-process rendering when ``workers <= 1``."""
+    intra-op threads, and the workers already fill the cores), or None for in-process rendering when
+    ``workers <= 1``.
+
+    While the pool lives, OpenCV runs one thread in this process: the workers are forked from it when
+    work arrives and inherit that (encoding images there must not start a thread pool per worker), and
+    OpenCV's pool is not fork-safe to reconfigure in a child. The caller's setting is restored after.
+    """
     if workers <= 1:
         yield None
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        yield pool
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
+            yield pool
+    finally:
+        cv2.setNumThreads(threads)
 
 
 class render_progress:

@@ -8,6 +8,7 @@ tensors. Frames are given as ``H x W x 3`` uint8 RGB numpy arrays or ``[3, H, W]
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from abc import ABC, abstractmethod
@@ -24,6 +25,8 @@ from ...io import read_json
 
 __all__ = ["Detections", "Detector", "Frame", "DetectionFile", "box_iou", "nms", "xyxy_to_xywh", "xywh_to_xyxy",
            "frame_to_numpy", "frame_to_tensor"]
+
+log = logging.getLogger("poseforge")
 
 Frame = Union[np.ndarray, Tensor]
 
@@ -219,6 +222,7 @@ class DetectionFile(Detector):
                 by_image.setdefault(r["image_id"], []).append((list(box), float(score)))
         self._boxes = by_image
         self._names: dict[str, Any] = {}
+        self._unmatched: set[str] = set()  # file names whose digits named an id absent from the file (warned)
         if images is not None:
             doc = images if isinstance(images, Mapping) else read_json(images)
             for entry in doc.get("images", []) if isinstance(doc, Mapping) else []:
@@ -234,7 +238,15 @@ class DetectionFile(Detector):
             return self._names[name]
         stem = Path(name).stem
         if stem.isdigit():
-            return int(stem)
+            image_id = int(stem)
+            if image_id not in self._boxes and self._boxes and len(self._unmatched) < 3:
+                # A guess that found nothing: say so rather than silently predicting nobody
+                self._unmatched.add(name)
+                shown = ", ".join(str(i) for i in list(self._boxes)[:5]) + (", ..." if len(self._boxes) > 5 else "")
+                log.warning(f"{self.path}: no boxes for image id {image_id}, read from the file name '{name}' (ids in "
+                            f"the file: {shown}); give the COCO file the ids come from (predict --gt GT.json) to match "
+                            "images by file name" + ("; further such images are not reported" if len(self._unmatched) == 3 else ""))
+            return image_id
         raise PoseforgeError(f"{self.path}: cannot tell the image id of '{key}' (give images=COCO JSON with file names)")
 
     def detect_batch(self, frames: Sequence[Frame], keys: Sequence[Hashable] | None = None) -> list[Detections]:

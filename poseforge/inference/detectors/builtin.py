@@ -18,6 +18,7 @@ module); :func:`load_detector` builds any detector from a name, file or object.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +31,9 @@ from torch import Tensor, nn
 
 from ...errors import PoseforgeError
 from ...hub import is_available, resolve_weights, weights_spec
-from ...io import atomic_path, read_json, write_json_atomic
+from ...io import atomic_path, read_json, write_bytes_atomic
+from ...models.estimators.base import file_checksum_entry, write_checksums
+from ...models.loading import verify_checksums
 from ...models.config import IMAGENET_MEAN, IMAGENET_STD, ConfigBase
 from .base import Detections, Detector, Frame, frame_to_tensor, nms
 
@@ -139,7 +142,8 @@ class PersonDetectorNet(nn.Module):
 
     # ----- save / load ----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
-        """Write ``model.safetensors`` (optionally cast, e.g. fp16) and ``config.json`` atomically."""
+        """Write ``model.safetensors`` (optionally cast, e.g. fp16), ``config.json`` and, last, their
+        ``checksums.json`` record, each atomically (the layout and order of pose models' folders)."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -148,12 +152,18 @@ class PersonDetectorNet(nn.Module):
                  for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": "pt", "poseforge_config": json.dumps(self.config.to_dict())})
-        write_json_atomic(directory / CONFIG_NAME, self.config.to_dict(), indent=2)
+            weights_entry = file_checksum_entry(tmp, sync=True)
+        config_bytes = json.dumps(self.config.to_dict(), indent=2).encode()
+        write_bytes_atomic(directory / CONFIG_NAME, config_bytes)
+        write_checksums(directory, {WEIGHTS_NAME: weights_entry,
+                                    CONFIG_NAME: {"sha256": hashlib.sha256(config_bytes).hexdigest(), "size": len(config_bytes)}})
         return directory
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "PersonDetectorNet":
-        """Load a folder written by :meth:`save_pretrained` (weights come back as float32)."""
+    def from_pretrained(cls, path: str | os.PathLike, device: torch.device | str = "cpu", *,
+                        verify: bool | None = None) -> "PersonDetectorNet":
+        """Load a folder written by :meth:`save_pretrained` (weights come back as float32); ``verify`` checks
+        the files against the folder's ``checksums.json`` as :func:`poseforge.models.load_model` does."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -161,6 +171,8 @@ class PersonDetectorNet(nn.Module):
         weights = folder / WEIGHTS_NAME if path.is_dir() else path
         if not weights.is_file():
             raise PoseforgeError(f"{weights}: detector weights not found")
+        if verify is not False:
+            verify_checksums(folder, [weights.name, CONFIG_NAME], full=verify)
         try:
             with safe_open(str(weights), framework="pt", device="cpu") as f:
                 state = {k: f.get_tensor(k) for k in f.keys()}

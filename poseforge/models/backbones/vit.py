@@ -555,7 +555,7 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.feature_info = config.feature_info(input_size)
-        self.grad_checkpointing = config.grad_checkpointing
+        self.grad_checkpointing = int(config.grad_checkpointing)  # recompute every k-th block (0: none)
         if config.stem == "conv":
             self.patch_embed: nn.Module = ConvStem(config.in_channels, config.embed_dim, config.patch_size,
                                                       config.stem_widths, config.stem_depths)
@@ -617,8 +617,9 @@ class VisionTransformer(nn.Module):
         """Parameter names (besides biases and norms) that get no weight decay."""
         return {"pos_embed", "knowledge_token"}
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool | int = True) -> None:
+        """Recompute block activations in backward: ``True`` every block, ``k`` every k-th block, ``False`` none."""
+        self.grad_checkpointing = int(enable)
 
     # ----- forward ------------------------------------------------------------------------------
     def interpolated_pos_embed(self, rows: int, cols: int) -> torch.Tensor:
@@ -647,7 +648,10 @@ class VisionTransformer(nn.Module):
         sample's expert (MoE FFN only)."""
         x = self.patch_embed(images)
         b, c, rows, cols = x.shape
-        x = x.flatten(2).transpose(1, 2) + self.interpolated_pos_embed(rows, cols)
+        # Tokens [B, N, C] in contiguous memory (free when the patch map is channels-last): the transposed view
+        # of an NCHW map would hand its layout on to the whole residual stream (an add takes its first
+        # operand's), so that every LayerNorm copied its input and every residual add read across strides.
+        x = x.flatten(2).transpose(1, 2).contiguous() + self.interpolated_pos_embed(rows, cols)
         segments = self.expert_segments(dataset_index, b)
         if segments is not None:
             x = segments.sort(x)
@@ -659,7 +663,7 @@ class VisionTransformer(nn.Module):
         last = self.config.depth - 1
         outputs = {}
         for i, block in enumerate(self.blocks):
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            if self.grad_checkpointing and i % self.grad_checkpointing == 0 and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, grid, segments, use_reentrant=False)
             else:
                 x = block(x, grid, segments)

@@ -77,7 +77,7 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
         raise PoseforgeError(f"{source}: weights do not fit the model: " + "; ".join(problems))
 
 
-def _file_entry(path: Path, sync: bool = False) -> dict[str, Any]:
+def file_checksum_entry(path: Path, sync: bool = False) -> dict[str, Any]:
     """``{"sha256", "size"}`` of a file; with ``sync`` its data is flushed to disk first (it is about to be
     renamed into place: the rename must not reach the disk before the bytes do)."""
     if sync:
@@ -270,7 +270,8 @@ class Estimator(nn.Module):
         if flip_test:
             plain, flipped = outputs.split(n)
             back = self.codec.flip_back(flipped, self.flip_index_of(self.task_index(task) if not torch.is_tensor(task) else 0))
-            outputs = merge_outputs(plain, back, lambda a, b: (a + b) * 0.5)
+            merge = getattr(self.codec, "merge_flip", None)  # a codec may merge otherwise (AE tags concatenate)
+            outputs = merge(plain, back) if merge is not None else merge_outputs(plain, back, lambda a, b: (a + b) * 0.5)
         return outputs
 
     def check_finite(self, outputs: HeadOutput) -> HeadOutput:
@@ -305,7 +306,7 @@ class Estimator(nn.Module):
         # record beside new files (a mismatch load_model reports), so a matching record means a whole folder.
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": "pt", CONFIG_METADATA_KEY: json.dumps(config)})
-            weights_entry = _file_entry(tmp, sync=True)  # the exact bytes about to be renamed in
+            weights_entry = file_checksum_entry(tmp, sync=True)  # the exact bytes about to be renamed in
         config_bytes = json.dumps(config, indent=2).encode()
         write_bytes_atomic(directory / CONFIG_NAME, config_bytes)
         write_checksums(directory, {WEIGHTS_NAME: weights_entry,
@@ -380,22 +381,68 @@ class Estimator(nn.Module):
         return self
 
 
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def _foldable(conv: Any, bn: Any) -> bool:
+    """Whether ``bn`` is a BatchNorm with running statistics over the outputs of the convolution ``conv``."""
+    return isinstance(conv, _CONVS) and isinstance(bn, nn.modules.batchnorm._BatchNorm) and \
+        bn.track_running_stats and bn.running_mean is not None and bn.num_features == conv.out_channels
+
+
+def _fold_into(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """Give ``conv`` the weights and bias of ``bn(conv(x))`` (in float64, cast back to the weights' dtype)."""
+    scale = (bn.weight.double() if bn.weight is not None else 1.0) / torch.sqrt(bn.running_var.double() + bn.eps)
+    shift = bn.bias.double() if bn.bias is not None else 0.0
+    weight = conv.weight.double()
+    if isinstance(conv, nn.ConvTranspose2d):  # weight [in, out / groups, kh, kw]: output channels are dim 1, by group
+        g = conv.groups
+        weight = (weight.unflatten(0, (g, -1)) * scale.view(g, 1, -1, 1, 1)).flatten(0, 1)
+    else:  # weight [out, in / groups, kh, kw]
+        weight = weight * scale.view(-1, 1, 1, 1)
+    bias = ((conv.bias.double() if conv.bias is not None else 0.0) - bn.running_mean.double()) * scale + shift
+    conv.weight = nn.Parameter(weight.to(conv.weight.dtype))
+    conv.bias = nn.Parameter(bias.to(conv.weight.dtype))
+
+
 @torch.no_grad()
 def fold_batchnorms(model: nn.Module) -> int:
-    """Fold the running statistics of every ``bn`` BatchNorm into the ``conv`` convolution beside it (the
-    ``conv`` / ``bn`` layout of mmcv's ``ConvModule`` that the CNN families keep); returns how many were
-    folded. Inference only: the folded convolution gains a bias and ``bn`` becomes an identity."""
-    pairs = [m for m in model.modules() if isinstance(getattr(m, "conv", None), nn.Conv2d)
-             and isinstance(getattr(m, "bn", None), nn.modules.batchnorm._BatchNorm)]
-    for m in pairs:
-        conv, bn = m.conv, m.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                           conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
-        folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        folded.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
-        m.conv, m.bn = folded, nn.Identity()
+    """Fold the running statistics of every BatchNorm that directly follows a convolution (``Conv2d``, grouped
+    and depthwise included, or ``ConvTranspose2d``) into that convolution, which gains a bias; the BatchNorm
+    becomes an identity (indices and the other parameter names stay). Returns how many were folded.
+
+    The pairs: consecutive children of a plain ``nn.Sequential``; a module's ``conv`` / ``bn`` (mmcv's
+    ``ConvModule`` layout of the CNN families) and ``conv<i>`` / ``bn<i>`` attributes (the torchvision / HRNet
+    block layout, whose forward applies ``bn<i>`` to the output of ``conv<i>``). Modules that read their
+    convolutions' weights and BatchNorms' statistics themselves are left whole, with everything in them: a class
+    that sets ``batchnorm_folding = False``, and elastic (once-for-all) modules that run subnets by slicing
+    their weights (a ``forward_subnet`` method). Inference only: the running statistics are used."""
+    pairs: list[tuple[nn.Module, str, nn.Module, nn.Module]] = []  # (parent, BatchNorm's name, conv, BatchNorm)
+    seen: set[int] = set()
+
+    def visit(module: nn.Module) -> None:
+        if id(module) in seen or getattr(type(module), "batchnorm_folding", True) is False \
+                or callable(getattr(type(module), "forward_subnet", None)):
+            return  # (a module shared by two parents is folded once)
+        seen.add(id(module))
+        children = module._modules
+        if type(module) is nn.Sequential:  # (a subclass may have a forward of its own)
+            names = list(children)
+            pairs.extend((module, b, children[a], children[b]) for a, b in zip(names, names[1:])
+                         if _foldable(children[a], children[b]))
+        else:
+            for name, child in children.items():
+                conv = "conv" + name[2:] if name.startswith("bn") and (name == "bn" or name[2:].isdigit()) else None
+                if conv is not None and _foldable(children.get(conv), child):
+                    pairs.append((module, name, children[conv], child))
+        for child in children.values():
+            if child is not None:
+                visit(child)
+
+    visit(model)
+    for parent, name, conv, bn in pairs:
+        _fold_into(conv, bn)
+        setattr(parent, name, nn.Identity())
     return len(pairs)
 
 

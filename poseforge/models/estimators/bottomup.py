@@ -10,7 +10,7 @@ OKS-NMS (mmpose's associative-embedding evaluation).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -18,12 +18,14 @@ from ...data.augment import AugmentConfig
 from ...data.image_transform import ImageTransform
 from ...data.transforms import affine_points, crop_batch, invert_affine
 from ...errors import PoseforgeError
-from ...evaluation.metrics import CocoKeypointMetric
 from ...keypoints import KeypointSet, get_keypoint_set
 from ...outputs import HeadOutput, Predictions
 from ...registry import BACKBONES, ESTIMATORS, HEADS, MODEL_CONFIGS
 from ..config import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, HeadConfig, ModelConfig
 from .base import Estimator, Stage, stack_images
+
+if TYPE_CHECKING:  # evaluation code loads when a model is scored, not to predict
+    from ...evaluation.metrics import CocoKeypointMetric
 
 __all__ = ["BottomUpConfig", "BottomUpEstimator", "keypoint_boxes"]
 
@@ -153,6 +155,8 @@ class BottomUpEstimator(Estimator):
 
     def metric(self, eval_set: Any, task: "int | str | None" = 0, **options: Any) -> CocoKeypointMetric:
         """COCO OKS AP/AR, instances ranked by their mean keypoint score, no OKS-NMS (mmpose's AE metric)."""
+        from ...evaluation.metrics import CocoKeypointMetric
+
         ks = self.keypoint_set_of(task)
         if ks.name != eval_set.gt.keypoint_set.name:
             raise PoseforgeError(f"{self.config.name} predicts {ks.name} keypoints but {eval_set.name} is labeled "

@@ -9,20 +9,21 @@ back onto the image; evaluation compares them with the warped labels at the inpu
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 from ...data.augment import AugmentConfig
 from ...data.image_transform import ImageTransform
-from ...data.synth.classes import part_flip_index
 from ...data.transforms import crop_batch, invert_affine
 from ...errors import PoseforgeError
-from ...evaluation.metrics import DenseMetric
 from ...outputs import DenseMaps, HeadOutput, Predictions
 from ...registry import BACKBONES, ESTIMATORS, HEADS, MODEL_CONFIGS
 from ..config import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, HeadConfig, ModelConfig
 from .base import Estimator, Stage, stack_images
+
+if TYPE_CHECKING:  # evaluation code loads when a model is scored, not to predict
+    from ...evaluation.metrics import DenseMetric
 
 __all__ = ["DenseConfig", "DenseEstimator"]
 
@@ -78,6 +79,8 @@ class DenseEstimator(Estimator):
 
     def _init_buffers(self, device: torch.device | str | None = None) -> None:
         super()._init_buffers(device)
+        from ...data.synth.classes import part_flip_index  # (the synth package imports its whole renderer)
+
         flip = part_flip_index(self.config.classes) if self.config.classes else ()
         self.register_buffer("seg_flip_index", torch.as_tensor(flip, dtype=torch.long, device=device), persistent=False)
 
@@ -90,6 +93,8 @@ class DenseEstimator(Estimator):
     def transform(self, train: bool, augment: "bool | AugmentConfig | None" = None,
                   task: "int | str | None" = 0) -> ImageTransform:
         """Whole images with the labels the codec predicts (augmented for training)."""
+        from ...data.synth.classes import part_flip_index
+
         self.task_index(task)
         flip = self.config.classes and part_flip_index(self.config.classes)
         return ImageTransform(self.input_size, None, augment=(augment if augment is not None else True) if train else False,
@@ -141,6 +146,8 @@ class DenseEstimator(Estimator):
         return self.codec.decode_predictions(self.infer(self.normalize(batch["image"]), flip_test, task))
 
     def metric(self, eval_set: Any, task: "int | str | None" = 0, **options: Any) -> DenseMetric:
+        from ...evaluation.metrics import DenseMetric
+
         if getattr(eval_set, "load_dense", None) is None:
             raise PoseforgeError(f"{eval_set.name}: no dense labels to score {self.config.name} against")
         codec = self.codec

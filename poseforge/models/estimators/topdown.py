@@ -11,7 +11,7 @@ trained with the task-balanced loss. Every other part of the protocol takes a ``
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,6 @@ from ...data.augment import AugmentConfig
 from ...data.transforms import (TopDownTransform, bbox_xywh_to_center_scale, crop_batch, crop_to_image,
                                 get_affine_matrix)
 from ...errors import PoseforgeError
-from ...evaluation.metrics import CocoKeypointMetric
 from ...keypoints import KeypointSet, get_keypoint_set
 from ...outputs import HeadOutput, Predictions
 from ...registry import BACKBONES, ESTIMATORS, HEADS, NECKS
@@ -30,6 +29,9 @@ from ..config import MultiTaskTopDownConfig, TopDownConfig
 from ..heads.multitask import MultiTaskHeads
 from ..losses import KeypointMapAuxLoss, LossConfig, TaskBalancedHeatmapLoss, build_loss
 from .base import Estimator, Stage, stack_images
+
+if TYPE_CHECKING:  # evaluation code loads when a model is scored, not to predict
+    from ...evaluation.metrics import CocoKeypointMetric
 
 __all__ = ["TopDownEstimator", "boxes_to_crops"]
 
@@ -266,6 +268,8 @@ class TopDownEstimator(Estimator):
     def metric(self, eval_set: Any, task: "int | str | None" = 0, **options: Any) -> CocoKeypointMetric:
         """COCO OKS AP/AR as mmpose's ``CocoMetric`` (box x keypoint rescoring, OKS-NMS 0.9); ``options``:
         ``keypoint_score_thr``, ``nms_thr``, ``pck_thr``."""
+        from ...evaluation.metrics import CocoKeypointMetric
+
         ks = self.keypoint_set_of(task)
         if ks.name != eval_set.gt.keypoint_set.name:
             raise PoseforgeError(f"{self.config.name} predicts {ks.name} keypoints but {eval_set.name} is labeled "

@@ -1,4 +1,5 @@
 """Heads, registered by config ``type`` in ``poseforge.registry.HEADS``."""
+from .bottomup import HigherHRNetHead, HigherHRNetHeadConfig, LitePoseHead, LitePoseHeadConfig
 from .heatmap import CLASSIC_DECODER, SIMPLE_DECODER, HeatmapHead, HeatmapHeadConfig
 from .rtmcc import RTMCC_HEAD, RTMCCHead, RTMCCHeadConfig
 from .rtmw import RTMW_HEAD, RTMWHead, RTMWHeadConfig
@@ -6,4 +7,5 @@ from .simcc import SIMCC_HEAD, SimCCHead, SimCCHeadConfig, simcc_codec
 
 __all__ = ["CLASSIC_DECODER", "SIMPLE_DECODER", "HeatmapHead", "HeatmapHeadConfig", "SIMCC_HEAD", "SimCCHead",
            "SimCCHeadConfig", "simcc_codec", "RTMCC_HEAD", "RTMCCHead", "RTMCCHeadConfig",
-           "RTMW_HEAD", "RTMWHead", "RTMWHeadConfig"]
+           "RTMW_HEAD", "RTMWHead", "RTMWHeadConfig",
+           "LitePoseHead", "LitePoseHeadConfig", "HigherHRNetHead", "HigherHRNetHeadConfig"]
