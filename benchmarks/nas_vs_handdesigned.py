@@ -1,6 +1,6 @@
 """The once-for-all NAS result against the hand-designed LitePose-XS at an equal MACs budget, after equal CPU time.
 
-Both sides train on the same synthetic multi-person scenes (``litepose-xs-synth``'s data and recipe at
+Both sides train on the same synthetic scenes of ``--people`` people (``litepose-xs-synth``'s data and recipe at
 ``--resolution``, a constant learning rate after a short warm-up so that a time budget cuts no schedule short) for
 the same ``--cpu-minutes`` of CPU time of the training process (all its threads: on a shared machine, wall time
 would charge one side for a neighbour's burst), and are scored on the same held-out scenes (flip test):
@@ -17,12 +17,12 @@ would charge one side for a neighbour's burst), and are scored on the same held-
   model for the whole budget - the architecture alone, without the cost (or the head start) of weight sharing.
 
 Printed: each model's architecture, MACs (ptflops and true), parameters, CPU latency of one image (batch 1,
-medians of interleaved repeats in this run), training seconds and held-out AP, and the NAS / hand-designed ratios.
+medians of interleaved repeats in this run), training CPU seconds and held-out AP, and the NAS / hand-designed ratios.
 The machine is shared: its load is printed (CPU time still varies with a neighbour's cache and memory traffic).
 
     PYTHONPATH=. python benchmarks/nas_vs_handdesigned.py            # small: 8 CPU minutes a side at 128x128
-    PYTHONPATH=. python benchmarks/nas_vs_handdesigned.py --cpu-minutes 120 --resolution 256 --test-images 200 \\
-        --people 1-6 --search-images 100 --calib-images 64 --population 20 --generations 10 --batch 16  # longer
+    PYTHONPATH=. python benchmarks/nas_vs_handdesigned.py --cpu-minutes 120 --resolution 256 --people 1-6 \\
+        --batch 16 --test-images 200 --search-images 64 --calib-images 64 --population 16 --generations 4  # longer
 """
 from __future__ import annotations
 

@@ -259,7 +259,6 @@ def test_cli_train_search_export_end_to_end(tmp_path, capsys, one_thread):
     assert "already holds a model" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_supernet_training_resumes_exactly(tmp_path, one_thread):
     """Two steps in one go, or one step then --resume: the same weights and the same subnet draws."""
     from poseforge.train import Trainer, load_config
@@ -313,3 +312,20 @@ def test_a_model_that_finds_nobody_scores_zero(one_thread):
             p.zero_()
     data = synthetic_eval_set(num_images=2, image_size=(64, 64), people=(1, 2), keypoint_set="coco17", clutter=False)
     assert evaluate(model, data, flip_test=False).stats["AP"] == 0.0
+
+
+def test_recalibration_measures_the_subnets_own_statistics(one_thread):
+    """After recalibration every BatchNorm holds the statistics of its input on the calibration images (one batch:
+    exactly its batch mean), not the largest subnet's the supernet tracked."""
+    from poseforge.train.nas import recalibrate_batchnorm
+
+    supernet = scramble(tiny_supernet()).eval()
+    plain = extract_subnet(supernet, supernet.subnets.smallest())
+    bn = plain.backbone.stage[2][0].depth_conv[1]
+    seen = []
+    handle = bn.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach().mean((0, 2, 3))))
+    images = torch.randint(0, 255, (4, 3, 64, 64), dtype=torch.uint8)  # resized to the subnet's 32x32
+    recalibrate_batchnorm(plain, images, batch_size=4)
+    handle.remove()
+    assert not plain.training and bn.momentum == 0.1 and len(seen) == 1
+    torch.testing.assert_close(bn.running_mean, seen[0], rtol=1e-5, atol=1e-6)
