@@ -1,5 +1,5 @@
-"""``poseforge convert SRC DST_DIR``: ViTPose (official / mmpose / Hugging Face), ViTPose++ and mmpose 1.x
-RTMPose / DWPose / RTMW checkpoints -> a poseforge model folder."""
+"""``poseforge convert SRC DST_DIR``: ViTPose (official / mmpose / Hugging Face), ViTPose++, mmpose 1.x
+RTMPose / DWPose / RTMW and official LitePose checkpoints -> a poseforge model folder."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from .common import same_path, size_argument
 
 log = logging.getLogger(__name__)
 
-_FORMATS = ["auto", "official", "mmpose", "hf", "poseforge", "rtmpose"]
+_FORMATS = ["auto", "official", "mmpose", "hf", "poseforge", "rtmpose", "litepose"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="folder to write model.safetensors + config.json into")
     parser.add_argument("--format", default="auto", choices=_FORMATS,
                         help="checkpoint layout (default: guessed from the key names; rtmpose covers RTMPose, DWPose "
-                             "and RTMW)")
+                             "and RTMW; litepose the official mit-han-lab/litepose models)")
     parser.add_argument("--keypoint-set", default=None,
                         help="keypoint set name (default: the checkpoint's keypoint names, else its keypoint count)")
     parser.add_argument("--input-size", type=size_argument, default=None, metavar="WxH",

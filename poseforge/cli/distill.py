@@ -4,8 +4,11 @@
         --config synth-cpu --set model.overrides.embed_dim=96
     poseforge distill --teacher runs/teacher --student vitpose-tiny --method token --token-epochs 2 --out runs/kt
     poseforge distill --teacher runs/rtmpose-s --student rtmpose-t --method dwpose --config rtmpose-t-synth --out runs/dw
+    poseforge distill --teacher runs/litepose-s --student litepose-xs --method output --out runs/lite-kd
 
-``--method output``: ground-truth loss + ``--kd-weight`` x MSE to the teacher's heatmaps.
+``--method output``: ground-truth loss + ``--kd-weight`` x the distance to the teacher's outputs: MSE of heatmaps,
+KL of SimCC bins, and for bottom-up models (LitePose) the heatmap MSE at both scales plus ``--kd-tag-weight`` x
+the tag term (tags centred per image, weighted by the teacher's heatmaps).
 ``--method token``: learn ``--tokens`` knowledge tokens on the frozen teacher (``OUT/token``, ``--token-epochs``
 at ``--token-lr``), then train the student with them appended and frozen (``OUT/student``).
 ``--method both``: the token student with the output loss.
@@ -15,7 +18,7 @@ default ~20 % of stage 1) trains only a new head on the frozen stage-1 backbone 
 ``OUT/student`` is the final student (:mod:`poseforge.train.dwpose`). A complete stage is skipped on a re-run,
 an interrupted one resumed.
 The student's training recipe is ``--config`` (a preset or YAML; default ``synth-cpu``, ``rtmpose-t-synth`` for
-dwpose) with ``--set`` overrides; its keypoint set and input size default to the teacher's.
+dwpose, ``litepose-xs-synth`` for a bottom-up teacher) with ``--set`` overrides; its keypoint set and input size default to the teacher's.
 """
 from __future__ import annotations
 
@@ -44,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field, e.g. --set model.overrides.embed_dim=96 (repeatable)")
     parser.add_argument("--kd-weight", type=float, default=1.0, help="weight of the output distillation loss (default 1)")
+    parser.add_argument("--kd-tag-weight", type=float, default=1.0,
+                        help="bottom-up teachers: weight of the tag term within the output loss (default 1)")
     parser.add_argument("--tokens", type=int, default=1, help="knowledge tokens to learn (default 1)")
     parser.add_argument("--token-epochs", type=int, default=2, help="epochs of token learning on the teacher (default 2)")
     parser.add_argument("--token-lr", type=float, default=1e-3, help="learning rate of token learning (default 1e-3)")
@@ -70,9 +75,13 @@ def run(args: argparse.Namespace) -> int:
         raise PoseforgeError("--tokens and --token-epochs must be >= 1")
     if args.stage2_epochs is not None and args.stage2_epochs < 0:
         raise PoseforgeError("--stage2-epochs must be >= 0")
-    if args.config is None:
-        args.config = "rtmpose-t-synth" if args.method == "dwpose" else "synth-cpu"
     teacher = load_model(args.teacher, verify=args.verify)
+    if args.config is None:
+        args.config = ("rtmpose-t-synth" if args.method == "dwpose" else
+                       "litepose-xs-synth" if teacher.kind == "bottomup" else "synth-cpu")
+    if teacher.kind != "topdown" and args.method in ("token", "both", "dwpose"):
+        raise PoseforgeError(f"--method {args.method} needs a top-down teacher ({args.teacher} is {teacher.kind}); "
+                             "use --method output")
     if teacher.num_tasks > 1:
         raise PoseforgeError(f"{args.teacher}: a multi-task teacher; merge one task first (poseforge merge-experts)")
     if args.method == "dwpose":
@@ -114,10 +123,12 @@ def run(args: argparse.Namespace) -> int:
             check_compatible(teacher, student)
             return student
 
-    student_width = model_config(config.model.name, **config.model.overrides).backbone.embed_dim
-    extra = OutputDistillation(teacher, args.kd_weight) if args.method in ("output", "both") else None
+    student_width = getattr(model_config(config.model.name, **config.model.overrides).backbone, "embed_dim", None)
+    extra = (OutputDistillation(teacher, args.kd_weight, args.kd_tag_weight) if args.method in ("output", "both")
+             else None)
     log.info(f"stage {'2' if setup is not None and args.method != 'output' else '1'}: training the student "
-             f"{config.model.name} ({student_width} wide) with {args.method} distillation from {teacher.config.name}")
+             f"{config.model.name}{f' ({student_width} wide)' if student_width else ''} with {args.method} "
+             f"distillation from {teacher.config.name}")
     torch.manual_seed(config.seed)
     trainer = Trainer(config, out / "student", setup_model=setup, extra_loss=extra)
     summary = trainer.fit()

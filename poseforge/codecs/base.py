@@ -16,7 +16,6 @@ classic mmpose-shaped calls ``encode(keypoints [B,K,2], visible [B,K])`` and
 """
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Any, Mapping, Sequence
 
@@ -197,38 +196,25 @@ def check_flip_index(flip_index: Any, num_keypoints: int, device: torch.device) 
 
 
 # ----------------------------------------------------------------------------- decode helpers
-def _argmax_block(size: int) -> int | None:
-    """A block length for two-stage argmax on the CPU: a multiple of 32 (at least 64, where
-    vectorised max-reductions run at full speed) dividing ``size``, near 2*sqrt(size)."""
-    blocks = [n for n in range(64, size, 32) if size % n == 0]
-    return min(blocks, key=lambda n: abs(n - 2 * math.sqrt(size))) if blocks else None
+def _numpy_argmax(flat: Tensor) -> bool:
+    """Whether :func:`rows_argmax` hands ``flat`` to numpy: CPU float32/float64 rows."""
+    return flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64)
 
 
 def rows_argmax(flat: Tensor) -> tuple[Tensor, Tensor]:
     """Maximum and FIRST index of the maximum of each row of ``flat`` [N, M] (numpy's argmax rule,
-    for rows without NaN).
+    which mmpose's decoders use).
 
-    On the CPU in two stages: the maxima of blocks (one vectorised reduction over all values), then
-    the index-tracking ``max`` only over the first block holding the row maximum; a plain
-    ``max(dim=1)`` tracks indices over every value and is ~4x slower. float32 rows are reduced as
-    their int32 bit patterns, ~25% faster than float max (no NaN handling per value): positive
-    floats order like their bit patterns and lie above every other value's, so this is exact
-    wherever the row maximum is positive; the other rows (no positive value, rare) are redone in
-    float.
+    On the CPU numpy's SIMD argmax reads each value once and tracks the first maximum (NaN first,
+    like numpy): 1.5-1.7x faster than torch's two-stage block reduction on 1,088 maps of 64x48 on one
+    thread and ~10x faster for one person's 17 maps, where torch's per-call overhead dominates.
+    Elsewhere (CUDA, half precision) ``torch.max``; a view, no copy, either way.
     """
     N, M = flat.shape
-    block = _argmax_block(M) if flat.device.type == "cpu" else None
-    if block is None:
+    if N == 0 or M == 0 or not _numpy_argmax(flat):
         return flat.max(dim=1)
-    count = M // block
-    as_bits = flat.dtype == torch.float32
-    blocks = (flat.view(torch.int32) if as_bits else flat).reshape(N * count, block)
-    values, first_block = blocks.view(N, count, block).amax(dim=2).max(dim=1)
-    # index_select copies whole rows (~2x faster than advanced indexing); max().indices beats argmax
-    inside = blocks.index_select(0, torch.arange(N, device=flat.device) * count + first_block)
-    index = first_block * block + inside.max(dim=1).indices
-    if not as_bits:
-        return values, index
+    index = torch.from_numpy(flat.detach().numpy().argmax(axis=1))
+    return flat.gather(1, index[:, None])[:, 0], index
     no_positive = values <= 0
     values = values.view(torch.float32)
     if bool(no_positive.any()):  # a CPU-only path: this host round trip costs nothing

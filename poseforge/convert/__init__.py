@@ -1,5 +1,5 @@
-"""Checkpoint interop: official ViTPose (mmpose 0.x), mmpose 1.x (ViTPose, RTMPose, DWPose, RTMW) and Hugging
-Face folders -> poseforge.
+"""Checkpoint interop: official ViTPose (mmpose 0.x), mmpose 1.x (ViTPose, RTMPose, DWPose, RTMW), official
+LitePose and Hugging Face folders -> poseforge.
 
 >>> model = convert_checkpoint("td-hm_ViTPose-base_8xb64-210e_coco-256x192-216eae50_20230314.pth")
 >>> model.save_pretrained("vitpose-b-coco")          # or: poseforge convert SRC DST_DIR
@@ -15,24 +15,27 @@ from ..models.estimators import Estimator
 from ..models.loading import load_model
 from ..registry import ESTIMATORS
 from .checkpoint import Checkpoint, read_checkpoint
+from .litepose import is_litepose_checkpoint, litepose_from_state_dict
 from .rtmpose import rtmpose_family, rtmpose_from_state_dict
 from .vitpose import FORMATS, detect_format, to_poseforge_keys, vitpose_from_state_dict
 from .vitpose_plus import is_moe_checkpoint, vitpose_plus_from_state_dict
 
 __all__ = ["convert_checkpoint", "read_checkpoint", "detect_format", "to_poseforge_keys", "vitpose_from_state_dict",
            "vitpose_plus_from_state_dict", "is_moe_checkpoint", "rtmpose_from_state_dict", "rtmpose_family",
+           "litepose_from_state_dict", "is_litepose_checkpoint",
            "Checkpoint", "FORMATS", "CHECKPOINT_FORMATS"]
 
-# Every ``format`` convert_checkpoint takes: the ViTPose layouts, and "rtmpose" (RTMPose, DWPose, RTMW).
-CHECKPOINT_FORMATS = ("auto",) + FORMATS + ("rtmpose",)
+# Every ``format`` convert_checkpoint takes: the ViTPose layouts, "rtmpose" (RTMPose, DWPose, RTMW) and "litepose".
+CHECKPOINT_FORMATS = ("auto",) + FORMATS + ("rtmpose", "litepose")
+_LITEPOSE_OPTIONS = ("keypoint_set", "input_size")
 _RTMPOSE_OPTIONS = ("keypoint_set", "input_size", "split_ratio", "sigma", "distill_stage")
 
 
 def convert_checkpoint(source: str | os.PathLike, format: str = "auto", raw_weights: bool = False, **options: Any) -> Estimator:
     """Read a checkpoint file or folder and return the equivalent poseforge model (eval mode, CPU).
 
-    ``format`` is ``"auto"`` (from the key names), ``"official"``, ``"mmpose"``, ``"hf"``, ``"poseforge"``
-    or ``"rtmpose"``. ``raw_weights=True`` converts an mmengine checkpoint's ``ema_state_dict`` entry instead of
+    ``format`` is ``"auto"`` (from the key names), ``"official"``, ``"mmpose"``, ``"hf"``, ``"poseforge"``,
+    ``"rtmpose"`` or ``"litepose"``. ``raw_weights=True`` converts an mmengine checkpoint's ``ema_state_dict`` entry instead of
     its ``state_dict`` (:meth:`~poseforge.convert.checkpoint.Checkpoint.weights`: mmengine saves the
     averaged weights in ``state_dict``, the raw ones in ``ema_state_dict``). Options left ``None`` take
     their defaults.
@@ -45,6 +48,8 @@ def convert_checkpoint(source: str | os.PathLike, format: str = "auto", raw_weig
     * RTMPose / DWPose / RTMW (mmpose 1.x, CSPNeXt backbone): ``options`` go to
       :func:`~poseforge.convert.rtmpose.rtmpose_from_state_dict` (``keypoint_set``, ``input_size``,
       ``split_ratio``, ``sigma``, ``distill_stage``), with the checkpoint's ``meta``.
+    * LitePose (mit-han-lab/litepose ``pose_mobilenet`` state dicts): ``options`` go to
+      :func:`~poseforge.convert.litepose.litepose_from_state_dict` (``keypoint_set``, ``input_size``).
     """
     if format not in CHECKPOINT_FORMATS:
         raise PoseforgeError(f"unknown checkpoint format '{format}'; known: {', '.join(CHECKPOINT_FORMATS)}")
@@ -85,6 +90,11 @@ def _convert(ckpt: Checkpoint, format: str, raw_weights: bool, options: dict[str
     state = ckpt.weights(raw_weights)
     _check_dtypes(state, ckpt.path)
     options = {k: v for k, v in options.items() if v is not None}
+    if format == "litepose" or (format == "auto" and is_litepose_checkpoint(state.keys())):
+        if options.pop("codec", "associative-embedding") != "associative-embedding":
+            raise PoseforgeError(f"{ckpt.path}: LitePose heads use the associative-embedding codec; leave codec unset")
+        _reject([n for n in options if n not in _LITEPOSE_OPTIONS], "a LitePose checkpoint", ckpt.path)
+        return litepose_from_state_dict(state, source=str(ckpt.path), **options)
     if format == "rtmpose" or (format in ("auto", "mmpose") and rtmpose_family(state.keys()) is not None):
         if options.pop("codec", "simcc") != "simcc":
             raise PoseforgeError(f"{ckpt.path}: RTMPose / DWPose / RTMW heads use the simcc codec; leave codec unset")

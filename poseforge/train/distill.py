@@ -2,8 +2,10 @@
 
 * **Output distillation** (:class:`OutputDistillation`): the student's outputs are pulled toward the
   teacher's on the same crops, ``loss = gt_loss + weight * D(student, teacher)``; a ``Trainer``
-  ``extra_loss`` hook. ``D`` is the MSE for heatmap heads and, for SimCC heads, the KL divergence of
-  the student's bin distributions from the teacher's (the logit distillation of DWPose).
+  ``extra_loss`` hook. ``D`` is the MSE for heatmap heads; for SimCC heads, the KL divergence of
+  the student's bin distributions from the teacher's (the logit distillation of DWPose); for
+  bottom-up heads (LitePose, HigherHRNet), the heatmap MSE at every scale both have plus the tag
+  distillation of :func:`heatmaps_tags_distillation_loss`.
 * **Knowledge-token distillation**: (1) :func:`learn_knowledge_token` appends learnable tokens to a
   frozen copy of the teacher and trains only them with the ground-truth loss; (2) the student is
   trained with those tokens appended to its patch tokens, frozen (:func:`token_student_setup`, a
@@ -12,7 +14,7 @@
 * Both together: the token student with the output loss.
 
 The teacher and the student must share the keypoint set and the input size (the teacher sees the
-student's training crops).
+student's training crops or, bottom-up, whole images).
 """
 from __future__ import annotations
 
@@ -28,11 +30,11 @@ from torch import Tensor, nn
 from ..errors import PoseforgeError
 from ..models.estimators import Estimator
 from ..models.loading import build_model
-from ..outputs import HeadOutput, Heatmaps, SimCCLogits
+from ..outputs import HeadOutput, Heatmaps, HeatmapsTags, SimCCLogits
 from .config import TrainConfig
 
-__all__ = ["OutputDistillation", "simcc_distillation_loss", "learn_knowledge_token", "token_student_setup", "check_compatible",
-           "freeze_batchnorm", "teacher_with_tokens", "save_token", "METHODS"]
+__all__ = ["OutputDistillation", "simcc_distillation_loss", "heatmaps_tags_distillation_loss", "learn_knowledge_token",
+           "token_student_setup", "check_compatible", "freeze_batchnorm", "teacher_with_tokens", "save_token", "METHODS"]
 
 
 METHODS = ("output", "token", "both")
@@ -42,7 +44,9 @@ def check_compatible(teacher: Estimator, student: Estimator) -> None:
     """The teacher can supervise the student: same keypoint set, input size, codec and heatmap size."""
     problems = []
     t_codec, s_codec = teacher.config.codec, student.config.codec
-    if _output_kind(t_codec) != _output_kind(s_codec):
+    if teacher.kind != student.kind:
+        problems.append(f"estimator kinds {teacher.kind} vs {student.kind}")
+    elif _output_kind(t_codec) != _output_kind(s_codec):
         problems.append(f"codecs {t_codec.get('name')} vs {s_codec.get('name')}")
     elif _output_kind(t_codec) == "simcc" and t_codec.get("split_ratio") != s_codec.get("split_ratio"):
         problems.append(f"SimCC split ratios {t_codec.get('split_ratio')} vs {s_codec.get('split_ratio')}")
@@ -68,7 +72,8 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def _output_kind(codec: dict) -> str:
-    return "simcc" if codec.get("name") == "simcc" else "heatmap"
+    name = codec.get("name")
+    return "simcc" if name == "simcc" else "tags" if name == "associative-embedding" else "heatmap"
 
 
 def simcc_distillation_loss(student: SimCCLogits | tuple[Tensor, Tensor], teacher: SimCCLogits | tuple[Tensor, Tensor],
@@ -87,19 +92,58 @@ def simcc_distillation_loss(student: SimCCLogits | tuple[Tensor, Tensor], teache
     return total
 
 
+def heatmaps_tags_distillation_loss(student: HeatmapsTags, teacher: HeatmapsTags,
+                                    tag_weight: float = 1.0) -> dict[str, Tensor]:
+    """Bottom-up output distillation: ``{"heatmaps", "tags"}`` terms (unweighted by the caller's weight).
+
+    ``heatmaps``: the MSE of the heatmaps, plus that of the 1/2-scale heatmaps where both have them.
+    ``tags``: associative-embedding tags mean something only at people's joints and only up to a
+    shift per image (the pull/push loss sees tag differences), so the tag term is the squared
+    difference of the two models' tags after each removes its own mean tag per image and tag
+    dimension, weighted by the teacher's heatmaps (its belief that keypoint ``k`` lies at a pixel),
+    times ``tag_weight``. No ignore mask: unlabelled people the teacher sees are what the student
+    should learn from it too.
+    """
+    if student.heatmaps.shape != teacher.heatmaps.shape or student.tags.shape != teacher.tags.shape:
+        raise PoseforgeError(f"output distillation: teacher heatmaps {list(teacher.heatmaps.shape)} and tags "
+                             f"{list(teacher.tags.shape)} vs student {list(student.heatmaps.shape)} and "
+                             f"{list(student.tags.shape)}")
+    heatmaps = F.mse_loss(student.heatmaps.float(), teacher.heatmaps.float())
+    if student.heatmaps_hr is not None and teacher.heatmaps_hr is not None:
+        heatmaps = heatmaps + F.mse_loss(student.heatmaps_hr.float(), teacher.heatmaps_hr.float())
+    B, K, H, W = teacher.heatmaps.shape
+    if teacher.tags.shape[-2:] != (H, W) or teacher.tags.shape[1] % K:
+        raise PoseforgeError(f"output distillation: tags {list(teacher.tags.shape)} do not fit heatmaps {[B, K, H, W]}")
+    # weights [B, 1, K, H, W] over tags [B, L, K, H, W] (channel l * K + k)
+    weight = teacher.heatmaps.float().clamp(0.0, 1.0)[:, None]
+    total = weight.sum(dim=(2, 3, 4), keepdim=True).clamp_min(1e-6)
+
+    def centred(tags: Tensor) -> Tensor:
+        tags = tags.float().view(B, -1, K, H, W)
+        return tags - (weight * tags).sum(dim=(2, 3, 4), keepdim=True) / total
+
+    squared = (centred(student.tags) - centred(teacher.tags)).square()
+    tags = ((weight * squared).sum(dim=(2, 3, 4)) / total.view(B, 1)).mean()
+    return {"heatmaps": heatmaps, "tags": tag_weight * tags}
+
+
 class OutputDistillation:
     """``extra_loss`` hook: ``weight * D(student outputs, teacher outputs)`` on the batch's crops, with
-    ``D`` the MSE of heatmaps or, for SimCC outputs (a pair of logits), :func:`simcc_distillation_loss`.
+    ``D`` the MSE of heatmaps, for SimCC outputs (a pair of logits) :func:`simcc_distillation_loss`,
+    and for bottom-up outputs :func:`heatmaps_tags_distillation_loss` (``tag_weight`` on its tag term;
+    its two terms are logged as ``loss_kd_heatmaps`` and ``loss_kd_tags`` in ``metrics.jsonl``).
 
     The teacher runs in eval mode without gradients, on the device of the batch, normalizing the raw
     crops with its own mean / std.
     """
 
-    def __init__(self, teacher: Estimator, weight: float = 1.0) -> None:
-        if weight < 0:
-            raise PoseforgeError(f"output distillation weight must be >= 0, got {weight}")
+    def __init__(self, teacher: Estimator, weight: float = 1.0, tag_weight: float = 1.0) -> None:
+        if weight < 0 or tag_weight < 0:
+            raise PoseforgeError(f"output distillation weights must be >= 0, got {weight} and tag weight {tag_weight}")
         self.teacher = teacher.eval().requires_grad_(False)
         self.weight = float(weight)
+        self.tag_weight = float(tag_weight)
+        self.last_parts: dict[str, Tensor] = {}
 
     def teacher_outputs(self, raw_images: Tensor) -> HeadOutput:
         device = raw_images.device
@@ -123,6 +167,10 @@ class OutputDistillation:
             if shapes[0] != shapes[1]:
                 raise PoseforgeError(f"output distillation: teacher SimCC logits {shapes[0]} vs student {shapes[1]}")
             return self.weight * simcc_distillation_loss(outputs, target)
+        if isinstance(target, HeatmapsTags):
+            terms = heatmaps_tags_distillation_loss(outputs, target, self.tag_weight)
+            self.last_parts = {f"kd_{name}": value.detach() for name, value in terms.items()}
+            return self.weight * (terms["heatmaps"] + terms["tags"])
         raise PoseforgeError(f"output distillation: no distillation loss for {type(target).__name__} outputs")
 
 
