@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from poseforge.cli import main
-from poseforge.convert import convert_checkpoint
+from poseforge.convert import convert_checkpoint, litepose_from_state_dict
 from poseforge.errors import PoseforgeError
 from poseforge.models import create_model, load_model
 
@@ -73,6 +73,11 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
         convert_checkpoint(tmp_path / "extra.pth", format="litepose")
     with pytest.raises(PoseforgeError, match="do not apply to a LitePose checkpoint"):
         convert_checkpoint(tmp_path / "extra.pth", split_ratio=2.0)
+    for key, value, message in [("stage.0.0.inv.0.weight", torch.zeros(0, 16, 1, 1), r"shape \[0, 16, 1, 1\]"),
+                                ("final_raw.1.conv.3.weight", torch.zeros(0, 16, 1, 1), "sizes are positive"),
+                                ("deconv_bnrelu.0.0.bias", torch.zeros(16, dtype=torch.int64), "is int64")]:
+        with pytest.raises(PoseforgeError, match=message):  # no ZeroDivisionError or load_state_dict traceback
+            litepose_from_state_dict({**state, key: value}, source="fuzzed")
     torch.save({k: v for k, v in state.items() if k != "final_raw.0.conv.3.weight"}, tmp_path / "short.pth")
     with pytest.raises(PoseforgeError, match="short.pth"):
         convert_checkpoint(tmp_path / "short.pth")
@@ -85,3 +90,36 @@ def test_convert_command_writes_a_model_folder(tmp_path, capsys):
     assert "litepose-xs: litepose-mobilenetv2 backbone, litepose-fusion head" in printed and "crowdpose14" in printed
     model = load_model(tmp_path / "model")
     assert model.kind == "bottomup" and tuple(model.config.input_size) == (256, 256)
+
+
+def test_mutated_state_dicts_give_one_line_errors_only():
+    """Dropped, reshaped, emptied, renamed and integer tensors: a PoseforgeError of one line or a model, never
+    another exception (before this test: ZeroDivisionError on empty layers, load_state_dict tracebacks)."""
+    import random
+
+    base = {k.split(".", 1)[1]: v for k, v in create_model("litepose-xs", input_size=(64, 64), depths=(1, 1, 1, 1))
+            .state_dict().items()}
+    keys, rng = list(base), random.Random(0)
+    for _ in range(200):
+        state = dict(base)
+        for _ in range(rng.randint(1, 3)):
+            op, key = rng.choice(["drop", "shape", "empty", "rename", "dtype"]), rng.choice(keys)
+            if key not in state:
+                continue
+            if op == "drop":
+                state.pop(key)
+            elif op == "shape":
+                shape = list(state[key].shape) or [1]
+                i = rng.randrange(len(shape))
+                shape[i] = max(0, shape[i] + rng.choice([-1, 1, 3]))
+                state[key] = torch.zeros(shape)
+            elif op == "empty":
+                state[key] = torch.zeros([0] * max(1, state[key].ndim))
+            elif op == "rename":
+                state[key.replace("stage.", "stage.9").replace("final_raw.0", "final_raw.7")] = state.pop(key)
+            else:
+                state[key] = state[key].to(torch.int64)
+        try:
+            litepose_from_state_dict(state, source="fuzzed.pth")
+        except PoseforgeError as e:
+            assert "\n" not in str(e) and "fuzzed.pth" in str(e)

@@ -41,9 +41,13 @@ def is_litepose_checkpoint(keys: object) -> bool:
 
 
 def _shape(state: Mapping[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:
+    """``state[key]``'s shape; every size a LitePose layer has is positive."""
     if key not in state:
         raise PoseforgeError(f"{source}: not a LitePose checkpoint layout: '{key}' is missing")
-    return tuple(state[key].shape)
+    shape = tuple(state[key].shape)
+    if not shape or min(shape) <= 0:
+        raise PoseforgeError(f"{source}: '{key}' has shape {list(shape)}; a LitePose layer's sizes are positive")
+    return shape
 
 
 def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
@@ -122,6 +126,20 @@ def litepose_from_state_dict(state_dict: Mapping[str, torch.Tensor], *, keypoint
             state["head." + key] = value
         else:
             raise PoseforgeError(f"{source}: unexpected key '{key}' for a LitePose checkpoint")
+        if not (value.is_floating_point() or key.endswith("num_batches_tracked")):
+            raise PoseforgeError(f"{source}: '{key}' is {str(value.dtype).replace('torch.', '')}; LitePose weights are "
+                                 "floating point")
+    try:
+        return _build(state, keypoint_set, input_size, source)
+    except PoseforgeError as e:  # config checks (e.g. an even kernel) name the config; name the file too
+        if source in str(e):
+            raise
+        raise PoseforgeError(f"{source}: {e}") from e
+
+
+def _build(state: dict[str, torch.Tensor], keypoint_set: str | None, input_size: tuple[int, int] | None,
+           source: str) -> Estimator:
+    """The model of a state dict already renamed to poseforge's keys."""
     backbone, head, num_keypoints = _infer_config(state, source)
     if keypoint_set is None and num_keypoints == 14:
         keypoint_set = "crowdpose14"  # the 14-keypoint LitePose releases are CrowdPose's
