@@ -18,31 +18,19 @@ from poseforge.inference import fastpath
 from poseforge.inference.fastpath import FastModel, optimize_for_inference, resolve_dtype
 from poseforge.models import create_model
 
+from model_helpers import randomize
+
 CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.usefixtures("one_thread")  # small kernels on the shared 2-core machine
 
 
-def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Weights and BatchNorm statistics away from their init, so that a fold or cast that drops a term shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-    return model.eval()
-
-
 def small_vitpose() -> nn.Module:
     """ViTPose-S widths and heads (and the classic deconvolution head), two blocks, small crops."""
-    return _randomize(create_model("vitpose-s", depth=2, input_size=(64, 96)))
+    return randomize(create_model("vitpose-s", depth=2, input_size=(64, 96)))
 
 
 def small_rtmpose() -> nn.Module:
-    return _randomize(create_model("rtmpose-t", input_size=(64, 96)))
+    return randomize(create_model("rtmpose-t", input_size=(64, 96)))
 
 
 MODELS = {"vitpose-s": small_vitpose, "rtmpose-t": small_rtmpose}
@@ -98,7 +86,7 @@ def test_the_original_stays_unfolded_when_a_copy_is_optimized():
 
 
 def test_bf16_on_cpu_runs_and_stays_within_bf16_rounding():
-    model = _randomize(create_model("vitpose-tiny", depth=1, input_size=(48, 64)))
+    model = randomize(create_model("vitpose-tiny", depth=1, input_size=(48, 64)))
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
         reference = model(x)
@@ -239,7 +227,7 @@ def test_bench_vitpose_without_transformers_says_so(tmp_path, capsys, monkeypatc
 @pytest.mark.slow
 def test_inductor_compiled_forward_equals_eager():
     """The real compiler (Inductor, C++ on CPU): same outputs as eager, no graph break (fullgraph=True)."""
-    model = _randomize(create_model("vitpose-tiny", depth=1, input_size=(48, 64)))
+    model = randomize(create_model("vitpose-tiny", depth=1, input_size=(48, 64)))
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
         reference = model(x)

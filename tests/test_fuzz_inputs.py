@@ -27,8 +27,6 @@ import json
 import os
 import random
 import sys
-import tempfile
-import traceback
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_fuzz_readers import COCO17, _bad_value, _builtin_coco, encode, mutate  # noqa: E402
+from test_fuzz_readers import COCO17, _builtin_coco, census_of, encode, mutate, print_census  # noqa: E402
 
 from poseforge.errors import DataError, PoseforgeError  # noqa: E402
 
@@ -515,26 +513,7 @@ def test_convert_integer_weights_are_refused(tmp_path: Path, dtype: str) -> None
 # ------------------------------------------------------------------------------------------------ census
 def census(cases: int, seed: int = 0, targets: list[str] | None = None) -> dict[str, Counter]:
     """Failures by kind (exception type and raising line) per target, over ``cases`` seeded inputs."""
-    out: dict[str, Counter] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        cwd = os.getcwd()
-        os.chdir(folder)
-        try:
-            for target in targets or TARGETS:
-                kinds: Counter = Counter()
-                for n in range(cases):
-                    try:
-                        TARGETS[target](random.Random(f"{seed}-{target}-{n}"), folder)
-                    except Exception as e:  # noqa: BLE001 - counting every kind of failure is the point
-                        frame = traceback.extract_tb(e.__traceback__)[-1]
-                        where = f"{Path(frame.filename).name}:{frame.lineno}"
-                        text = str(e).splitlines()[0][:90] if str(e) else ""
-                        kinds[f"{type(e).__name__} at {where} {text}".strip()] += 1
-                out[target] = kinds
-        finally:
-            os.chdir(cwd)
-    return out
+    return census_of(TARGETS, cases, seed, targets)
 
 
 if __name__ == "__main__":
@@ -543,14 +522,7 @@ if __name__ == "__main__":
     logging.disable(logging.CRITICAL)
     n_cases = int(sys.argv[1]) if len(sys.argv) > 1 else SLOW
     chosen = sys.argv[2].split(",") if len(sys.argv) > 2 else None
-    total_failures = 0
-    for name, kinds in census(n_cases, targets=chosen).items():
-        failures = sum(kinds.values())
-        total_failures += failures
-        print(f"{name}: {n_cases} cases, {failures} failures, {len(kinds)} kinds")
-        for kind, count in kinds.most_common():
-            print(f"    {count:5d}  {kind}")
-    print(f"total: {total_failures} failures", flush=True)
+    print_census(census(n_cases, targets=chosen), n_cases)
 
 
 def test_read_json_deep_nesting_is_one_line(tmp_path):

@@ -315,6 +315,44 @@ def test_mpii_image_names_stay_inside_the_root(tmp_path: Path) -> None:
         read_mpii(_write(tmp_path, doc))
 
 
+def census_of(targets: dict[str, Callable[[random.Random, Path], None]], cases: int, seed: int = 0,
+              names: list[str] | None = None) -> dict[str, Counter]:
+    """Failures by kind (exception type and raising line) per target of ``targets`` (each called with a seeded
+    generator and a scratch folder, which is also the working folder), over ``cases`` seeded inputs."""
+    out: dict[str, Counter] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cwd = os.getcwd()
+        os.chdir(folder)
+        try:
+            for target in names or targets:
+                kinds: Counter = Counter()
+                for n in range(cases):
+                    try:
+                        targets[target](random.Random(f"{seed}-{target}-{n}"), folder)
+                    except Exception as e:  # noqa: BLE001 - counting every kind of failure is the point
+                        frame = traceback.extract_tb(e.__traceback__)[-1]
+                        where = f"{Path(frame.filename).name}:{frame.lineno}"
+                        text = str(e).splitlines()[0][:90] if str(e) else ""
+                        kinds[f"{type(e).__name__} at {where} {text}".strip()] += 1
+                out[target] = kinds
+        finally:
+            os.chdir(cwd)
+    return out
+
+
+def print_census(counts: dict[str, Counter], cases: int) -> None:
+    """The census as the fuzz scripts print it: per target its failures by kind, then the total."""
+    total_failures = 0
+    for name, kinds in counts.items():
+        failures = sum(kinds.values())
+        total_failures += failures
+        print(f"{name}: {cases} cases, {failures} failures, {len(kinds)} kinds")
+        for kind, count in kinds.most_common():
+            print(f"    {count:5d}  {kind}")
+    print(f"total: {total_failures} failures", flush=True)
+
+
 def census(cases: int, seed: int = 0) -> dict[str, Counter]:
     """Failures by kind (exception type and raising line) per reader, over ``cases`` seeded mutations."""
     out: dict[str, Counter] = {}
@@ -337,11 +375,4 @@ def census(cases: int, seed: int = 0) -> dict[str, Counter]:
 
 if __name__ == "__main__":
     n_cases = int(sys.argv[1]) if len(sys.argv) > 1 else SLOW
-    total_failures = 0
-    for name, kinds in census(n_cases).items():
-        failures = sum(kinds.values())
-        total_failures += failures
-        print(f"{name}: {n_cases} cases, {failures} failures, {len(kinds)} kinds")
-        for kind, count in kinds.most_common():
-            print(f"    {count:5d}  {kind}")
-    print(f"total: {total_failures} failures")
+    print_census(census(n_cases), n_cases)

@@ -9,6 +9,8 @@ from poseforge.convert import convert_checkpoint, litepose_from_state_dict
 from poseforge.errors import PoseforgeError
 from poseforge.models import create_model, load_model
 
+from model_helpers import randomize
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -17,17 +19,6 @@ def _official_file(model, path, prefix: str = ""):
     state = {prefix + k.split(".", 1)[1]: v for k, v in model.state_dict().items()}
     torch.save(state, path)
     return path
-
-
-def _randomized(model):
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
-                values = torch.rand(tensor.shape, generator=gen) + 0.5 if "running_var" in name else \
-                    0.1 * torch.randn(tensor.shape, generator=gen)
-                tensor.copy_(values)
-    return model.eval()
 
 
 def _same_outputs(a, b, size):
@@ -39,7 +30,7 @@ def _same_outputs(a, b, size):
 
 
 def test_a_released_architecture_converts_to_its_zoo_name_with_equal_outputs(tmp_path):
-    original = _randomized(create_model("litepose-s"))  # crowdpose14, 448x448, as released
+    original = randomize(create_model("litepose-s"))  # crowdpose14, 448x448, as released
     path = _official_file(original, tmp_path / "litepose-auto-s.pth", prefix="module.")  # DataParallel's prefix too
     converted = convert_checkpoint(path)
     assert converted.config.name == "litepose-s" and converted.config.keypoint_set == "crowdpose14"
@@ -51,7 +42,7 @@ def test_a_released_architecture_converts_to_its_zoo_name_with_equal_outputs(tmp
 
 
 def test_a_custom_architecture_is_read_from_the_tensor_shapes(tmp_path):
-    original = _randomized(create_model("litepose-xs", keypoint_set="coco17", input_size=(64, 64), depths=(1, 2, 1, 2),
+    original = randomize(create_model("litepose-xs", keypoint_set="coco17", input_size=(64, 64), depths=(1, 2, 1, 2),
                                         kernel_sizes=(3, 5, 7, 9), widths=(16, 24, 40, 64), expand_ratios=(6, 4, 6, 3),
                                         deconv_channels=(16, 16, 24), tag_dim=2))
     converted = convert_checkpoint(_official_file(original, tmp_path / "custom.pth"), input_size=(64, 64))
@@ -84,7 +75,7 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
 
 
 def test_convert_command_writes_a_model_folder(tmp_path, capsys):
-    path = _official_file(_randomized(create_model("litepose-xs")), tmp_path / "litepose-auto-xs.pth")
+    path = _official_file(randomize(create_model("litepose-xs")), tmp_path / "litepose-auto-xs.pth")
     assert main(["convert", str(path), str(tmp_path / "model")]) == 0
     printed = capsys.readouterr().out
     assert "litepose-xs: litepose-mobilenetv2 backbone, litepose-fusion head" in printed and "crowdpose14" in printed

@@ -23,6 +23,8 @@ from poseforge.models.heads.rtmcc import RTMCC_HEAD
 from poseforge.models.loading import build_model
 from poseforge.models.zoo import RTMPOSE_BACKBONES, rtmpose_config, rtmw_config
 
+from model_helpers import randomize
+
 TOL = 1e-4
 SHARED = Path(os.environ.get("POSEFORGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 SMALL = (96, 128)  # (w, h): a 3 x 4 stride-32 map, 192 x 256 bins - the only fit at a 0.5-step split ratio
@@ -51,20 +53,6 @@ def test_rtmw_config_round_trip():
 
 
 # ----------------------------------------------------------------------------- synthetic mmpose checkpoints
-def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Informative weights: the initialization plus noise, random BatchNorm statistics (every layer matters)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
-            elif name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-    return model.eval()
-
-
 def rtm(seed: int = 0, size: str = "t", input_size: tuple[int, int] = SMALL, keypoint_set: str = "coco17"):
     return randomize(build_model(rtmpose_config(size, keypoint_set, input_size)), seed)
 
