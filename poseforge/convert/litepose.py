@@ -11,7 +11,6 @@ and the tag dimension. Strides are the official 2/2/2/1 (weights do not record t
 """
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
 import torch
@@ -22,7 +21,8 @@ from ..models.estimators import Estimator
 from ..models.heads.bottomup import LitePoseHeadConfig
 from ..models.loading import model_from_state_dict
 from ..models.zoo import LITEPOSE_ARCHS, litepose_config, sync_codec
-from .vitpose import resolve_keypoint_set
+from .rtmpose import key_indices
+from .vitpose import require_tensor, resolve_keypoint_set
 
 __all__ = ["is_litepose_checkpoint", "litepose_from_state_dict"]
 
@@ -42,17 +42,10 @@ def is_litepose_checkpoint(keys: object) -> bool:
 
 def _shape(state: Mapping[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:
     """``state[key]``'s shape; every size a LitePose layer has is positive."""
-    if key not in state:
-        raise PoseforgeError(f"{source}: not a LitePose checkpoint layout: '{key}' is missing")
-    shape = tuple(state[key].shape)
+    shape = tuple(require_tensor(state, key, source).shape)
     if not shape or min(shape) <= 0:
         raise PoseforgeError(f"{source}: '{key}' has shape {list(shape)}; a LitePose layer's sizes are positive")
     return shape
-
-
-def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
-    found = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
-    return sorted(found)
 
 
 def _one(values: list[int], what: str, source: str) -> int:
@@ -66,13 +59,13 @@ def _infer_config(state: Mapping[str, torch.Tensor], source: str) -> tuple[Mobil
     """Backbone and head configs and the keypoint count that the official tensors' shapes imply."""
     stem_hidden = _shape(state, "backbone.first.0.0.weight", source)[0]
     stem = _shape(state, "backbone.first.2.weight", source)[0]
-    stages = _indices(state, r"backbone\.stage\.(\d+)\.")
+    stages = key_indices(state, r"backbone\.stage\.(\d+)\.")
     if stages != list(range(len(stages))) or not stages:
         raise PoseforgeError(f"{source}: LitePose stages must be numbered 0..n-1, found {stages}")
     widths, depths, ratios, kernels = [], [], [], []
     channels = stem
     for i in stages:
-        blocks = _indices(state, rf"backbone\.stage\.{i}\.(\d+)\.")
+        blocks = key_indices(state, rf"backbone\.stage\.{i}\.(\d+)\.")
         prefix = f"backbone.stage.{i}"
         width = _shape(state, f"{prefix}.0.point_conv.0.weight", source)[0]
         hidden = [_shape(state, f"{prefix}.{j}.inv.0.weight", source)[0] for j in blocks]
@@ -86,9 +79,9 @@ def _infer_config(state: Mapping[str, torch.Tensor], source: str) -> tuple[Mobil
         kernels.append(_one([_shape(state, f"{prefix}.{j}.depth_conv.0.weight", source)[-1] for j in blocks],
                             f"stage {i} kernel sizes", source))
         channels = width
-    deconvs = _indices(state, r"head\.deconv_refined\.(\d+)\.weight")
+    deconvs = key_indices(state, r"head\.deconv_refined\.(\d+)\.weight")
     deconv_shapes = [_shape(state, f"head.deconv_refined.{i}.weight", source) for i in deconvs]
-    finals = _indices(state, r"head\.final_raw\.(\d+)\.")
+    finals = key_indices(state, r"head\.final_raw\.(\d+)\.")
     final_kernel = _shape(state, "head.final_refined.0.conv.0.weight", source)[-1]
     # final layer 0: stride 4, K heatmaps + K x D tags; the last: stride 2, K heatmaps
     num_keypoints = _shape(state, f"head.final_raw.{finals[-1]}.conv.3.weight", source)[0]

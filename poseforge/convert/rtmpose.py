@@ -181,7 +181,8 @@ def _restore_bn_counters(state: dict[str, torch.Tensor]) -> None:
 
 
 # ----------------------------------------------------------------------------- architecture from shapes
-def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
+def key_indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
+    """The sorted distinct integers that ``pattern``'s first group matches at the start of ``state``'s keys."""
     regex = re.compile(pattern)
     return sorted({int(m.group(1)) for k in state if (m := regex.match(k))})
 
@@ -193,7 +194,7 @@ def _fit_factor(candidates: Sequence[float], check: Callable[[float], bool]) -> 
 
 def infer_cspnext(state: Mapping[str, torch.Tensor], num_outputs: int, source: str) -> CSPNeXtConfig:
     """The CSPNeXt config of the ``backbone.*`` tensors, returning the last ``num_outputs`` stages' maps."""
-    stages = _indices(state, r"backbone\.stage(\d+)\.")
+    stages = key_indices(state, r"backbone\.stage(\d+)\.")
     arch = next((a for a, spec in CSPNEXT_ARCHS.items() if len(spec) == len(stages)), None)
     if arch is None or stages != list(range(1, len(stages) + 1)):
         raise PoseforgeError(f"{source}: backbone stages {stages} match no CSPNeXt arch ({', '.join(CSPNEXT_ARCHS)})")
@@ -201,10 +202,10 @@ def infer_cspnext(state: Mapping[str, torch.Tensor], num_outputs: int, source: s
     stem = int(require_tensor(state, "backbone.stem.2.conv.weight", source, 4).shape[0])
     widths = [(int(require_tensor(state, f"backbone.stage{i}.0.conv.weight", source, 4).shape[1]),
                int(state[f"backbone.stage{i}.0.conv.weight"].shape[0])) for i in stages]
-    csp = [max(_indices(state, rf"backbone\.stage{i}\.(\d+)\.main_conv\.") or [-1]) for i in stages]
+    csp = [max(key_indices(state, rf"backbone\.stage{i}\.(\d+)\.main_conv\.") or [-1]) for i in stages]
     if -1 in csp:
         raise PoseforgeError(f"{source}: backbone stage {stages[csp.index(-1)]} has no CSP layer (main_conv)")
-    blocks = [len(_indices(state, rf"backbone\.stage{i}\.{j}\.blocks\.(\d+)\.conv1\.")) for i, j in zip(stages, csp)]
+    blocks = [len(key_indices(state, rf"backbone\.stage{i}\.{j}\.blocks\.(\d+)\.conv1\.")) for i, j in zip(stages, csp)]
 
     def widen_fits(w: float) -> bool:
         return int(spec[0][0] * w) == stem and all((int(cin * w), int(cout * w)) == got
@@ -272,8 +273,8 @@ def _head_shapes(state: Mapping[str, torch.Tensor], family: str,
 
 def _infer_neck(state: Mapping[str, torch.Tensor], source: str) -> tuple[CSPNeXtPAFPNConfig, int]:
     """The PAFPN config (returning its two coarsest levels, as RTMW's head reads) and its input level count."""
-    levels = len(_indices(state, r"neck\.reduce_layers\.(\d+)\.")) + 1
-    blocks = len(_indices(state, r"neck\.top_down_blocks\.0\.blocks\.(\d+)\.conv1\."))
+    levels = len(key_indices(state, r"neck\.reduce_layers\.(\d+)\.")) + 1
+    blocks = len(key_indices(state, r"neck\.top_down_blocks\.0\.blocks\.(\d+)\.conv1\."))
     mid = int(require_tensor(state, "neck.top_down_blocks.0.main_conv.conv.weight", source, 4).shape[0])
     out = int(require_tensor(state, "neck.top_down_blocks.0.final_conv.conv.weight", source, 4).shape[0])
     kernel = require_tensor(state, "neck.top_down_blocks.0.blocks.0.conv2.depthwise_conv.conv.weight", source, 4).shape[-1]
