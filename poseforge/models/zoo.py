@@ -40,6 +40,27 @@ and the fusion deconv head, heatmaps + one tag per keypoint at 1/4, heatmaps at 
 256 / 448 / 448 / 512 (L is 512 in search-L.json; at 640 it would count 21.4 GMACs, not the published
 13.7), CrowdPose keypoints (``keypoint_set="coco17"`` gives the COCO models). ``higherhrnet-w32`` is the
 HigherHRNet reference at 512 (COCO). Published MACs are in :data:`PUBLISHED_GMACS`.
+
+Sapiens (``sapiens-{0.3b,0.6b,1b,2b}-{pose,pose-coco,pose-wholebody,seg,depth,normal}``) follows
+facebookresearch/sapiens' configs (``sapiens_{size}-210e_{goliath,coco,coco_wholebody}-1024x768.py``,
+``sapiens_{size}_goliath-1024x768.py``, ``..._render_people-1024x768.py``): mmpretrain's ViT shapes
+
+======  =========  =====  =====  ===========================
+size    embed dim  depth  heads  backbone parameters (ours)
+======  =========  =====  =====  ===========================
+0.3b    1024       24     16     see tests/test_sapiens_zoo.py
+0.6b    1280       32     16
+1b      1536       40     24
+2b      1920       48     32
+======  =========  =====  =====  ===========================
+
+with MLP 4x, 16px patches, no class token, final LayerNorm, native input 1024x768 (a 64x48 token grid);
+pose and normal models pad the patch embedding by 2 (``patch_cfg=dict(padding=2)``), segmentation and depth
+models do not. Heads: pose - mmpose's heatmap head with two 768 deconvolutions and two 768 1x1 convs, UDP
+heatmaps at 256x192 (sigma 6), keypoints ``sapiens308`` (Goliath), ``coco17`` or ``wholebody133``; dense -
+:mod:`poseforge.models.heads.dense` (segmentation 28 classes, depth, normals). Layer-wise LR decay 0.85
+(pose 1b: 0.95), AdamW weight decay 0.1. ``sapiens-tiny-*`` is poseforge's CPU-sized model of the same
+design (192 wide, 6 blocks, narrow heads) for tests and the MAE-versus-scratch comparison.
 """
 from __future__ import annotations
 
@@ -58,8 +79,10 @@ from .config import (IMAGENET_MEAN, IMAGENET_STD, HeadConfig, ModelConfig, Multi
                      TopDownConfig)
 from .estimators.base import Estimator
 from .estimators.bottomup import BottomUpConfig
+from .estimators.dense import DenseConfig
 from .heads.bottomup import HigherHRNetHeadConfig, LitePoseHeadConfig
-from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER
+from .heads.dense import SAPIENS_DENSE_HEADS, SapiensDenseHeadConfig
+from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER, HeatmapHeadConfig
 from .heads.rtmcc import RTMCC_HEAD
 from .heads.rtmw import RTMW_HEAD
 from .heads.simcc import SIMCC_HEAD, simcc_codec
@@ -69,7 +92,8 @@ from .necks.cspnext_pafpn import CSPNeXtPAFPNConfig
 __all__ = ["create_model", "list_models", "model_config", "apply_overrides", "sync_codec", "VITPOSE_BACKBONES", "HEAD_PRESETS",
            "VITPOSE_PLUS_TASKS", "VITPOSE_PLUS_PART_FEATURES", "SYNTHETIC_TASKS", "vitpose_plus_config",
            "RTMPOSE_BACKBONES", "RTMPOSE_SIGMAS", "rtmpose_config", "rtmpose_codec", "RTMW_NECK", "rtmw_config",
-           "LITEPOSE_ARCHS", "litepose_config", "higherhrnet_config", "PUBLISHED_GMACS"]
+           "LITEPOSE_ARCHS", "litepose_config", "higherhrnet_config", "PUBLISHED_GMACS",
+           "SAPIENS_BACKBONES", "SAPIENS_POSE_SETS", "SAPIENS_DENSE_TASKS", "sapiens_pose_config", "sapiens_dense_config"]
 
 VITPOSE_BACKBONES: dict[str, ViTConfig] = {
     "tiny": ViTConfig(embed_dim=192, depth=6, num_heads=3, drop_path_rate=0.0, layer_decay=0.8),
@@ -256,6 +280,75 @@ for _size in LITEPOSE_ARCHS:
     MODELS.register(f"litepose-{_size}", partial(litepose_config, _size))
 MODELS.register("higherhrnet-w32", higherhrnet_config)
 # ----- end LitePose
+
+
+# ----- Sapiens (facebookresearch/sapiens; see the module docstring)
+SAPIENS_BACKBONES: dict[str, ViTConfig] = {
+    "0.3b": ViTConfig(embed_dim=1024, depth=24, num_heads=16, layer_decay=0.85),
+    "0.6b": ViTConfig(embed_dim=1280, depth=32, num_heads=16, layer_decay=0.85),
+    "1b": ViTConfig(embed_dim=1536, depth=40, num_heads=24, layer_decay=0.85),
+    "2b": ViTConfig(embed_dim=1920, depth=48, num_heads=32, layer_decay=0.85),
+    "tiny": ViTConfig(embed_dim=192, depth=6, num_heads=3, layer_decay=0.85),
+}
+# Zoo suffix -> keypoint set of the pose models.
+SAPIENS_POSE_SETS = {"pose": "sapiens308", "pose-coco": "coco17", "pose-wholebody": "wholebody133"}
+# Zoo suffix -> dense task.
+SAPIENS_DENSE_TASKS = {"seg": "seg", "depth": "depth", "normal": "normals"}
+_SAPIENS_INPUT = (768, 1024)
+_SAPIENS_TINY_INPUT = (192, 256)
+_SAPIENS_POSE_HEAD = HeatmapHeadConfig(deconv_channels=(768, 768), deconv_kernel_sizes=(4, 4),
+                                       conv_channels=(768, 768), conv_kernel_sizes=(1, 1))
+_SAPIENS_TINY_POSE_HEAD = HeatmapHeadConfig(deconv_channels=(128, 128), conv_channels=(128,), conv_kernel_sizes=(1,))
+
+
+def _sapiens_backbone(size: str, padding: int, layer_decay: float | None = None) -> ViTConfig:
+    if size not in SAPIENS_BACKBONES:
+        raise PoseforgeError(f"unknown Sapiens size '{size}'; known: {', '.join(SAPIENS_BACKBONES)}")
+    base = SAPIENS_BACKBONES[size]
+    return base.replace(patch_padding=padding, layer_decay=layer_decay or base.layer_decay)
+
+
+def sapiens_pose_config(size: str, keypoint_set: str = "sapiens308") -> TopDownConfig:
+    """Config of a Sapiens-``size`` top-down pose model (1024x768; tiny: 256x192) for a keypoint set."""
+    tiny = size == "tiny"
+    input_size = _SAPIENS_TINY_INPUT if tiny else _SAPIENS_INPUT
+    suffix = {v: k for k, v in SAPIENS_POSE_SETS.items()}.get(keypoint_set, f"pose-{keypoint_set}")
+    config = TopDownConfig(
+        name=f"sapiens-{size}-{suffix}",
+        backbone=_sapiens_backbone(size, 2, 0.95 if size == "1b" else None),
+        head=_SAPIENS_TINY_POSE_HEAD if tiny else _SAPIENS_POSE_HEAD,
+        codec={"name": "udp", "sigma": 2.0 if tiny else 6.0}, keypoint_set=keypoint_set, input_size=input_size,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return sync_codec(config)
+
+
+def sapiens_dense_config(size: str, task: str = "seg", num_classes: int = 28) -> DenseConfig:
+    """Config of a Sapiens-``size`` dense model for ``task`` (``seg``, ``depth`` or ``normals``) at 1024x768
+    (tiny: 256x192); segmentation predicts the 28 Goliath part classes."""
+    from ..data.synth.classes import SAPIENS_PART_CLASSES  # the class list is data shared with the renderer
+
+    tiny = size == "tiny"
+    head = SAPIENS_DENSE_HEADS[task]
+    if tiny:
+        width = 64 if task == "depth" else 96
+        head = head.replace(deconv_channels=(width,) * len(head.deconv_channels),
+                            conv_channels=(width,) * len(head.conv_channels))
+    suffix = {v: k for k, v in SAPIENS_DENSE_TASKS.items()}[task]
+    seg = task == "seg"
+    return DenseConfig(
+        name=f"sapiens-{size}-{suffix}", backbone=_sapiens_backbone(size, 2 if task == "normals" else 0), head=head,
+        codec={"name": "dense", "input_size": list(_SAPIENS_TINY_INPUT if tiny else _SAPIENS_INPUT),
+               "num_classes": num_classes if seg else 0, "depth": task == "depth", "normals": task == "normals"},
+        classes=SAPIENS_PART_CLASSES if seg and num_classes == len(SAPIENS_PART_CLASSES) else (),
+        input_size=_SAPIENS_TINY_INPUT if tiny else _SAPIENS_INPUT, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+for _size in SAPIENS_BACKBONES:
+    for _suffix, _set in SAPIENS_POSE_SETS.items():
+        MODELS.register(f"sapiens-{_size}-{_suffix}", partial(sapiens_pose_config, _size, _set))
+    for _suffix, _task in SAPIENS_DENSE_TASKS.items():
+        MODELS.register(f"sapiens-{_size}-{_suffix}", partial(sapiens_dense_config, _size, _task))
+# ----- end Sapiens
 
 
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:

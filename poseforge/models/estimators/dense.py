@@ -55,6 +55,11 @@ class DenseConfig(ModelConfig):
         if min(self.input_size) <= 0:
             raise PoseforgeError(f"DenseConfig.input_size: expected positive (width, height), got {self.input_size}")
         classes = int(self.codec.get("num_classes", 0))
+        head_tasks = getattr(self.head, "tasks", None)
+        codec_tasks = tuple(t for t, on in (("seg", classes > 0), ("depth", self.codec.get("depth")),
+                                            ("normals", self.codec.get("normals"))) if on)
+        if head_tasks is not None and self.codec and tuple(head_tasks) != codec_tasks:
+            raise PoseforgeError(f"DenseConfig: the head predicts {list(head_tasks)} but the codec decodes {list(codec_tasks)}")
         if self.classes and classes and len(self.classes) != classes:
             raise PoseforgeError(f"DenseConfig.classes: {len(self.classes)} names for {classes} segmentation classes")
 

@@ -3,9 +3,11 @@
 * classic: ``n x [ConvTranspose 4x4 stride 2, BN, ReLU]`` then a 1x1 conv to K heatmaps
   (SimpleBaseline / ViTPose; two 256-channel deconvolutions give 4x the feature resolution).
 * simple: ReLU, bilinear x4 upsampling, then a 3x3 conv to K heatmaps.
+* optional ``conv_channels``: ``[Conv, BN, ReLU]`` blocks after the deconvolutions (mmpose's
+  ``HeatmapHead.conv_layers``; Sapiens' pose heads: two 768-channel deconvolutions, two 1x1 convs).
 
-Parameter names (``deconv_layers.{0,1,3,4}``, ``final_layer``) match mmpose's heads so converted
-checkpoints map one to one.
+Parameter names (``deconv_layers.{0,1,3,4}``, ``conv_layers.{0,1,3,4}``, ``final_layer``) match mmpose's
+heads so converted checkpoints map one to one.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from ...registry import HEADS
 from ..config import FeatureInfo, HeadConfig
 
 __all__ = ["HeatmapHeadConfig", "HeatmapHead", "CLASSIC_DECODER", "SIMPLE_DECODER", "head_preset", "deconv_layers",
-           "check_decoder"]
+           "conv_layers", "check_decoder"]
 
 # kernel -> (padding, output_padding) giving an exact 2x upsampling with stride 2.
 _DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}
@@ -40,6 +42,17 @@ def deconv_layers(in_channels: int, channels: tuple[int, ...], kernels: tuple[in
     return nn.Sequential(*layers), in_channels
 
 
+def conv_layers(in_channels: int, channels: tuple[int, ...], kernels: tuple[int, ...]) -> tuple[nn.Module, int]:
+    """``[Conv (size kept), BN, ReLU]`` per entry (mmpose's ``conv_layers``) and the output channel count;
+    an identity when there are none."""
+    layers: list[nn.Module] = []
+    for out_channels, kernel in zip(channels, kernels):
+        layers += [nn.Conv2d(in_channels, out_channels, kernel, padding=(kernel - 1) // 2),
+                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+        in_channels = out_channels
+    return (nn.Sequential(*layers) if layers else nn.Identity()), in_channels
+
+
 def check_decoder(config: HeadConfig) -> None:
     """One-line errors for a head config's ``deconv_channels`` / ``deconv_kernel_sizes`` /
     ``final_kernel_size`` (the fields the heatmap and SimCC heads share)."""
@@ -50,6 +63,11 @@ def check_decoder(config: HeadConfig) -> None:
     bad = [k for k in kernels if k not in _DECONV_PADDING]
     if bad:
         raise PoseforgeError(f"{name}.deconv_kernel_sizes: unsupported kernel(s) {bad}; use 2, 3 or 4")
+    convs, conv_kernels = getattr(config, "conv_channels", ()), getattr(config, "conv_kernel_sizes", ())
+    if len(convs) != len(conv_kernels):
+        raise PoseforgeError(f"{name}: {len(convs)} conv_channels but {len(conv_kernels)} conv_kernel_sizes")
+    if any(k % 2 != 1 for k in conv_kernels):
+        raise PoseforgeError(f"{name}.conv_kernel_sizes: expected odd kernels, got {list(conv_kernels)}")
     if config.final_kernel_size % 2 != 1:  # type: ignore[attr-defined]
         raise PoseforgeError(f"{name}.final_kernel_size: expected an odd kernel, got {config.final_kernel_size}")  # type: ignore[attr-defined]
 
@@ -61,12 +79,16 @@ class HeatmapHeadConfig(HeadConfig):
     Attributes:
         deconv_channels: output channels of each stride-2 deconvolution block (``()`` for none).
         deconv_kernel_sizes: kernel of each deconvolution (4, 3 or 2).
+        conv_channels: output channels of each ``[Conv, BN, ReLU]`` block after the deconvolutions (``()``: none).
+        conv_kernel_sizes: kernel of each of those convolutions (odd; padding keeps the size).
         final_kernel_size: kernel of the last convolution (1 or 3; padding keeps the size).
         input_upsample: if > 1, apply ReLU and bilinear upsampling by this factor first (simple decoder).
     """
 
     deconv_channels: tuple[int, ...] = (256, 256)
     deconv_kernel_sizes: tuple[int, ...] = (4, 4)
+    conv_channels: tuple[int, ...] = ()
+    conv_kernel_sizes: tuple[int, ...] = ()
     final_kernel_size: int = 1
     input_upsample: int = 0
     type: str = "heatmap"
@@ -111,6 +133,7 @@ class HeatmapHead(nn.Module):
         self.feature_size = tuple(feature_info[-1].size)
         self.deconv_layers, channels = deconv_layers(feature_info[-1].channels, config.deconv_channels,
                                                      config.deconv_kernel_sizes)
+        self.conv_layers, channels = conv_layers(channels, config.conv_channels, config.conv_kernel_sizes)
         k = config.final_kernel_size
         self.final_layer = nn.Conv2d(channels, num_outputs, k, padding=k // 2)
         self.reset_parameters()
@@ -136,4 +159,4 @@ class HeatmapHead(nn.Module):
         x = features[-1]
         if self.config.input_upsample > 1:
             x = F.interpolate(F.relu(x), scale_factor=float(self.config.input_upsample), mode="bilinear", align_corners=False)
-        return Heatmaps(self.final_layer(self.deconv_layers(x)))
+        return Heatmaps(self.final_layer(self.conv_layers(self.deconv_layers(x))))

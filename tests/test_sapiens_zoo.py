@@ -1,0 +1,95 @@
+"""Sapiens zoo: published shapes, the dense head and the pose head's extra convolutions."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from poseforge import create_model, list_models
+from poseforge.errors import PoseforgeError
+from poseforge.models.backbones.vit import VisionTransformer
+from poseforge.models.heads.dense import SapiensDenseHeadConfig
+from poseforge.models.zoo import SAPIENS_BACKBONES, model_config
+from poseforge.outputs import DenseMaps
+
+SIZES = ("0.3b", "0.6b", "1b", "2b")
+# facebookresearch/sapiens mmpretrain ``arch_zoo``: (embed_dims, num_layers, num_heads).
+PUBLISHED_SHAPES = {"0.3b": (1024, 24, 16), "0.6b": (1280, 32, 16), "1b": (1536, 40, 24), "2b": (1920, 48, 32)}
+
+
+def test_every_size_and_task_is_registered():
+    names = set(list_models("sapiens-*"))
+    for size in (*SIZES, "tiny"):
+        for task in ("pose", "pose-coco", "pose-wholebody", "seg", "depth", "normal"):
+            assert f"sapiens-{size}-{task}" in names
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_published_backbone_shapes_and_native_grid(size):
+    config = SAPIENS_BACKBONES[size]
+    assert (config.embed_dim, config.depth, config.num_heads) == PUBLISHED_SHAPES[size]
+    assert config.hidden_dim == 4 * config.embed_dim
+    pose = model_config(f"sapiens-{size}-pose-coco")
+    seg = model_config(f"sapiens-{size}-seg")
+    assert pose.input_size == seg.input_size == (768, 1024)
+    assert pose.backbone.patch_padding == 2 and seg.backbone.patch_padding == 0  # as the official configs
+    assert model_config(f"sapiens-{size}-normal").backbone.patch_padding == 2
+    with torch.device("meta"):  # nothing this size is materialized
+        backbone = VisionTransformer(pose.backbone, input_size=pose.input_size)
+    assert tuple(backbone.pos_embed.shape) == (1, 64 * 48, config.embed_dim)
+    assert pose.codec["heatmap_size"] == [192, 256] and pose.codec["sigma"] == 6.0
+
+
+def test_pose_head_has_mmpose_conv_layers():
+    model = create_model("sapiens-tiny-pose-coco")
+    keys = set(model.head.state_dict())
+    assert {"conv_layers.0.weight", "conv_layers.0.bias", "conv_layers.1.running_var", "final_layer.weight"} <= keys
+    assert model(torch.zeros(1, 3, 256, 192)).heatmaps.shape == (1, 17, 64, 48)
+    published = model_config("sapiens-0.3b-pose-coco").head
+    assert published.deconv_channels == (768, 768) and published.conv_channels == (768, 768)
+    assert published.conv_kernel_sizes == (1, 1)
+
+
+@pytest.mark.parametrize("task,field,channels,stride", [("seg", "seg", 28, 2), ("depth", "depth", 1, 1),
+                                                         ("normal", "normals", 3, 2)])
+def test_tiny_dense_models(task, field, channels, stride):
+    model = create_model(f"sapiens-tiny-{task}").eval()
+    out = model(torch.randn(2, 3, 256, 192))
+    assert isinstance(out, DenseMaps)
+    assert getattr(out, field).shape == (2, channels, 256 // stride, 192 // stride)
+    assert [f for f in ("seg", "depth", "normals") if getattr(out, f) is not None] == [field]
+    # the instance norms carry no weights: only convolutions (as the official heads' state dicts)
+    assert all(k.split(".")[0] in ("deconv_layers", "conv_layers", f"{'normal' if field == 'normals' else field}_layer")
+               for k in model.head.state_dict())
+
+
+def test_published_dense_heads():
+    seg, depth, normal = (model_config(f"sapiens-1b-{t}").head for t in ("seg", "depth", "normal"))
+    assert seg.deconv_channels == (768,) * 3 and seg.conv_channels == (768,) * 3
+    assert depth.deconv_channels == (384,) * 4 and depth.conv_channels == (384,) * 2
+    assert normal.deconv_channels == (768,) * 3 and normal.upsampling == 8 and depth.upsampling == 16
+    assert model_config("sapiens-1b-seg").codec["num_classes"] == 28
+
+
+def test_fresh_depth_model_predicts_positive_depth():
+    model = create_model("sapiens-tiny-depth").eval()
+    with torch.no_grad():
+        depth = model(torch.randn(1, 3, 256, 192)).depth
+    assert (depth > 0).all()  # the log loss clamps non-positive depth and would give it no gradient
+
+
+def test_multi_task_dense_head_and_mismatch_errors():
+    config = model_config("sapiens-tiny-seg")
+    both = config.replace(head=config.head.replace(tasks=("seg", "normals")),
+                          codec={**config.codec, "normals": True})
+    from poseforge.models import build_model
+
+    out = build_model(both)(torch.randn(1, 3, 256, 192))
+    assert out.seg.shape[1] == 28 and out.normals.shape[1] == 3
+    with pytest.raises(PoseforgeError, match="head predicts"):
+        config.replace(head=config.head.replace(tasks=("seg", "depth")))
+    with pytest.raises(PoseforgeError, match="order"):
+        SapiensDenseHeadConfig(tasks=("normals", "seg"))
+    with pytest.raises(PoseforgeError, match="distinct tasks"):
+        SapiensDenseHeadConfig(tasks=("albedo",))
+    with pytest.raises(PoseforgeError, match="deconv_kernel_sizes"):
+        SapiensDenseHeadConfig(deconv_kernel_sizes=(5, 4, 4))
