@@ -2,7 +2,8 @@
 
 Layout of ``--out DIR``::
 
-    annotations.json      COCO keypoints (wholebody133 in COCO-WholeBody's split fields), with
+    annotations.json      COCO keypoints (wholebody133 in COCO-WholeBody's split fields, sapiens308 as
+                          one flat list of 308), with
                           compressed-RLE instance masks in "segmentation"
     images/00000000.jpg   RGB images (JPEG quality pinned, so a seed gives byte-identical files)
     dense/00000000_parts.png      uint8 Sapiens body-part classes (0 = background)      [--dense]
@@ -43,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=size_argument, default=(640, 480), metavar="WxH", help="image size (default 640x480)")
     parser.add_argument("--people", type=range_argument, default=(1, 4), metavar="MIN-MAX",
                         help="figures per image (default 1-4; 1 frames one person like a top-down crop)")
-    parser.add_argument("--keypoints", default="coco17", choices=("coco17", "wholebody133", "ap10k17"),
-                        help="keypoint set; ap10k17 renders quadrupeds (default coco17)")
+    parser.add_argument("--keypoints", default="coco17",
+                        choices=("coco17", "wholebody133", "sapiens308", "ap10k17"),
+                        help="keypoint set; ap10k17 renders quadrupeds; sapiens308 labels 63 of its 308 joints, "
+                             "the others visibility 0 (default coco17)")
     parser.add_argument("--dense", action="store_true", help="also write part, depth, normal and instance maps to dense/")
     parser.add_argument("--device", default="cpu", help="torch device for rendering: cpu or cuda (default cpu)")
     parser.add_argument("--contact-sheet", action="store_true",

@@ -1,7 +1,13 @@
 """Keypoint sets as data: names, flip pairs, OKS sigmas, joint weights, skeleton and draw colors.
 
 The numbers live once, in ``keypoint_sets.json`` beside this file. A model or dataset refers to its
-set by name (``"coco17"``) and takes flip pairs, sigmas and drawing from here.
+set by name (``"coco17"``) and takes flip pairs, sigmas and drawing from here. Each set's numbers are
+the dataset authors' (the file's ``source`` fields say where from); ``sapiens308`` is Meta's Sapiens /
+Goliath set as its official config defines it (facebookresearch/sapiens,
+``pose/configs/_base_/datasets/goliath.py``, teeth removed): Goliath order, COCO names for the 17 body
+and 6 foot joints, hands without a root (the wrist is the root), 7 extra arm/neck points and 238 face
+points. It has no ``parts``: Goliath's body part includes the wrists, which sit inside the hand blocks,
+so its parts are not the contiguous ranges ``parts`` holds.
 """
 from __future__ import annotations
 
@@ -144,11 +150,18 @@ def match_keypoint_set(category_keypoint_names: list[str] | None, num_keypoints:
 # Deliberately absent: MPII's "upper_neck" / "thorax" vs AIC / CrowdPose "neck" - the datasets place them
 # differently, and a wrong pairing would score predictions against another point.
 _JOINT_ALIASES = {"top_head": "head_top", "head": "head_top", "headtop": "head_top"}
+# Goliath (sapiens308) names each finger's base joint "<finger>_third_joint" (counted from the tip) where
+# COCO-WholeBody says "<finger>1": its skeleton chains wrist -> third_joint -> 2 -> 3 -> 4 and its config
+# gives it COCO-WholeBody's <finger>1 sigma. (Sapiens' own coco_wholebody2goliath converter matches exact
+# names only and so leaves these 10 joints out.)
+_JOINT_ALIASES.update({f"{side}_{finger}_third_joint": f"{side}_{finger}1" for side in ("left", "right")
+                       for finger in ("thumb", "forefinger", "middle_finger", "ring_finger", "pinky_finger")})
 
 
 def canonical_joint_name(name: str) -> str:
     """One spelling per joint: ``"L_Shoulder"``, ``"Left Shoulder"`` and ``"left_shoulder"`` all give
-    ``"left_shoulder"``; ``"top_head"`` gives ``"head_top"``."""
+    ``"left_shoulder"``; ``"top_head"`` gives ``"head_top"``; Goliath's ``"left_thumb_third_joint"``
+    gives COCO-WholeBody's ``"left_thumb1"``."""
     n = re.sub(r"^l_", "left_", re.sub(r"^r_", "right_", _normalize(name)))
     return _JOINT_ALIASES.get(n, n)
 

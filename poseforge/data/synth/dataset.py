@@ -4,6 +4,16 @@ Image ``i`` is a pure function of ``(seed, i)`` and the dataset's settings: rend
 batch, in another order or in a DataLoader worker gives the same pixels and labels. ``dataset[i]``
 yields the same :class:`~poseforge.data.records.PoseInstance` records as the COCO reader (plus the
 pixels), so training and evaluation use it like any COCO file.
+
+A set is labelled from the figure's own keypoints (the human's are COCO-WholeBody's 133, the
+quadruped's AP-10K's 17) matched by joint name (:func:`~poseforge.keypoints.keypoint_mapping`); a
+joint of the set the figure does not model is unlabeled (visibility 0, coordinates 0), never guessed.
+``coco17`` and ``wholebody133`` are fully labelled. ``sapiens308`` (Sapiens / Goliath) gets 63 of its
+308 joints: the 17 body and 6 foot joints, and per hand the 5 fingers' joints 2, 3, 4 and base
+(Goliath's ``<finger>_third_joint`` = COCO-WholeBody's ``<finger>1``); its 7 extra arm/neck points
+(neck, acromions, olecranons, cubital fossae) and 238 face points stay unlabeled, so each of its
+records has at most 63 labelled joints, at the same pixels as the ``wholebody133`` record of the same
+image (same seed).
 """
 from __future__ import annotations
 
@@ -16,9 +26,9 @@ import torch
 from torch import Tensor
 
 from ...errors import PoseforgeError
-from ...keypoints import get_keypoint_set
+from ...keypoints import get_keypoint_set, keypoint_mapping
 from ..records import ImageInfo, PoseInstance
-from .labels import LabelBatch, compute_labels
+from .labels import LabelBatch, compute_labels, expand_labels
 from .render import RenderOutput, render
 from .rng import Rng
 from .scene import SceneConfig, build_scenes, num_figures
@@ -27,7 +37,9 @@ from .shapes import to_camera
 __all__ = ["SyntheticPoseDataset", "RenderedImage", "SynthBatch", "MAX_FIGURES", "single_threaded"]
 
 MAX_FIGURES = 99  # annotation ids are image_id * 100 + figure slot + 1
-_FIGURES = {"coco17": "human", "wholebody133": "human", "ap10k17": "quadruped"}
+_FIGURES = {"coco17": "human", "wholebody133": "human", "sapiens308": "human", "ap10k17": "quadruped"}
+# Each figure's own keypoint list (in its order); other sets are labelled from it by joint name.
+_FIGURE_KEYPOINTS = {"human": "wholebody133", "quadruped": "ap10k17"}
 
 
 @dataclass
@@ -66,9 +78,10 @@ class RenderedImage:
 
     ``parts``/``depth``/``normals``/``instance_ids`` as in :class:`SynthBatch` for one image;
     ``camera`` the 3x3 OpenCV intrinsics. The records' ``extras`` hold ``"mask"`` (bool HxW visible
-    mask), ``"keypoints_cam"`` ([K,3] camera-space metres), ``"slack"`` ([K] depth-test tolerance in
-    metres) and ``"instance_index"`` (its value in ``instance_ids``); with ``dense=True`` also the
-    image's shared ``"parts"``, ``"depth"``, ``"normals"`` and ``"instance_ids"`` arrays.
+    mask), ``"keypoints_cam"`` ([K,3] camera-space metres; 0 for joints the figure does not model),
+    ``"slack"`` ([K] depth-test tolerance in metres) and ``"instance_index"`` (its value in
+    ``instance_ids``); with ``dense=True`` also the image's shared ``"parts"``, ``"depth"``,
+    ``"normals"`` and ``"instance_ids"`` arrays.
     """
 
     index: int
@@ -111,7 +124,8 @@ def _parse_pair(value: "Sequence[int] | int", what: str) -> tuple[int, int]:
 
 
 class SyntheticPoseDataset(torch.utils.data.Dataset):
-    """Procedural people (``coco17``/``wholebody133``) or quadrupeds (``ap10k17``) with exact labels.
+    """Procedural people (``coco17``, ``wholebody133``, ``sapiens308``) or quadrupeds (``ap10k17``),
+    exactly labelled.
 
     Args:
         num_images: dataset length.
@@ -119,7 +133,8 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
         image_size: ``(width, height)``. ``(192, 256)`` with ``people=(1, 1)`` gives person-centric
             crops (one figure filling the frame, like a top-down training crop).
         people: ``(min, max)`` figures per image (or one int).
-        keypoint_set: ``"coco17"``, ``"wholebody133"`` or ``"ap10k17"`` (renders quadrupeds).
+        keypoint_set: ``"coco17"``, ``"wholebody133"``, ``"sapiens308"`` (63 of 308 joints labelled, the
+            rest visibility 0: see the module doc) or ``"ap10k17"`` (renders quadrupeds).
         dense: also put the dense maps (parts, depth, normals, instance ids) into every record's extras.
         device: ``"cpu"`` or ``"cuda"``; rendering runs there (the records are numpy either way).
         framing: ``"auto"`` (crop when at most one figure), ``"crop"`` or ``"scene"``.
@@ -154,7 +169,20 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
                                   figure=_FIGURES[keypoint_set], framing=framing, clutter=clutter)
         budget = (1 << 21) if self.device.type == "cpu" else (1 << 25)
         self.batch_size = int(batch_size) if batch_size else max(1, min(256, budget // (width * height)))
-        self._kp_index = torch.arange(self.keypoint_set.num_keypoints, device=self.device)
+        shared = keypoint_mapping(_FIGURE_KEYPOINTS[_FIGURES[keypoint_set]], self.keypoint_set)
+        self._kp_index = torch.tensor(shared.source_index, dtype=torch.int64, device=self.device)  # figure's keypoints
+        # Where they go in the set; None when that is every joint in order (coco17, wholebody133, ap10k17).
+        full = shared.target_index == tuple(range(self.keypoint_set.num_keypoints))
+        self._kp_target = None if full else torch.tensor(shared.target_index, dtype=torch.int64, device=self.device)
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """``[K]`` bool: the set's joints the renderer labels (all but ``sapiens308``'s face and extra points)."""
+        if self._kp_target is None:
+            return np.ones(self.keypoint_set.num_keypoints, dtype=bool)
+        out = np.zeros(self.keypoint_set.num_keypoints, dtype=bool)
+        out[self._kp_target.cpu().numpy()] = True
+        return out
 
     # -- sizes -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -195,6 +223,8 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
             out = render(scene.inputs, prim_ids=False)  # the primitive map is not a label
             cam = to_camera(scene.inputs.prims, scene.inputs.cam_R, scene.inputs.cam_t, scene.inputs.intr)
             labels = compute_labels(scene, out, cam, self._kp_index)
+            if self._kp_target is not None:
+                labels = expand_labels(labels, self._kp_target, self.keypoint_set.num_keypoints)
             return _to_batch(idx, scene.inputs.intr, scene.category, out, labels)
 
     def render_batch(self, indices: Iterable[int]) -> list[RenderedImage]:

@@ -4,8 +4,9 @@ Conventions (the same as poseforge's COCO reader):
 
 * keypoints are pixel coordinates with pixel centres at integers (the pixel containing keypoint
   ``(x, y)`` is ``(round(x), round(y))``);
-* visibility is COCO's: 0 = outside the image (coordinates set to 0, as COCO does for unlabeled
-  points), 1 = inside the image but occluded, 2 = visible;
+* visibility is COCO's: 0 = outside the image, or a joint of the set the figure does not model
+  (``sapiens308``'s face points: :func:`expand_labels`), coordinates set to 0 as COCO does for
+  unlabeled points; 1 = inside the image but occluded, 2 = visible;
 * a keypoint is *visible* when the first surface along the camera ray through it (any figure, prop,
   wall or floor) is no more than its ``slack`` in front of it -- the joint's own depth inside the limb
   for joint centres (e.g. ~17 cm for a hip, ~6 cm for an elbow), about 1 cm for surface points --
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...errors import PoseforgeError
 from .classes import SAPIENS_PART_CLASSES
 from .ops import matvec3
 from .render import RenderOutput, cast_rays, plane_depths
 from .scene import SceneBatch
 from .shapes import NEAR, CameraPrims
 
-__all__ = ["LabelBatch", "compute_labels", "KEYPOINT_PARTS", "keypoint_parts", "mask_to_rle"]
+__all__ = ["LabelBatch", "compute_labels", "expand_labels", "KEYPOINT_PARTS", "keypoint_parts", "mask_to_rle"]
 
 
 @dataclass
@@ -35,7 +37,8 @@ class LabelBatch:
     """Labels for a rendered batch ([B,P] figure slots, K keypoints of the requested set).
 
     ``keypoints`` [B,P,K,2] float32 (0 where visibility is 0), ``visibility`` [B,P,K] float32,
-    ``keypoints_cam`` [B,P,K,3] camera-space points (metres, OpenCV axes) for every keypoint,
+    ``keypoints_cam`` [B,P,K,3] camera-space points (metres, OpenCV axes) for every keypoint the
+    figure models (0 for the set's other joints),
     ``slack`` [B,P,K] metres, ``bbox`` [B,P,4] xywh, ``area`` [B,P] float32 (mask pixels),
     ``present`` [B,P] slots that hold a figure with at least one visible pixel.
     """
@@ -122,6 +125,23 @@ def compute_labels(scene: SceneBatch, out: RenderOutput, cam: CameraPrims, keypo
     )
 
 
+def expand_labels(labels: LabelBatch, target_index: Tensor, num_keypoints: int) -> LabelBatch:
+    """``labels`` of some joints placed at ``target_index`` of a ``num_keypoints`` set; every other
+    joint is unlabeled: visibility, coordinates, camera point and slack all 0."""
+    B, P, K = labels.visibility.shape
+    if target_index.shape != (K,):
+        raise PoseforgeError(f"expand_labels: {K} labelled keypoints but {tuple(target_index.shape)} target indices")
+
+    def spread(x: Tensor) -> Tensor:
+        out = x.new_zeros((B, P, num_keypoints) + tuple(x.shape[3:]))
+        out[:, :, target_index] = x
+        return out
+
+    return LabelBatch(keypoints=spread(labels.keypoints), visibility=spread(labels.visibility),
+                      keypoints_cam=spread(labels.keypoints_cam), slack=spread(labels.slack), bbox=labels.bbox,
+                      area=labels.area, present=labels.present)
+
+
 def _body_part_table() -> dict[str, tuple[str, ...]]:
     """The body-part classes that may show at each human keypoint (for checks and for users)."""
     face = ("Face_Neck", "Upper_Lip", "Lower_Lip", "Upper_Teeth", "Lower_Teeth", "Tongue")
@@ -143,6 +163,7 @@ def _body_part_table() -> dict[str, tuple[str, ...]]:
         for finger in ("thumb", "forefinger", "middle_finger", "ring_finger", "pinky_finger"):
             for k in range(1, 5):
                 table[f"{side}_{finger}{k}"] = (f"{cap}_Hand",)
+            table[f"{side}_{finger}_third_joint"] = (f"{cap}_Hand",)  # Goliath's name for <finger>1
     for k in range(68):
         table[f"face_{k}"] = face
     return table
