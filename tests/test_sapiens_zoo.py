@@ -49,8 +49,8 @@ def test_pose_head_has_mmpose_conv_layers():
     assert published.conv_kernel_sizes == (1, 1)
 
 
-@pytest.mark.parametrize("task,field,channels,stride", [("seg", "seg", 28, 2), ("depth", "depth", 1, 1),
-                                                         ("normal", "normals", 3, 2)])
+@pytest.mark.parametrize("task,field,channels,stride", [("seg", "seg", 28, 4), ("depth", "depth", 1, 4),
+                                                         ("normal", "normals", 3, 4)])
 def test_tiny_dense_models(task, field, channels, stride):
     model = create_model(f"sapiens-tiny-{task}").eval()
     out = model(torch.randn(2, 3, 256, 192))
@@ -93,3 +93,75 @@ def test_multi_task_dense_head_and_mismatch_errors():
         SapiensDenseHeadConfig(tasks=("albedo",))
     with pytest.raises(PoseforgeError, match="deconv_kernel_sizes"):
         SapiensDenseHeadConfig(deconv_kernel_sizes=(5, 4, 4))
+
+
+def test_loading_a_dense_model_first_leaves_the_renderer_usable(tmp_path):
+    """A dense model's load imports the renderer inside the meta-device build: its colour tables must stay real."""
+    import subprocess
+    import sys
+
+    create_model("sapiens-tiny-seg").save_pretrained(tmp_path / "seg")
+    code = (f"from poseforge.models import load_model; load_model({str(tmp_path / 'seg')!r}); "
+            "from poseforge.data.synth import SyntheticPoseDataset; "
+            "image = SyntheticPoseDataset(1, image_size=(64, 96), people=1)[0]; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    """A sapiens-tiny model predicting parts, depth and normals (random weights), saved as a model folder."""
+    from poseforge.models import build_model
+
+    config = model_config("sapiens-tiny-seg")
+    config = config.replace(head=config.head.replace(tasks=("seg", "depth", "normals")),
+                            codec={**config.codec, "depth": True, "normals": True})
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("dense") / "model"
+    build_model(config).save_pretrained(folder)
+    return folder
+
+
+def test_predictor_draws_each_dense_task(dense_run):
+    import numpy as np
+
+    from poseforge.inference.predictor import Predictor
+
+    image = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)
+    result = Predictor(str(dense_run), detector=None, device="cpu").predict(image)
+    assert result.dense_tasks == ("seg", "depth", "normal")
+    assert result.dense["seg"].shape == (120, 90) and result.dense["normals"].shape == (120, 90, 3)
+    seg = result.draw(task="seg")
+    assert seg.shape == (120, 90, 3)
+    for task in ("depth", "normal"):  # the image beside its map, coloured on the predicted person pixels only
+        drawn = result.draw(task=task)
+        assert drawn.shape == (120, 180, 3)
+        assert (drawn[:, :90] == image).all()
+        background = result.dense["seg"] == 0
+        assert (drawn[:, 90:][background] == 0).all()
+    with pytest.raises(PoseforgeError, match="no 'pose' map"):
+        result.draw(task="pose")
+
+
+def test_predict_cli_writes_dense_maps_and_refuses_missing_task(dense_run, tmp_path):
+    import numpy as np
+    import cv2
+
+    from poseforge.cli import main
+
+    image = (np.random.default_rng(1).random((100, 80, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "person.png"), image)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "person.png"), "--model", str(dense_run), "--out", str(out), "--task", "normal",
+                 "--device", "cpu"]) == 0
+    assert (out / "person.png.normal.jpg").is_file()
+    maps = np.load(out / "person.png.dense.npz")
+    assert set(maps.files) == {"seg", "depth", "normals"} and maps["seg"].shape == (100, 80)
+    # a second run refuses to replace the dense outputs without --force
+    assert main(["predict", str(tmp_path / "person.png"), "--model", str(dense_run), "--out", str(out), "--task",
+                 "depth", "--device", "cpu"]) != 0
+    seg_only = tmp_path / "seg"
+    create_model("sapiens-tiny-seg").save_pretrained(seg_only)
+    assert main(["predict", str(tmp_path / "person.png"), "--model", str(seg_only), "--out", str(tmp_path / "o2"),
+                 "--task", "depth", "--device", "cpu"]) != 0
+    assert not (tmp_path / "o2" / "person.png.depth.jpg").exists()

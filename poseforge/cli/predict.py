@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="treat INPUT as a video whatever its extension (video files are recognized by "
                              "extension; results get track ids and an annotated .mp4)")
     parser.add_argument("--no-draw", dest="draw", action="store_false", help="write JSON only, no annotated images / video")
+    parser.add_argument("--task", choices=("pose", "seg", "depth", "normal"), default=None,
+                        help="what to draw: pose (keypoint models) or, for dense (Sapiens) models, seg (body parts over the "
+                             "image), depth or normal (the image beside its colour-mapped depth / normals); dense models also "
+                             "write NAME.EXT.dense.npz with every map they predict (default: the model's first)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test (faster)")
     parser.add_argument("--box-threshold", type=float, default=None, metavar="T",
@@ -192,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         planned = [out / "predictions.json"]
         for path in inputs:
             planned.append(out / f"{path.name}.json")
-            if args.draw:
+            if args.draw and args.task in (None, "pose"):  # (a dense model's drawings are planned once it is loaded)
                 planned.append(out / f"{path.name}{DRAWN_SUFFIX}.jpg")
         if args.coco_results:
             planned.append(Path(args.coco_results))
@@ -209,6 +213,10 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model, detector=detector, device=args.device, flip_test=args.flip,
                           box_score_threshold=args.box_threshold, max_people=args.max_people, tracker=False,
                           verify=args.verify)
+    if predictor.keypoint_set is None:  # a dense model: its maps are named by task, known once it is loaded
+        _plan_dense_outputs(args, predictor, inputs, out, as_video)
+    elif args.task not in (None, "pose"):
+        raise PoseforgeError(f"--task {args.task}: {args.model} is a keypoint model; it draws --task pose")
     if str(args.detector).lower() == "auto" and predictor.detector is not None:  # (a bottom-up model uses none)
         print(f"person detector: {detector}" + (" (trained on synthetic people; for real photos: --detector rtmdet-nano, "
                                                 "downloaded once)" if detector == "bundled" else ""))
@@ -241,7 +249,7 @@ def _run_video(args: argparse.Namespace, predictor: Any, source: Any, webcam: bo
             if video_path is not None:
                 if writer is None:
                     writer = VideoWriter(video_path, fps=reader_fps)
-                writer.write(result.draw(threshold=args.keypoint_threshold))
+                writer.write(result.draw(threshold=args.keypoint_threshold, task=args.task))
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -254,6 +262,39 @@ def _run_video(args: argparse.Namespace, predictor: Any, source: Any, webcam: bo
              f"({len(frames) / max(seconds, 1e-9):.1f} frames/s) -> {json_path}"
              + (f", {video_path}" if video_path is not None and frames else ""))
     return 0
+
+
+def _plan_dense_outputs(args: argparse.Namespace, predictor: Any, inputs: list[Path], out: Path, as_video: bool) -> None:
+    """Check ``--task`` against what a dense model predicts, and refuse to replace its outputs (before any is written)."""
+    from ..inference.predictor import DENSE_TASK_NAMES
+
+    held = [DENSE_TASK_NAMES[t] for t in predictor.model.codec.tasks]
+    if args.task is not None and args.task not in held:
+        raise PoseforgeError(f"--task {args.task}: {args.model} predicts {', '.join(held)}")
+    if as_video:
+        return
+    task = args.task or held[0]
+    planned = [out / f"{p.name}.dense.npz" for p in inputs]
+    if args.draw:
+        planned += [out / f"{p.name}.{task}.jpg" for p in inputs]
+    refuse_overwrite(planned, _protected_inputs(args, inputs), args.force, what="results")
+
+
+def _drawn_suffix(result: Any, task: str | None) -> str:
+    """``.poses`` for keypoints, ``.seg`` / ``.depth`` / ``.normal`` for a dense model's drawn map."""
+    if result.keypoint_set is not None:
+        return DRAWN_SUFFIX
+    held = result.dense_tasks
+    return f".{task or (held[0] if held else 'dense')}"
+
+
+def _write_dense(path: Path, maps: dict[str, np.ndarray]) -> None:
+    """The dense maps at the image's resolution: ``seg`` uint8 class ids, ``depth`` and ``normals`` float16."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: v if k == "seg" else v.astype(np.float16) for k, v in maps.items()})
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _run_images(args: argparse.Namespace, predictor: Any, inputs: list[Path], skipped_files: list[tuple[Path, str]],
@@ -297,12 +338,16 @@ def _run_images(args: argparse.Namespace, predictor: Any, inputs: list[Path], sk
         result.source = str(path)
         result.to_json(out / f"{path.name}.json")
         if args.draw:
-            write_bytes_atomic(out / f"{path.name}{DRAWN_SUFFIX}.jpg", _jpeg(result.draw(threshold=args.keypoint_threshold)))
+            write_bytes_atomic(out / f"{path.name}{_drawn_suffix(result, args.task)}.jpg",
+                               _jpeg(result.draw(threshold=args.keypoint_threshold, task=args.task)))
+        if result.dense:
+            _write_dense(out / f"{path.name}.dense.npz", result.dense)
         entry = {"file_name": path.name, **({"image_id": image_id} if image_id is not None else {}), **result.to_dict()}
         results.append(entry)
         if image_id is not None:
             coco += result.to_coco(image_id, category_id=gt.category_id if gt is not None else 1)
-        log.info(f"{path}: {len(result)} {'person' if len(result) == 1 else 'people'}")
+        log.info(f"{path}: " + (f"{', '.join(result.dense_tasks)} map(s)" if result.keypoint_set is None
+                                 else f"{len(result)} {'person' if len(result) == 1 else 'people'}"))
     write_json_atomic(out / "predictions.json", results, indent=None)
     if args.coco_results:
         from ..data.coco import write_coco_results

@@ -52,6 +52,8 @@ __all__ = ["PoseResult", "Predictor", "IMAGE_SUFFIXES", "as_rgb_image"]
 
 log = logging.getLogger("poseforge")
 
+# Dense map keys -> the task names ``predict --task`` and :meth:`PoseResult.draw` use.
+DENSE_TASK_NAMES = {"seg": "seg", "depth": "depth", "normals": "normal"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm")
 
 
@@ -151,23 +153,53 @@ class PoseResult:
             write_json_atomic(path, data, indent=indent)
         return json.dumps(data, indent=indent)
 
-    def draw(self, image: np.ndarray | None = None, threshold: float = 0.3, boxes: bool = True, labels: bool = True) -> np.ndarray:
-        """An RGB copy of the image (or of ``image``) with skeletons, boxes and track ids drawn."""
+    @property
+    def dense_tasks(self) -> tuple[str, ...]:
+        """The dense maps this result holds, as ``predict --task`` names them (``seg``, ``depth``, ``normal``)."""
+        return tuple(DENSE_TASK_NAMES[k] for k in ("seg", "depth", "normals") if self.dense and k in self.dense)
+
+    def draw(self, image: np.ndarray | None = None, threshold: float = 0.3, boxes: bool = True, labels: bool = True,
+             task: str | None = None) -> np.ndarray:
+        """An RGB copy of the image (or of ``image``) with skeletons, boxes and track ids drawn; for a dense
+        model, ``task`` (``seg``: parts blended over the image; ``depth`` / ``normal``: the image beside its
+        colour-mapped depth / normals, human pixels only where a part map says which; default: the first map held)."""
         from .drawing import draw_result
 
         canvas = self.image if image is None else image
         if canvas is None:
             raise PoseforgeError("PoseResult.draw: the result holds no image (pass image=...)")
-        if self.keypoint_set is None:  # a dense model: the part map over the image
-            from .drawing import colorize_parts
-
-            if not self.dense or "seg" not in self.dense:
-                return canvas.copy()
-            overlay = colorize_parts(self.dense["seg"])
-            return (0.5 * canvas + 0.5 * overlay).round().astype(np.uint8)
+        if self.keypoint_set is None:  # a dense model
+            return self._draw_dense(canvas, task)
+        if task not in (None, "pose"):
+            raise PoseforgeError(f"PoseResult.draw: a pose model draws task 'pose', not '{task}'")
         return draw_result(canvas, self.keypoints, self.keypoint_scores, self.keypoint_set,
                            self.boxes if boxes else None, self.box_scores, self.track_ids, threshold, labels=labels,
                            color_by_index=True)
+
+    def _draw_dense(self, canvas: np.ndarray, task: str | None) -> np.ndarray:
+        from .drawing import colorize_depth, colorize_normals, colorize_parts
+
+        held = self.dense_tasks
+        if not held:
+            return canvas.copy()
+        task = task or held[0]
+        if task not in held:
+            raise PoseforgeError(f"this model predicts {', '.join(held)}; it has no '{task}' map to draw")
+        seg = self.dense.get("seg")  # type: ignore[union-attr]
+        if task == "seg":
+            overlay = colorize_parts(seg, num_classes=max(int(seg.max()) + 1, 28))
+            blend = np.where((seg > 0)[..., None], 0.45 * canvas + 0.55 * overlay, canvas)
+            return blend.round().astype(np.uint8)
+        mask = seg > 0 if seg is not None else None  # a part map tells the person from the background
+        if task == "depth":
+            depth = self.dense["depth"]  # type: ignore[index]
+            if mask is None:
+                mask = np.isfinite(depth) & (depth > 0)
+            colored = colorize_depth(depth, mask)
+        else:
+            normals = self.dense["normals"]  # type: ignore[index]
+            colored = colorize_normals(normals, mask if mask is not None else np.ones(normals.shape[:2], bool))
+        return np.concatenate([canvas, colored], axis=1)
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -26,6 +26,8 @@
 * ``rtmpose-t-synth``: RTMPose-t as published, from scratch on synth-cpu's synthetic people and held-out
   set, 2-core CPU: held-out AP 0.440 in 53 minutes measured (``rtmpose-t.synth``; the goal of the
   ViTPose's 0.71 is not met, see benchmarks/RESULTS.md).
+* ``sapiens-tiny-{pose,seg,depth,normal}-synth``: a CPU-sized Sapiens fine-tuned on synthetic people for one
+  task with Sapiens' optimizer (weight decay 0.1, layer-wise LR decay 0.85), from an MAE run or from scratch.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ from ..registry import PRESETS
 from .config import (DataSection, EMASection, LossSection, ModelSection, OptimSection, ScheduleSection, SyntheticSection,
                      TrainConfig)
 
-__all__ = ["get_preset", "list_presets", "vitpose_coco_recipe", "rtmpose_coco_recipe", "COCO_DETECTIONS"]
+__all__ = ["get_preset", "list_presets", "vitpose_coco_recipe", "rtmpose_coco_recipe", "sapiens_tiny_recipe",
+           "SAPIENS_TINY_TASKS", "COCO_DETECTIONS"]
 
 # mmpose's val bbox_file, relative to the COCO folder.
 COCO_DETECTIONS = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
@@ -86,10 +89,11 @@ def _synthetic_people(name: str, description: str, model: ModelSection, *, image
                       batch_size: int, val_batch_size: int, num_workers: int, lr: float, layer_decay: float,
                       epochs: int, warmup_iters: int, min_lr_ratio: float, steps_per_epoch: int | None = None,
                       val_interval: int, log_interval: int, threads: int = 0, compile: str = "none",
-                      loss: LossSection | None = None, people: tuple[int, int] = (1, 1)) -> TrainConfig:
+                      loss: LossSection | None = None, people: tuple[int, int] = (1, 1),
+                      weight_decay: float = 0.05) -> TrainConfig:
     """A preset on synthetic people. What the synthetic presets share lives here: ``people`` per image (one
     by default; the held-out images alike), training set from seed 0 and held-out set from seed 1,000,003,
-    AdamW (weight decay 0.05, clipping at 1.0) on a cosine schedule after a warm-up from 0.01 x lr, flip test."""
+    AdamW (weight decay 0.05 unless given, clipping at 1.0) on a cosine schedule after a warm-up from 0.01 x lr, flip test."""
     return TrainConfig(
         name=name, description=description, model=model,
         data=DataSection(train="synthetic", batch_size=batch_size, val_batch_size=val_batch_size,
@@ -97,7 +101,7 @@ def _synthetic_people(name: str, description: str, model: ModelSection, *, image
                          synthetic=SyntheticSection(train_images=train_images, val_images=val_images, seed=0,
                                                     val_seed=1_000_003, image_size=image_size, people=people,
                                                     val_people=people, clutter=clutter, fresh=fresh)),
-        optim=OptimSection(lr=lr, weight_decay=0.05, layer_decay=layer_decay, clip_grad=1.0),
+        optim=OptimSection(lr=lr, weight_decay=weight_decay, layer_decay=layer_decay, clip_grad=1.0),
         loss=loss or LossSection(),
         schedule=ScheduleSection(epochs=epochs, steps_per_epoch=steps_per_epoch, warmup_iters=warmup_iters,
                                  warmup_start=0.01, kind="cosine", min_lr_ratio=min_lr_ratio, milestones=()),
@@ -195,6 +199,33 @@ def _synth_gpu() -> TrainConfig:
         augment=AugmentConfig(rotate_factor=40.0),
         batch_size=128, val_batch_size=128, num_workers=4, lr=1e-3, layer_decay=0.9,
         epochs=20, warmup_iters=300, min_lr_ratio=0.02, val_interval=4, log_interval=50)
+
+
+# Sapiens task -> the zoo model its CPU preset fine-tunes (pose: COCO-17, the set the renderer labels fully).
+SAPIENS_TINY_TASKS = {"pose": "sapiens-tiny-pose-coco", "seg": "sapiens-tiny-seg", "depth": "sapiens-tiny-depth",
+                      "normal": "sapiens-tiny-normal"}
+
+
+def sapiens_tiny_recipe(task: str) -> TrainConfig:
+    """``sapiens-tiny-{task}-synth``: a CPU-sized Sapiens (``sapiens-tiny-*``, 192x256) fine-tuned on synthetic people
+    for one task with Sapiens' optimizer (AdamW, weight decay 0.1, layer-wise LR decay 0.85, clipping at 1.0).
+
+    Sized for comparisons on 2 cores (6 x 40 steps of 16 over 2,048 cached renders, minutes per run): start
+    it from an MAE run's encoder with ``--set model.init=RUN`` or from scratch (sine-cosine positions)."""
+    if task not in SAPIENS_TINY_TASKS:
+        raise KeyError(task)
+    return _synthetic_people(
+        f"sapiens-tiny-{task}-synth", f"Sapiens-tiny {task} on synthetic people at 192x256 (Sapiens' fine-tuning "
+                                      "optimizer), 2-core CPU, minutes",
+        ModelSection(name=SAPIENS_TINY_TASKS[task], pos_embed_init="sincos"),
+        image_size=(192, 256), train_images=2048, val_images=64, fresh=False, clutter=True,
+        augment=AugmentConfig(rotate_factor=30.0, rotate_prob=0.1, scale_factor=(0.85, 1.15), half_body_prob=0.0),
+        batch_size=16, val_batch_size=32, num_workers=1, lr=1e-3, layer_decay=0.85, weight_decay=0.1,
+        epochs=6, steps_per_epoch=40, warmup_iters=20, min_lr_ratio=0.02, val_interval=2, log_interval=20, threads=2)
+
+
+for _task in SAPIENS_TINY_TASKS:
+    PRESETS.register(f"sapiens-tiny-{_task}-synth", lambda task=_task: sapiens_tiny_recipe(task))
 
 
 PRESETS.register("smoke", _smoke)
