@@ -48,6 +48,7 @@ class LossConfig:
             elbows and knees 1.2, wrists and ankles 1.5).
         pull_weight, push_weight: weights of the associative-embedding tag terms (LitePose / HigherHRNet: 1e-3
             each; the heatmap MSE of each resolution weighs 1).
+        class_weights: per-class weights of the dense segmentation cross-entropy (one per class; empty: equal).
     """
 
     name: str = "auto"
@@ -64,6 +65,7 @@ class LossConfig:
     keypoint_weights: bool = False
     pull_weight: float = 1e-3
     push_weight: float = 1e-3
+    class_weights: tuple[float, ...] = ()
 
 
 @LOSSES.register("keypoint_mse")
@@ -221,6 +223,8 @@ class DenseLoss(nn.Module):
         parts: dict[str, Tensor] = {}
         if "seg" in targets:
             weight = self.class_weights.to(up.seg.device) if self.class_weights is not None else None
+            if weight is not None and weight.numel() != up.seg.shape[1]:
+                raise PoseforgeError(f"dense loss: {weight.numel()} class_weights for {up.seg.shape[1]} segmentation classes")
             parts["seg"] = self.seg_weight * F.cross_entropy(up.seg.float(), targets["seg"], weight=weight,
                                                              ignore_index=self.ignore_index)
         if "depth" in targets:
@@ -333,7 +337,9 @@ def build_loss(codec_name: str, config: LossConfig | None = None, **extra: Any) 
     if cls is KLDiscretLoss:
         return KLDiscretLoss(config.beta, config.label_softmax, config.label_beta, config.use_target_weight, config.loss_weight)
     if cls is DenseLoss:
-        return DenseLoss(config.seg_weight, config.depth_weight, config.normal_weight, loss_weight=config.loss_weight, **extra)
+        weights = torch.tensor(config.class_weights, dtype=torch.float32) if config.class_weights else None
+        return DenseLoss(config.seg_weight, config.depth_weight, config.normal_weight, loss_weight=config.loss_weight,
+                         class_weights=weights, **extra)
     if cls is KeypointMSELoss:
         return KeypointMSELoss(use_target_weight=config.use_target_weight, loss_weight=config.loss_weight)
     return cls(config, **extra)  # a registered family loss takes the config

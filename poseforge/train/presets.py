@@ -208,10 +208,13 @@ SAPIENS_TINY_TASKS = {"pose": "sapiens-tiny-pose-coco", "seg": "sapiens-tiny-seg
 
 def sapiens_tiny_recipe(task: str) -> TrainConfig:
     """``sapiens-tiny-{task}-synth``: a CPU-sized Sapiens (``sapiens-tiny-*``, 192x256) fine-tuned on synthetic people
-    for one task with Sapiens' optimizer (AdamW, weight decay 0.1, layer-wise LR decay 0.85, clipping at 1.0).
+    for one task with Sapiens' optimizer (AdamW, weight decay 0.1, layer-wise LR decay 0.85, clipping at 1.0) and
+    losses (segmentation: the Goliath configs' class-weighted cross-entropy).
 
     Sized for comparisons on 2 cores (6 x 40 steps of 16 over 2,048 cached renders, minutes per run): start
     it from an MAE run's encoder with ``--set model.init=RUN`` or from scratch (sine-cosine positions)."""
+    from ..data.synth.classes import SAPIENS_PART_CLASS_WEIGHTS  # (the synth package imports its whole renderer)
+
     if task not in SAPIENS_TINY_TASKS:
         raise KeyError(task)
     return _synthetic_people(
@@ -221,7 +224,8 @@ def sapiens_tiny_recipe(task: str) -> TrainConfig:
         image_size=(192, 256), train_images=2048, val_images=64, fresh=False, clutter=True,
         augment=AugmentConfig(rotate_factor=30.0, rotate_prob=0.1, scale_factor=(0.85, 1.15), half_body_prob=0.0),
         batch_size=16, val_batch_size=32, num_workers=1, lr=1e-3, layer_decay=0.85, weight_decay=0.1,
-        epochs=6, steps_per_epoch=40, warmup_iters=20, min_lr_ratio=0.02, val_interval=2, log_interval=20, threads=2)
+        epochs=6, steps_per_epoch=40, warmup_iters=20, min_lr_ratio=0.02, val_interval=2, log_interval=20, threads=2,
+        loss=LossSection(class_weights=SAPIENS_PART_CLASS_WEIGHTS) if task == "seg" else None)
 
 
 for _task in SAPIENS_TINY_TASKS:

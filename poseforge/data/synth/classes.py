@@ -4,7 +4,7 @@ This is the one place the list lives; the renderer's part maps and any dense hea
 """
 from __future__ import annotations
 
-__all__ = ["SAPIENS_PART_CLASSES", "part_class_index", "part_flip_index"]
+__all__ = ["SAPIENS_PART_CLASSES", "SAPIENS_PART_CLASS_WEIGHTS", "part_class_index", "part_flip_index"]
 
 SAPIENS_PART_CLASSES: tuple[str, ...] = (
     "Background",
@@ -36,6 +36,11 @@ SAPIENS_PART_CLASSES: tuple[str, ...] = (
     "Upper_Teeth",
     "Tongue",
 )
+
+# The cross-entropy class weights of Sapiens' Goliath segmentation configs (``CLASS_WEIGHT`` in
+# ``sapiens_{size}_goliath-1024x768.py``), in the order above: background 0.1, rare small parts up to 10.
+SAPIENS_PART_CLASS_WEIGHTS: tuple[float, ...] = (
+    0.1, 10, 3, 2, 4, 4, 2, 2, 6, 10, 3, 3, 1, 4, 4, 2, 2, 6, 10, 3, 3, 1, 1, 10, 10, 10, 10, 10)
 
 _INDEX = {name: i for i, name in enumerate(SAPIENS_PART_CLASSES)}
 
