@@ -91,6 +91,19 @@ def test_round_trip_through_the_official_layout(tmp_path, name, one_thread):
         torch.testing.assert_close(got, ref, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("size", ["0.3b", "0.6b", "1b", "2b"])
+def test_released_checkpoints_get_the_zoo_configs(size, monkeypatch):
+    """Shapes only (meta tensors, nothing this size is materialized): every released layout is recognised as its
+    zoo model, settings included (1024x768, padding by task, UDP sigma 6, the 28 part classes)."""
+    import poseforge.convert.sapiens as sapiens
+
+    monkeypatch.setattr(sapiens, "_build", lambda config, state, pretrain, source: config)
+    for task in ("pose-coco", "pose-wholebody", "seg", "depth", "normal"):
+        with torch.device("meta"):
+            model = create_model(f"sapiens-{size}-{task}")
+        assert sapiens_from_state_dict(to_official(model), source="release.pth") == model.config
+
+
 def test_patch_padding_task_and_safetensors(tmp_path, one_thread):
     from safetensors.torch import save_file
 
