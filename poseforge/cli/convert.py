@@ -1,5 +1,5 @@
 """``poseforge convert SRC DST_DIR``: ViTPose (official / mmpose / Hugging Face), ViTPose++, mmpose 1.x
-RTMPose / DWPose / RTMW and official LitePose checkpoints -> a poseforge model folder."""
+RTMPose / DWPose / RTMW, official LitePose and Sapiens checkpoints -> a poseforge model folder."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from .common import same_path, size_argument
 
 log = logging.getLogger(__name__)
 
-_FORMATS = ["auto", "official", "mmpose", "hf", "poseforge", "rtmpose", "litepose"]
+_FORMATS = ["auto", "official", "mmpose", "hf", "poseforge", "rtmpose", "litepose", "sapiens"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="folder to write model.safetensors + config.json into")
     parser.add_argument("--format", default="auto", choices=_FORMATS,
                         help="checkpoint layout (default: guessed from the key names; rtmpose covers RTMPose, DWPose "
-                             "and RTMW; litepose the official mit-han-lab/litepose models)")
+                             "and RTMW; litepose the official mit-han-lab/litepose models; sapiens the "
+                             "facebookresearch/sapiens pose, seg, depth, normal and pretraining checkpoints)")
     parser.add_argument("--keypoint-set", default=None,
                         help="keypoint set name (default: the checkpoint's keypoint names, else its keypoint count)")
     parser.add_argument("--input-size", type=size_argument, default=None, metavar="WxH",
@@ -45,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rtm.add_argument("--distill-stage", type=int, choices=[1, 2], default=None,
                      help="DWPose distiller checkpoints: 1 takes the student, 2 the teacher's backbone with the "
                           "student's head (default: from the checkpoint's config, two_dis)")
+    sapiens = parser.add_argument_group("Sapiens")
+    sapiens.add_argument("--task", default=None, choices=["pose", "pose-coco", "pose-wholebody", "seg", "depth", "normal"],
+                         help="the model to make of a pretraining (backbone-only) checkpoint, with a fresh head; "
+                              "also tells a 3-class segmentation from normals (default: the checkpoint's head)")
+    sapiens.add_argument("--patch-padding", type=int, default=None, metavar="P",
+                         help="patch embedding padding (default: the official configs': 2 for pose and normal, 0 for "
+                              "seg and depth)")
     parser.add_argument("--force", action="store_true",
                         help="write into an OUTPUT folder that already holds a model or other files (never into "
                              "SOURCE's folder)")
@@ -94,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     model = convert_checkpoint(args.source, format=args.format, raw_weights=args.raw_weights, keypoint_set=args.keypoint_set,
                                input_size=args.input_size, num_heads=args.num_heads, codec=args.codec, sigma=args.sigma,
                                tasks=args.tasks.split(",") if args.tasks else None, split_ratio=args.split_ratio,
-                               distill_stage=args.distill_stage)
+                               distill_stage=args.distill_stage, task=args.task, patch_padding=args.patch_padding)
     model.save_pretrained(output)
     cfg = model.config
     w, h = cfg.input_size
@@ -102,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(cfg, "tasks"):
         sets = ", ".join(f"{t.name} ({t.keypoint_set})" for t in cfg.tasks)
         outputs = f"{cfg.backbone.num_experts} experts x {cfg.backbone.expert_width} channels; tasks {sets}"
+    elif getattr(model, "kind", None) == "dense":
+        classes = int(cfg.codec.get("num_classes", 0))
+        outputs = ", ".join(f"{t} ({classes} classes)" if t == "seg" else t for t in cfg.head.tasks)
     else:
         outputs = f"{cfg.keypoint_set} ({model.keypoint_set.num_keypoints} keypoints)"
     codec = cfg.codec.get("name")

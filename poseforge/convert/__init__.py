@@ -1,5 +1,5 @@
 """Checkpoint interop: official ViTPose (mmpose 0.x), mmpose 1.x (ViTPose, RTMPose, DWPose, RTMW), official
-LitePose and Hugging Face folders -> poseforge.
+LitePose and Sapiens, and Hugging Face folders -> poseforge.
 
 >>> model = convert_checkpoint("td-hm_ViTPose-base_8xb64-210e_coco-256x192-216eae50_20230314.pth")
 >>> model.save_pretrained("vitpose-b-coco")          # or: poseforge convert SRC DST_DIR
@@ -17,25 +17,28 @@ from ..registry import ESTIMATORS
 from .checkpoint import Checkpoint, read_checkpoint
 from .litepose import is_litepose_checkpoint, litepose_from_state_dict
 from .rtmpose import rtmpose_family, rtmpose_from_state_dict
+from .sapiens import is_sapiens_checkpoint, sapiens_from_state_dict
 from .vitpose import FORMATS, detect_format, to_poseforge_keys, vitpose_from_state_dict
 from .vitpose_plus import is_moe_checkpoint, vitpose_plus_from_state_dict
 
 __all__ = ["convert_checkpoint", "read_checkpoint", "detect_format", "to_poseforge_keys", "vitpose_from_state_dict",
            "vitpose_plus_from_state_dict", "is_moe_checkpoint", "rtmpose_from_state_dict", "rtmpose_family",
-           "litepose_from_state_dict", "is_litepose_checkpoint",
+           "litepose_from_state_dict", "is_litepose_checkpoint", "sapiens_from_state_dict", "is_sapiens_checkpoint",
            "Checkpoint", "FORMATS", "CHECKPOINT_FORMATS"]
 
-# Every ``format`` convert_checkpoint takes: the ViTPose layouts, "rtmpose" (RTMPose, DWPose, RTMW) and "litepose".
-CHECKPOINT_FORMATS = ("auto",) + FORMATS + ("rtmpose", "litepose")
+# Every ``format`` convert_checkpoint takes: the ViTPose layouts, "rtmpose" (RTMPose, DWPose, RTMW), "litepose"
+# and "sapiens".
+CHECKPOINT_FORMATS = ("auto",) + FORMATS + ("rtmpose", "litepose", "sapiens")
 _LITEPOSE_OPTIONS = ("keypoint_set", "input_size")
 _RTMPOSE_OPTIONS = ("keypoint_set", "input_size", "split_ratio", "sigma", "distill_stage")
+_SAPIENS_OPTIONS = ("task", "keypoint_set", "input_size", "num_heads", "patch_padding", "codec", "sigma")
 
 
 def convert_checkpoint(source: str | os.PathLike, format: str = "auto", raw_weights: bool = False, **options: Any) -> Estimator:
     """Read a checkpoint file or folder and return the equivalent poseforge model (eval mode, CPU).
 
     ``format`` is ``"auto"`` (from the key names), ``"official"``, ``"mmpose"``, ``"hf"``, ``"poseforge"``,
-    ``"rtmpose"`` or ``"litepose"``. ``raw_weights=True`` converts an mmengine checkpoint's ``ema_state_dict`` entry instead of
+    ``"rtmpose"``, ``"litepose"`` or ``"sapiens"``. ``raw_weights=True`` converts an mmengine checkpoint's ``ema_state_dict`` entry instead of
     its ``state_dict`` (:meth:`~poseforge.convert.checkpoint.Checkpoint.weights`: mmengine saves the
     averaged weights in ``state_dict``, the raw ones in ``ema_state_dict``). Options left ``None`` take
     their defaults.
@@ -50,6 +53,10 @@ def convert_checkpoint(source: str | os.PathLike, format: str = "auto", raw_weig
       ``split_ratio``, ``sigma``, ``distill_stage``), with the checkpoint's ``meta``.
     * LitePose (mit-han-lab/litepose ``pose_mobilenet`` state dicts): ``options`` go to
       :func:`~poseforge.convert.litepose.litepose_from_state_dict` (``keypoint_set``, ``input_size``).
+    * Sapiens (facebookresearch/sapiens pose, segmentation, depth, normal and pretraining checkpoints; told
+      from mmpose ViTPose ones by an mmseg ``decode_head``, a pose head with ``conv_layers``, a bare or
+      MAE-decoder backbone): ``options`` go to :func:`~poseforge.convert.sapiens.sapiens_from_state_dict`
+      (``task``, ``keypoint_set``, ``input_size``, ``num_heads``, ``patch_padding``, ``codec``, ``sigma``).
     """
     if format not in CHECKPOINT_FORMATS:
         raise PoseforgeError(f"unknown checkpoint format '{format}'; known: {', '.join(CHECKPOINT_FORMATS)}")
@@ -100,7 +107,11 @@ def _convert(ckpt: Checkpoint, format: str, raw_weights: bool, options: dict[str
             raise PoseforgeError(f"{ckpt.path}: RTMPose / DWPose / RTMW heads use the simcc codec; leave codec unset")
         _reject([n for n in options if n not in _RTMPOSE_OPTIONS], "an RTMPose / DWPose / RTMW checkpoint", ckpt.path)
         return rtmpose_from_state_dict(state, meta=ckpt.meta, source=str(ckpt.path), **options)
-    _reject([n for n in ("split_ratio", "distill_stage") if n in options], "a ViTPose checkpoint", ckpt.path)
+    if format == "sapiens" or (format in ("auto", "mmpose") and is_sapiens_checkpoint(state.keys())):
+        _reject([n for n in options if n not in _SAPIENS_OPTIONS], "a Sapiens checkpoint", ckpt.path)
+        return sapiens_from_state_dict(state, source=str(ckpt.path), **options)
+    _reject([n for n in ("split_ratio", "distill_stage", "task", "patch_padding") if n in options],
+            "a ViTPose checkpoint", ckpt.path)
     if is_moe_checkpoint(state.keys(), ckpt.hf_config):
         if options.get("keypoint_set") is not None:
             raise PoseforgeError(f"{ckpt.path}: a ViTPose++ checkpoint has one keypoint set per task; name them with "

@@ -59,7 +59,28 @@ class _Inert:
         return _Inert(*args)
 
 
+def _archive_kind(path: Path) -> str | None:
+    """``"TorchScript"`` or ``"torch.export"`` for such zip archives (programs, not state dicts), else ``None``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    if any(n.split("/", 1)[-1] in ("constants.pkl", "code") or "/code/__torch__/" in n for n in names):
+        return "TorchScript"
+    if any(n.split("/", 1)[-1] in ("archive_format", "serialized_exported_program.json") or "/models/" in n
+           and n.endswith(".json") for n in names):
+        return "torch.export"
+    return None
+
+
 def _torch_load(path: Path) -> Any:
+    kind = _archive_kind(path) if path.is_file() else None
+    if kind is not None:  # e.g. Sapiens' *_torchscript.pt2 / *_bfloat16.pt2 releases
+        raise PoseforgeError(f"{path}: a {kind} archive (a compiled program, not a state dict) cannot be converted; "
+                             "convert the original .pth / .safetensors checkpoint instead")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -35,7 +35,8 @@ from ..models.heads.heatmap import HeatmapHeadConfig
 from ..models.zoo import VITPOSE_BACKBONES, sync_codec
 
 __all__ = ["FORMATS", "detect_format", "to_poseforge_keys", "vitpose_from_state_dict", "OFFICIAL_NUM_HEADS",
-           "infer_backbone", "infer_head", "resolve_keypoint_set", "codec_config", "require_tensor"]
+           "infer_backbone", "infer_head", "resolve_keypoint_set", "codec_config", "require_tensor", "rename_keys",
+           "MMPRETRAIN_VIT_RULES"]
 
 FORMATS = ("official", "mmpose", "hf", "poseforge")
 
@@ -88,6 +89,8 @@ _RULES: dict[str, list[tuple[str, str]]] = {
     ],
 }
 _COMPILED = {fmt: [(re.compile(p + r"$"), r) for p, r in rules] for fmt, rules in _RULES.items()}
+# mmpretrain's VisionTransformer (mmpose 1.x ViTPose, Sapiens): the backbone rules of the mmpose layout.
+MMPRETRAIN_VIT_RULES = [(p, r) for p, r in _COMPILED["mmpose"] if p.pattern.startswith(r"backbone\.")]
 
 
 def detect_format(keys: Any, hf_config: Mapping[str, Any] | None = None) -> str:
@@ -121,10 +124,20 @@ def to_poseforge_keys(state_dict: Mapping[str, torch.Tensor], fmt: str, source: 
         return dict(state_dict)
     if fmt not in _COMPILED:
         raise PoseforgeError(f"unknown checkpoint format '{fmt}'; known: {', '.join(FORMATS)}")
+    out = rename_keys(state_dict, _COMPILED[fmt], fmt, source)
+    if fmt == "hf":
+        out = _fuse_qkv(out, source)
+    return out
+
+
+def rename_keys(state_dict: Mapping[str, torch.Tensor], rules: list[tuple[re.Pattern, str]], fmt: str,
+                source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Rename keys by the first matching ``(compiled pattern, replacement)`` rule; keys no rule matches are
+    listed in one error (``fmt`` names the layout in it)."""
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state_dict.items():
-        for pattern, replacement in _COMPILED[fmt]:
+        for pattern, replacement in rules:
             if pattern.match(key):
                 out[pattern.sub(replacement, key)] = value
                 break
@@ -134,8 +147,6 @@ def to_poseforge_keys(state_dict: Mapping[str, torch.Tensor], fmt: str, source: 
         hint = (" (a ViTPose++ mixture-of-experts checkpoint: convert it with convert_checkpoint or "
                 "vitpose_plus_from_state_dict)") if any(".experts." in k for k in unknown) else ""
         raise PoseforgeError(f"{source}: {len(unknown)} unknown key(s) for the {fmt} format: {_show(unknown)}{hint}")
-    if fmt == "hf":
-        out = _fuse_qkv(out, source)
     return out
 
 
@@ -226,8 +237,10 @@ def codec_config(codec: str | dict, sigma: float) -> dict:
 
 def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[str, Any] | None,
                    num_heads: int | None, input_size: tuple[int, int] | None,
-                   source: str) -> tuple[ViTConfig, tuple[int, int]]:
+                   source: str, patch_padding: int = 2) -> tuple[ViTConfig, tuple[int, int]]:
     """ViT config and input size ``(w, h)`` from poseforge-named backbone tensors (shapes, ``hf_config``).
+
+    ``patch_padding`` is the patch embedding's padding (ViTPose 2; a bare state dict does not record it).
 
     Folds a class-token position of ``official`` / ``hf`` checkpoints into ``state["backbone.pos_embed"]``.
     The MLP is read from ``blocks.0``: its ``fc1`` gives the hidden width; task experts
@@ -260,7 +273,7 @@ def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[
         moe = {"num_experts": len(experts), "moe_variant": "ps", "part_features": int(width.shape[0])}
     backbone = ViTConfig(
         embed_dim=int(embed_dim), depth=depth, num_heads=int(num_heads),
-        mlp_dim=None if hidden == 4 * embed_dim else hidden, patch_size=int(ph), patch_padding=2,
+        mlp_dim=None if hidden == 4 * embed_dim else hidden, patch_size=int(ph), patch_padding=int(patch_padding),
         in_channels=int(in_channels), qkv_bias="backbone.blocks.0.attn.qkv.bias" in state,
         layer_norm_eps=eps, final_norm="backbone.norm.weight" in state,
         **_size_defaults(int(embed_dim), depth), **moe)
@@ -273,7 +286,7 @@ def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[
     with_cls = fmt in ("official", "hf")  # both store a class-token position in front
     num_patches = positions - 1 if with_cls else positions
     if input_size is not None:
-        rows, cols = token_grid(tuple(input_size), int(ph), 2)
+        rows, cols = token_grid(tuple(input_size), int(ph), int(patch_padding))
         if rows * cols != num_patches:
             raise PoseforgeError(f"{source}: backbone.pos_embed has {num_patches} patch positions but a "
                                  f"{input_size[0]}x{input_size[1]} input gives {rows}x{cols} tokens")
@@ -282,7 +295,7 @@ def infer_backbone(state: dict[str, torch.Tensor], fmt: str, hf_config: Mapping[
         if grid is None:
             raise PoseforgeError(f"{source}: cannot infer the input size from {num_patches} positions; pass input_size")
         rows, cols = grid
-        input_size = (cols * int(ph), rows * int(ph))
+        input_size = (cols * int(ph), rows * int(ph))  # the grid of this size for any padding below half a patch
     state["backbone.pos_embed"] = fold_cls_pos_embed(pos, num_patches) if with_cls else pos
     return backbone, (int(input_size[0]), int(input_size[1]))
 
@@ -297,11 +310,19 @@ def infer_head(state: Mapping[str, torch.Tensor], prefix: str, hf_config: Mappin
         raise PoseforgeError(f"{source}: unexpected deconvolution layout (layers at {deconv_ids})")
     channels = tuple(int(state[f"{prefix}deconv_layers.{i}.weight"].shape[1]) for i in deconv_ids)
     kernels = tuple(int(state[f"{prefix}deconv_layers.{i}.weight"].shape[-1]) for i in deconv_ids)
+    # mmpose HeatmapHead's conv_layers ([Conv, BN, ReLU] blocks after the deconvolutions; Sapiens' pose heads)
+    pattern = re.compile(re.escape(prefix) + r"conv_layers\.(\d+)\.weight$")
+    conv_ids = sorted(int(m.group(1)) for k, v in state.items() if (m := pattern.match(k)) and v.ndim == 4)
+    if conv_ids != [3 * i for i in range(len(conv_ids))]:
+        raise PoseforgeError(f"{source}: unexpected convolution layout (conv_layers at {conv_ids})")
+    conv_channels = tuple(int(state[f"{prefix}conv_layers.{i}.weight"].shape[0]) for i in conv_ids)
+    conv_kernels = tuple(int(state[f"{prefix}conv_layers.{i}.weight"].shape[-1]) for i in conv_ids)
     upsample = 0
     if not deconv_ids:
         upsample = int((hf_config or {}).get("scale_factor", simple_upsample))
-    head = HeatmapHeadConfig(deconv_channels=channels, deconv_kernel_sizes=kernels,
-                             final_kernel_size=int(final.shape[-1]), input_upsample=upsample)
+    head = HeatmapHeadConfig(deconv_channels=channels, deconv_kernel_sizes=kernels, conv_channels=conv_channels,
+                             conv_kernel_sizes=conv_kernels, final_kernel_size=int(final.shape[-1]),
+                             input_upsample=upsample)
     return head, int(final.shape[0])
 
 
