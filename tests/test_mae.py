@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from poseforge.errors import PoseforgeError
-from poseforge.models import create_model
+from poseforge.models import create_model, model_config
 from poseforge.models.config import config_from_dict
 from poseforge.models.estimators.mae import (MAEConfig, MAEOutput, norm_pix_targets, patchify, random_masking,
                                              unpatchify, visible_count)
@@ -178,3 +178,24 @@ def test_reconstruction_keeps_visible_patches():
     seen = patchify(parts["reconstruction"].float(), 16)[visible]
     assert torch.allclose(seen, patchify(images.float(), 16)[visible], atol=1.0)  # (normalize + back: rounding)
     assert torch.equal(parts["mask"], model.reconstruct(images, seed=3)["mask"])  # seeded
+
+
+def test_pretrain_command_lists_presets_and_refuses_non_mae_configs(tmp_path, capsys):
+    from poseforge.cli import main
+
+    assert main(["pretrain", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("sapiens-tiny-mae-synth", "sapiens-0.3b-mae", "sapiens-2b-mae"))
+    assert main(["pretrain", "--config", "smoke", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not an MAE model" in err
+    assert main(["pretrain", "--config", "sapiens-tiny-mae-synth", "--set", "val_interval=1"]) == 2
+    assert "no validation metric" in capsys.readouterr().err
+    recipe = load_config("sapiens-0.3b-mae")  # the official numbers
+    assert (recipe.optim.lr, recipe.optim.betas, recipe.optim.weight_decay, recipe.data.batch_size) == \
+        (1.5e-4 * 4096 / 256, (0.9, 0.95), 0.05, 512)
+    assert recipe.schedule.epochs == 1600 and recipe.schedule.warmup_iters == 40 * recipe.schedule.steps_per_epoch
+    config = model_config("sapiens-0.3b-mae")
+    assert (config.backbone.embed_dim, config.backbone.depth, config.backbone.num_heads, config.mask_ratio,
+            config.decoder_dim, config.decoder_depth, config.decoder_heads, config.input_size) == \
+        (1024, 24, 16, 0.75, 512, 8, 16, (1024, 1024))
