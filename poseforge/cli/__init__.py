@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("poseforge.cli.convert", "convert official / mmpose / Hugging Face checkpoints to poseforge models"),
     "synth": ("poseforge.cli.synth", "render a synthetic people dataset with exact labels (COCO format)"),
     "train": ("poseforge.cli.train", "train a model from a preset or YAML config (DDP/FSDP under torchrun)"),
+    "pretrain": ("poseforge.cli.pretrain", "MAE pretraining of a ViT backbone (Sapiens) on images, no labels; draws reconstructions"),
     "predict": ("poseforge.cli.predict", "poses in your images, folders, videos or webcam (boxes from a detector)"),
     "merge-experts": ("poseforge.cli.merge", "fold one task of a ViTPose++ model into a plain ViTPose (same outputs, same speed)"),
     "distill": ("poseforge.cli.distill", "train a small student from a trained teacher (output and/or knowledge-token distillation)"),

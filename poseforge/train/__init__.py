@@ -11,6 +11,7 @@ from .engine import Trainer
 from ..models.losses import KeypointMSELoss, KLDiscretLoss, build_loss
 from .optim import LRSchedule, build_optimizer
 from .presets import get_preset, list_presets
+from . import mae  # noqa: F401,E402  (registers the MAE pretraining presets)
 
 __all__ = ["Trainer", "TrainConfig", "ModelSection", "DataSection", "SyntheticSection", "OptimSection",
            "ScheduleSection", "LossSection", "EMASection", "load_config", "apply_overrides", "config_from_dict",

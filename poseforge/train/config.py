@@ -46,12 +46,17 @@ class ModelSection:
             ``save_pretrained`` (``None``: random initialization).
         pos_embed_init: ``"model"`` (the backbone's own initialization) or ``"sincos"`` (MAE's 2-D
             sine-cosine layout; speeds up training from scratch). Ignored when ``init`` is given.
+        backbone_init: the backbone only, from another model's ``backbone.*`` weights (an MAE pretraining run
+            folder, a model folder, a ``.safetensors`` file or a ``.pt`` checkpoint): position embeddings resized
+            to this model's token grid, every other key and shape must match (:func:`poseforge.train.init.init_backbone`).
+            Applied after ``pos_embed_init``; not together with ``init``.
     """
 
     name: str = "vitpose-tiny"
     overrides: dict = dataclasses.field(default_factory=dict)
     init: str | None = None
     pos_embed_init: str = "model"
+    backbone_init: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,6 +299,8 @@ def _check_config(c: TrainConfig) -> None:
         problems.append(f"schedule.kind: expected one of {', '.join(_SCHEDULES)}, got {c.schedule.kind!r}")
     if c.model.pos_embed_init not in ("model", "sincos"):
         problems.append(f"model.pos_embed_init: expected model or sincos, got {c.model.pos_embed_init!r}")
+    if c.model.init and c.model.backbone_init:
+        problems.append("model.backbone_init: give it or model.init (the whole model's weights), not both")
     if c.optim.name != "adamw":
         problems.append(f"optim.name: only 'adamw' is supported, got {c.optim.name!r}")
     if c.data.decode not in ("auto", "opencv", "nvjpeg"):

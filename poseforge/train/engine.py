@@ -86,7 +86,7 @@ from .data import (ResumableBatchSampler, TrainSamples, ValidationSet, build_mix
                    build_val_sets, gpu_batch, jpeg_decoder, make_loader, sample_seed)
 from .distributed import (DistInfo, all_reduce_mean, barrier, choose_strategy, init_distributed, wrap_model)
 from .ema import ModelEMA
-from .init import init_position_embeddings
+from .init import init_backbone, init_position_embeddings
 from .optim import LRSchedule, build_optimizer
 
 __all__ = ["Trainer", "TrainingInterrupted", "format_task_table", "TASK_COLUMNS"]
@@ -150,6 +150,8 @@ class Trainer:
             model.load_weights(init.state_dict(), source=str(config.model.init))
         else:
             init_position_embeddings(model, config.model.pos_embed_init)
+        if config.model.backbone_init:  # e.g. the encoder of an MAE pretraining run
+            init_backbone(model, config.model.backbone_init)
         if setup_model is not None:
             model = setup_model(model) or model
         self.extra_loss = extra_loss

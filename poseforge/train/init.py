@@ -11,24 +11,11 @@ import torch
 from torch import nn
 
 from ..errors import PoseforgeError
+from ..models.backbones.vit import sincos_pos_embed  # (defined with the ViT: MAE pretraining uses it too)
 
-__all__ = ["sincos_pos_embed", "init_position_embeddings", "POS_EMBED_INITS"]
+__all__ = ["sincos_pos_embed", "init_position_embeddings", "init_backbone", "POS_EMBED_INITS"]
 
 POS_EMBED_INITS = ("model", "sincos")
-
-
-def sincos_pos_embed(rows: int, cols: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """MAE's 2-D sine-cosine embeddings ``[rows * cols, dim]`` (half the channels per axis; row-major)."""
-    if dim % 4:
-        raise PoseforgeError(f"sine-cosine position embeddings need a width divisible by 4, got {dim}")
-    quarter = dim // 4
-    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    ys, xs = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64), indexing="ij")
-    parts = []
-    for coord in (xs.reshape(-1), ys.reshape(-1)):  # MAE: the first half encodes x (width), the second y
-        angles = coord[:, None] * omega[None, :]
-        parts += [angles.sin(), angles.cos()]
-    return torch.cat(parts, dim=1).float()
 
 
 @torch.no_grad()
@@ -45,3 +32,84 @@ def init_position_embeddings(model: nn.Module, kind: str) -> None:
         raise PoseforgeError(f"{type(model).__name__}: no backbone.pos_embed / pos_grid to initialize")
     rows, cols = grid
     pos.copy_(sincos_pos_embed(rows, cols, pos.shape[-1]).to(pos.dtype).unsqueeze(0))
+
+
+def _saved_weights(source: str) -> tuple[dict[str, torch.Tensor], dict, str]:
+    """``(state dict, model config dict, file)`` of a model folder, ``.safetensors`` file, ``.pt`` checkpoint or
+    training run folder (its ``best/`` model, else ``last.pt``)."""
+    import json
+
+    from ..models.estimators.base import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME
+    from ..models.loading import read_training_checkpoint, resolve_model_path
+
+    path = resolve_model_path(source)
+    if path.suffix == ".pt":
+        state = read_training_checkpoint(path)
+        weights = state["ema"]["module"] if state.get("ema") else state["model"]
+        return weights, state.get("model_config") or {}, str(path)
+    file = path / WEIGHTS_NAME if path.is_dir() else path
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except FileNotFoundError:
+        raise PoseforgeError(f"{file}: file not found") from None
+    except Exception as e:  # safetensors' own error types for corrupt headers
+        raise PoseforgeError(f"{file}: not a readable safetensors file ({e})") from None
+    text = metadata.get(CONFIG_METADATA_KEY)
+    if text is None and (file.parent / CONFIG_NAME).is_file():
+        text = (file.parent / CONFIG_NAME).read_text()
+    return weights, json.loads(text) if text else {}, str(file)
+
+
+def _token_grid(config: dict, num_positions: int) -> tuple[int, int] | None:
+    """The saved model's token grid, from its config (else guessed from the position count)."""
+    from ..models.backbones.vit import guess_grid
+    from ..models.config import config_from_dict
+
+    try:
+        saved = config_from_dict(config)
+        return tuple(saved.backbone.token_grid(tuple(saved.input_size)))  # type: ignore[attr-defined, return-value]
+    except Exception:  # no or foreign config: fall back on the count (square or 4:3)
+        return guess_grid(num_positions)
+
+
+@torch.no_grad()
+def init_backbone(model: nn.Module, source: str) -> None:
+    """Copy the ``backbone.*`` weights of a saved model (an MAE pretraining run folder, a model folder, a
+    ``.safetensors`` file or a ``.pt`` checkpoint) into ``model.backbone``.
+
+    ``pos_embed`` is resized bicubically from the saved token grid to this backbone's; every other backbone
+    key must exist on both sides with the same shape (a one-line :class:`PoseforgeError` names the file and
+    the first key that does not). The rest of the saved model (an MAE decoder, a pose head) is ignored."""
+    from ..models.backbones.vit import resize_pos_embed
+
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        raise PoseforgeError(f"model.backbone_init: {type(model).__name__} has no backbone")
+    weights, config, where = _saved_weights(source)
+    saved = {k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")}
+    if not saved:
+        raise PoseforgeError(f"{where}: no backbone.* weights to initialize the backbone from")
+    own = backbone.state_dict()
+    for key, value in own.items():
+        if key not in saved:
+            raise PoseforgeError(f"{where}: backbone key '{key}' is missing (the model's backbone has it)")
+        if key == "pos_embed" and saved[key].shape != value.shape:
+            pos = saved[key]
+            grid = getattr(backbone, "pos_grid", None)
+            src = _token_grid(config, pos.shape[1]) if pos.ndim == 3 else None
+            if grid is None or src is None or src[0] * src[1] != pos.shape[1] or pos.shape[-1] != value.shape[-1]:
+                raise PoseforgeError(f"{where}: backbone key 'pos_embed' {list(pos.shape)} cannot be resized to "
+                                     f"{list(value.shape)}")
+            saved[key] = resize_pos_embed(pos, src, tuple(grid))
+        elif tuple(saved[key].shape) != tuple(value.shape):
+            raise PoseforgeError(f"{where}: backbone key '{key}' has shape {list(saved[key].shape)}, the model's "
+                                 f"{list(value.shape)}")
+    extra = sorted(set(saved) - set(own))
+    if extra:
+        raise PoseforgeError(f"{where}: backbone key '{extra[0]}' is not in the model's backbone"
+                             + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    backbone.load_state_dict({k: saved[k].to(v.dtype) for k, v in own.items()}, strict=True)

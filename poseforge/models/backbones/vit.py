@@ -52,7 +52,8 @@ from ...errors import PoseforgeError
 from ...registry import BACKBONES
 from ..config import BackboneConfig, FeatureInfo
 
-__all__ = ["ViTConfig", "VisionTransformer", "ATTENTION_KINDS", "MOE_VARIANTS", "ExpertSegments", "token_grid"]
+__all__ = ["ViTConfig", "VisionTransformer", "ATTENTION_KINDS", "MOE_VARIANTS", "ExpertSegments", "token_grid",
+           "sincos_pos_embed", "resize_pos_embed"]
 
 ATTENTION_KINDS = ("full", "window", "shifted_window", "pooling_window")
 MOE_VARIANTS = ("ps", "is", "i")
@@ -222,6 +223,20 @@ def token_grid(input_size: tuple[int, int], patch_size: int, padding: int) -> tu
     if rows <= 0 or cols <= 0:
         raise PoseforgeError(f"input size {w}x{h} is too small for {patch_size}px patches")
     return rows, cols
+
+
+def sincos_pos_embed(rows: int, cols: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """MAE's 2-D sine-cosine embeddings ``[rows * cols, dim]`` (half the channels per axis; row-major)."""
+    if dim % 4:
+        raise PoseforgeError(f"sine-cosine position embeddings need a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    ys, xs = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64), indexing="ij")
+    parts = []
+    for coord in (xs.reshape(-1), ys.reshape(-1)):  # MAE: the first half encodes x (width), the second y
+        angles = coord[:, None] * omega[None, :]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1).float()
 
 
 class DropPath(nn.Module):
@@ -626,10 +641,7 @@ class VisionTransformer(nn.Module):
         """Position embeddings ``[1, rows*cols, C]`` for a token grid, resized bicubically if needed."""
         if (rows, cols) == self.pos_grid:
             return self.pos_embed
-        r0, c0 = self.pos_grid
-        pe = self.pos_embed.reshape(1, r0, c0, -1).permute(0, 3, 1, 2)
-        pe = F.interpolate(pe.float(), size=(rows, cols), mode="bicubic", align_corners=False).to(self.pos_embed.dtype)
-        return pe.flatten(2).transpose(1, 2)
+        return resize_pos_embed(self.pos_embed, self.pos_grid, (rows, cols))
 
     def expert_segments(self, dataset_index: "int | torch.Tensor | ExpertSegments | None", batch: int) -> ExpertSegments | None:
         """How a batch splits over the experts (``None`` for a plain FFN, where the index is ignored)."""
@@ -671,6 +683,29 @@ class VisionTransformer(nn.Module):
                 outputs[i] = self.norm(x) if i == last else x
         return [self._to_map(outputs[i], segments, b, c, rows, cols) for i in wanted]
 
+    def forward_visible(self, images: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm tokens ``[B, n, C]`` of the patch tokens ``keep`` ``[B, n]`` (row-major indices into the
+        token grid; ``None``: all of them in order), the position embeddings added before the subset is taken.
+
+        The masked-image-modelling path (MAE): only the kept tokens go through the blocks, so the cost falls
+        with the mask ratio. Full attention only (a window needs the whole grid) and no experts or knowledge
+        tokens; gradient checkpointing applies as in :meth:`forward`, which this leaves untouched."""
+        c = self.config
+        if c.attention != "full" or c.global_blocks or c.num_experts > 1 or c.knowledge_tokens:
+            raise PoseforgeError("ViT.forward_visible: needs full attention, no task experts and no knowledge tokens")
+        x = self.patch_embed(images)
+        b, dim, rows, cols = x.shape
+        x = x.flatten(2).transpose(1, 2).contiguous() + self.interpolated_pos_embed(rows, cols)
+        if keep is not None:
+            x = torch.gather(x, 1, keep.to(x.device, torch.long)[..., None].expand(-1, -1, dim))
+        grid = (rows, cols)  # (full attention ignores it)
+        for i, block in enumerate(self.blocks):
+            if self.grad_checkpointing and i % self.grad_checkpointing == 0 and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, grid, None, use_reentrant=False)
+            else:
+                x = block(x, grid, None)
+        return self.norm(x)
+
     def _to_map(self, x: torch.Tensor, segments: ExpertSegments | None, b: int, c: int, rows: int, cols: int) -> torch.Tensor:
         if self.config.knowledge_tokens:
             x = x[:, :rows * cols]
@@ -678,6 +713,14 @@ class VisionTransformer(nn.Module):
             x = segments.unsort(x)
         # [B, N, C] -> [B, C, rows, cols] as a view: the result is channels_last-strided already.
         return x.transpose(1, 2).reshape(b, c, rows, cols)
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Position embeddings ``[1, rows*cols, C]`` of token grid ``grid`` resized bicubically to ``new_grid``."""
+    (r0, c0), (rows, cols) = grid, new_grid
+    pe = pos_embed.reshape(1, r0, c0, -1).permute(0, 3, 1, 2)
+    pe = F.interpolate(pe.float(), size=(rows, cols), mode="bicubic", align_corners=False).to(pos_embed.dtype)
+    return pe.flatten(2).transpose(1, 2)
 
 
 def fold_cls_pos_embed(pos_embed: torch.Tensor, num_patches: int) -> torch.Tensor:
