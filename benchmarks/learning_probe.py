@@ -29,7 +29,7 @@ import torch
 from poseforge.data.evalsets import EvalSet
 from poseforge.evaluation import evaluate
 from poseforge.evaluation.evaluator import model_height_error
-from poseforge.evaluation.pck import height_normalized_errors
+from poseforge.evaluation.pck import height_normalized_errors, mean_pose_in_boxes
 from poseforge.models import build_model
 from poseforge.train.config import load_config
 from poseforge.train.engine import Trainer
@@ -66,9 +66,7 @@ def main() -> None:
     torch.manual_seed(config.seed)
     untrained = build_model(trained.config).eval()
     keypoints, labeled, boxes = _truth(val)
-    normalized = (keypoints - boxes[:, None, :2]) / boxes[:, None, 2:]
-    mean_pose = (normalized * labeled[..., None]).sum(0) / np.maximum(labeled.sum(0), 1)[:, None]
-    mean_error = float(np.median(height_normalized_errors(mean_pose[None] * boxes[:, None, 2:] + boxes[:, None, :2],
+    mean_error = float(np.median(height_normalized_errors(mean_pose_in_boxes(keypoints, labeled, boxes),
                                                           keypoints, labeled, boxes)))
     rows = [("trained", model_height_error(trained, val)), ("untrained network", model_height_error(untrained, val)),
             ("mean pose (oracle prior)", mean_error)]

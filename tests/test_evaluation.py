@@ -580,3 +580,15 @@ def test_height_normalized_errors_average_labeled_keypoints_per_person():
     labeled = np.array([[True] * 4, [True, False, False, False], [False] * 4])  # the third person has none
     boxes = np.array([[0, 0, 50, 100], [0, 0, 50, 200], [0, 0, 50, 100]], dtype=float)
     np.testing.assert_allclose(height_normalized_errors(predicted, truth, labeled, boxes), [0.1, 0.25])
+
+
+def test_mean_pose_in_boxes_places_the_average_normalized_pose_in_every_box():
+    from poseforge.evaluation.pck import mean_pose_in_boxes
+
+    boxes = np.array([[0, 0, 10, 20], [100, 50, 20, 40]], dtype=float)
+    normalized = np.array([[[0.2, 0.4], [0.5, 0.5]], [[0.4, 0.6], [0.9, 0.9]]])  # two people, two joints
+    keypoints = normalized * boxes[:, None, 2:] + boxes[:, None, :2]
+    labeled = np.array([[True, True], [True, False]])  # the second person's joint 1 is unlabeled: left out
+    placed = mean_pose_in_boxes(keypoints, labeled, boxes)
+    mean = np.array([[0.3, 0.5], [0.5, 0.5]])
+    np.testing.assert_allclose(placed, mean[None] * boxes[:, None, 2:] + boxes[:, None, :2])

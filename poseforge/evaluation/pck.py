@@ -1,4 +1,5 @@
-"""Distance metrics on matched keypoints: PCK@alpha, its AUC and the end-point error (EPE).
+"""Distance metrics on matched keypoints: PCK@alpha, its AUC and the end-point error (EPE); the box-height
+normalized error and the mean-pose reference it is compared with.
 
 Semantics of mmpose's ``keypoint_pck_accuracy``, ``keypoint_auc`` and ``keypoint_epe``: a keypoint
 counts where ``mask`` is true and its instance's normalization has no zero; normalized distances
@@ -13,7 +14,8 @@ import numpy as np
 
 from ..errors import PoseforgeError
 
-__all__ = ["normalized_distances", "pck_accuracy", "keypoint_auc", "keypoint_epe"]
+__all__ = ["normalized_distances", "pck_accuracy", "keypoint_auc", "keypoint_epe", "height_normalized_errors",
+           "mean_pose_in_boxes"]
 
 
 def _array(x: Any, dtype=np.float64) -> np.ndarray:
@@ -103,3 +105,15 @@ def height_normalized_errors(predicted: np.ndarray, keypoints: np.ndarray, label
     distance = np.linalg.norm(predicted - keypoints, axis=-1)
     per_person = (distance * labeled).sum(1) / np.maximum(labeled.sum(1), 1) / np.maximum(boxes[:, 3], 1e-9)
     return per_person[labeled.any(1)]
+
+
+def mean_pose_in_boxes(keypoints: np.ndarray, labeled: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The *mean pose* reference: the average box-normalized pose of these people (each joint averaged
+    over the people where it is labeled), placed in every one of their boxes. An oracle prior: a model
+    whose error is not below it has learned nothing about the image. ``keypoints``: (N, K, 2);
+    ``labeled``: (N, K) bool; ``boxes``: (N, 4) xywh. Returns (N, K, 2) image pixels."""
+    keypoints, labeled = np.asarray(keypoints, np.float64), np.asarray(labeled, bool)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    normalized = (keypoints - boxes[:, None, :2]) / np.maximum(boxes[:, None, 2:], 1e-9)
+    mean = (normalized * labeled[..., None]).sum(0) / np.maximum(labeled.sum(0), 1)[:, None]
+    return mean[None] * boxes[:, None, 2:] + boxes[:, None, :2]
