@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image format (default jpg, quality 95)")
     parser.add_argument("--framing", choices=("auto", "crop", "scene"), default="auto",
                         help="crop: one figure fills the frame; scene: a group at random distance (default: crop for --people 1)")
+    parser.add_argument("--photo-backgrounds", type=float, default=0.0, metavar="P",
+                        help="probability of a real-photo backdrop per image and of a photo texture per surface "
+                             "(needs pip install poseforge[sim2real]; default 0)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per vectorized render call (default: by size)")
     parser.add_argument("--workers", type=int, default=0,
                         help="render in this many processes (one CPU core each; output is identical; default 0 or 1: in-process)")
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise PoseforgeError(f"--workers must be >= 0, got {args.workers}")
     options = dict(num_images=args.num_images, seed=args.seed, image_size=args.size, people=args.people,
                    keypoint_set=args.keypoints, dense=False, device=args.device, framing=args.framing,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, photo_backgrounds=args.photo_backgrounds)
     dataset = SyntheticPoseDataset(**options)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

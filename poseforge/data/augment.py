@@ -8,7 +8,9 @@ optional ``torch.Generator`` (draws are made on the generator's device, CPU by d
 the data's device), so a seeded generator reproduces a batch exactly.
 
 Defaults follow mmpose 1.x: ``RandomFlip``, ``RandomHalfBody``, ``RandomBBoxTransform``,
-``YOLOXHSVRandomAug`` and the Albumentations ``Blur``/``CoarseDropout`` of the RTMPose recipes.
+``YOLOXHSVRandomAug`` and the Albumentations ``Blur``/``CoarseDropout`` of the RTMPose recipes. The camera
+steps (white balance, grayscale, Gaussian and motion blur, sensor noise, JPEG re-compression: issue 31's
+sim-to-real levers) are off by default; each is batched over the samples it applies to.
 """
 from __future__ import annotations
 
@@ -28,6 +30,12 @@ from ..keypoints import KeypointSet, get_keypoint_set
 __all__ = [
     "AugmentConfig",
     "ColorJitter",
+    "RandomGaussianBlur",
+    "RandomGrayscale",
+    "RandomJPEG",
+    "RandomMotionBlur",
+    "RandomNoise",
+    "RandomWhiteBalance",
     "RandomBBoxTransform",
     "RandomBlur",
     "RandomErase",
@@ -473,6 +481,254 @@ class RandomErase:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Camera augmentations (sim-to-real): float images [N, 3, H, W], RGB in [0, 255]; each step is off by default
+
+
+def _grouped_filter(images: Tensor, kernels: Tensor) -> Tensor:
+    """Filter each sample of ``images`` [n, 3, H, W] with its own 2-D kernel [n, kh, kw] (odd sizes), one grouped
+    convolution for the whole batch; borders reflect like :class:`RandomBlur`."""
+    n, c, h, w = images.shape
+    kh, kw = kernels.shape[-2:]
+    x = F.pad(images.reshape(1, n * c, h, w), (kw // 2, kw // 2, kh // 2, kh // 2), mode="reflect")
+    weight = kernels.to(images.dtype)[:, None].repeat_interleave(c, dim=0)  # [n*c, 1, kh, kw]
+    return F.conv2d(x, weight, groups=n * c).reshape(n, c, h, w)
+
+
+def _apply_to(images: Tensor, chosen: Tensor, fn) -> Tensor:
+    """``fn`` on the samples ``chosen`` (indices) only; the others are returned unchanged."""
+    if chosen.numel() == 0:
+        return images
+    out = images.clone()
+    out[chosen] = fn(images[chosen], chosen)
+    return out
+
+
+class RandomWhiteBalance:
+    """Per-channel gains (a white-balance / colour-cast shift): each of R, G, B is multiplied by a factor drawn
+    uniformly from ``[1 - strength, 1 + strength]``, with probability ``p`` per sample."""
+
+    def __init__(self, p: float = 0.0, strength: float = 0.15) -> None:
+        _check_prob("white balance p", p)
+        if not 0 <= strength < 1:
+            raise PoseforgeError(f"RandomWhiteBalance: strength must be in [0, 1), got {strength}")
+        self.p, self.strength = float(p), float(strength)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Gains ``[n, 3]``; 1 where not applied."""
+        u = _rand((n, 4), generator)
+        gains = 1.0 + (u[:, :3] * 2 - 1) * self.strength
+        return torch.where(u[:, 3:] < self.p, gains, torch.ones_like(gains))
+
+    def apply(self, images: Tensor, gains: Tensor) -> Tensor:
+        return (images * gains.to(images.device, images.dtype)[:, :, None, None]).clamp(0, 255)
+
+
+class RandomGrayscale:
+    """Replace the sample by its luma (ITU-R 601 weights) in all three channels, with probability ``p``."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        _check_prob("grayscale p", p)
+        self.p = float(p)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return _rand((n,), generator) < self.p
+
+    def apply(self, images: Tensor, chosen: Tensor) -> Tensor:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        gray = (images * weights).sum(1, keepdim=True).expand_as(images)
+        return torch.where(chosen.to(images.device).view(-1, 1, 1, 1), gray, images)
+
+
+class RandomGaussianBlur:
+    """Gaussian blur (lens defocus) with sigma drawn uniformly from ``sigma`` (pixels), probability ``p``;
+    separable, one grouped convolution per axis for all chosen samples."""
+
+    def __init__(self, p: float = 0.0, sigma: tuple[float, float] = (0.5, 2.0)) -> None:
+        _check_prob("gaussian blur p", p)
+        lo, hi = (float(v) for v in sigma)
+        if not 0 < lo <= hi:
+            raise PoseforgeError(f"RandomGaussianBlur: sigma must be (low, high) with 0 < low <= high, got {sigma}")
+        self.p, self.sigma = float(p), (lo, hi)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Sigma per sample ``[n]``, 0 where not applied."""
+        u = _rand((n, 2), generator)
+        lo, hi = self.sigma
+        return torch.where(u[:, 0] < self.p, lo + u[:, 1] * (hi - lo), 0.0)
+
+    def apply(self, images: Tensor, sigma: Tensor) -> Tensor:
+        sigma = sigma.to(images.device)
+        radius = int(math.ceil(3 * self.sigma[1]))
+
+        def blur(x: Tensor, chosen: Tensor) -> Tensor:
+            s = sigma[chosen].to(x.dtype)
+            t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+            k = torch.exp(-0.5 * (t[None] / s[:, None]) ** 2)
+            k = k / k.sum(1, keepdim=True)  # [n, K]
+            return _grouped_filter(_grouped_filter(x, k[:, None, :]), k[:, :, None])
+
+        return _apply_to(images, torch.nonzero(sigma > 0).flatten(), blur)
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply(images, self.sample(images.shape[0], generator))
+
+
+class RandomMotionBlur:
+    """Linear motion blur: a line kernel of ``length`` pixels (drawn uniformly from the range) at a uniform
+    angle, probability ``p``; one grouped convolution for all chosen samples."""
+
+    def __init__(self, p: float = 0.0, length: tuple[float, float] = (3.0, 11.0)) -> None:
+        _check_prob("motion blur p", p)
+        lo, hi = (float(v) for v in length)
+        if not 1 <= lo <= hi:
+            raise PoseforgeError(f"RandomMotionBlur: length must be (low, high) with 1 <= low <= high, got {length}")
+        self.p, self.length = float(p), (lo, hi)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``[n, 2]``: length in pixels (0 where not applied) and angle in radians."""
+        u = _rand((n, 3), generator)
+        lo, hi = self.length
+        length = torch.where(u[:, 0] < self.p, lo + u[:, 1] * (hi - lo), 0.0)
+        return torch.stack([length, u[:, 2] * math.pi], 1)
+
+    def kernels(self, params: Tensor) -> Tensor:
+        """Normalized line kernels ``[n, K, K]`` (K odd, fits the longest length)."""
+        radius = int(math.ceil(self.length[1] / 2))
+        t = torch.arange(-radius, radius + 1, device=params.device, dtype=params.dtype)
+        dy, dx = torch.meshgrid(t, t, indexing="ij")
+        length, angle = params[:, 0, None, None], params[:, 1, None, None]
+        c, s = torch.cos(angle), torch.sin(angle)
+        along = (dx * c + dy * s).abs()
+        across = (dy * c - dx * s).abs()
+        k = (1 - across).clamp(min=0) * (length / 2 + 0.5 - along).clamp(0, 1)
+        return k / k.sum((1, 2), keepdim=True).clamp(min=1e-12)
+
+    def apply(self, images: Tensor, params: Tensor) -> Tensor:
+        params = params.to(images.device, images.dtype)
+        return _apply_to(images, torch.nonzero(params[:, 0] > 0).flatten(),
+                         lambda x, chosen: _grouped_filter(x, self.kernels(params[chosen])))
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply(images, self.sample(images.shape[0], generator))
+
+
+class RandomNoise:
+    """Sensor noise: zero-mean Gaussian noise of a standard deviation drawn from ``std`` (0-255 units), per
+    pixel and channel, probability ``p``. The noise field is drawn from the generator (on its device)."""
+
+    def __init__(self, p: float = 0.0, std: tuple[float, float] = (2.0, 10.0)) -> None:
+        _check_prob("noise p", p)
+        lo, hi = (float(v) for v in std)
+        if not 0 <= lo <= hi:
+            raise PoseforgeError(f"RandomNoise: std must be (low, high) with 0 <= low <= high, got {std}")
+        self.p, self.std = float(p), (lo, hi)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Standard deviation per sample ``[n]``, 0 where not applied."""
+        u = _rand((n, 2), generator)
+        lo, hi = self.std
+        return torch.where(u[:, 0] < self.p, lo + u[:, 1] * (hi - lo), 0.0)
+
+    def apply(self, images: Tensor, std: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        std = std.to(images.device)
+
+        def noisy(x: Tensor, chosen: Tensor) -> Tensor:
+            gen_device = generator.device if generator is not None else torch.device("cpu")
+            field = torch.randn(tuple(x.shape), generator=generator, device=gen_device).to(x.device, x.dtype)
+            return (x + field * std[chosen].to(x.dtype)[:, None, None, None]).clamp(0, 255)
+
+        return _apply_to(images, torch.nonzero(std > 0).flatten(), noisy)
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply(images, self.sample(images.shape[0], generator), generator)
+
+
+# The JPEG standard's example quantization tables (ITU-T T.81 Annex K, tables K.1 and K.2), quality 50.
+_JPEG_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+              14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+              49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+_JPEG_CHROMA = tuple([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5
+                     + [47, 66] + [99] * 6 + [99] * 32)
+
+
+def _dct_matrix(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The orthonormal 8-point DCT-II matrix ``D`` (coefficients = D @ block @ D^T)."""
+    k = torch.arange(8, dtype=torch.float64)
+    d = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+    d[0] = d[0] / math.sqrt(2)
+    return d.to(device, dtype)
+
+
+def jpeg_tables(quality: Tensor) -> tuple[Tensor, Tensor]:
+    """Luma and chroma quantization tables ``[n, 8, 8]`` for qualities ``[n]`` (1..100, the IJG scaling)."""
+    q = quality.to(torch.float64).clamp(1, 100)
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)[:, None, None]
+    out = []
+    for base in (_JPEG_LUMA, _JPEG_CHROMA):
+        t = torch.tensor(base, dtype=torch.float64, device=q.device).view(1, 8, 8)
+        out.append(torch.floor((t * scale + 50) / 100).clamp(1, 255))
+    return out[0], out[1]
+
+
+def jpeg_roundtrip(images: Tensor, quality: Tensor) -> Tensor:
+    """What baseline JPEG at ``quality`` [n] does to images [n, 3, H, W] (RGB, [0, 255]): YCbCr, 4:2:0 chroma,
+    8x8 DCT quantization and back (no entropy coding: it is lossless). Batched, on any device."""
+    n, _, h, w = images.shape
+    x = images.to(torch.float32)
+    ph, pw = (-h) % 16, (-w) % 16
+    x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    r, g, b = x.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+    chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
+    luma_q, chroma_q = (t.to(x.device, torch.float32) for t in jpeg_tables(quality.to(x.device)))
+    d = _dct_matrix(torch.float32, x.device)
+
+    def quantize(plane: Tensor, table: Tensor) -> Tensor:  # plane [n, c, H, W], table [n, 8, 8]
+        nn_, c, hh, ww = plane.shape
+        blocks = (plane - 128).reshape(nn_, c, hh // 8, 8, ww // 8, 8).transpose(3, 4)  # [n,c,h8,w8,8,8]
+        coef = d @ blocks @ d.t()
+        tq = table[:, None, None, None]
+        coef = torch.round(coef / tq) * tq
+        back = d.t() @ coef @ d
+        return back.transpose(3, 4).reshape(nn_, c, hh, ww) + 128
+
+    y = quantize(y[:, None], luma_q)[:, 0]
+    chroma = quantize(chroma, chroma_q)
+    chroma = chroma.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    cb, cr = chroma[:, 0] - 128, chroma[:, 1] - 128
+    rgb = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+    return rgb[:, :, :h, :w].clamp(0, 255).to(images.dtype)
+
+
+class RandomJPEG:
+    """JPEG re-compression artefacts (:func:`jpeg_roundtrip`) at a quality drawn uniformly from ``quality``,
+    probability ``p``."""
+
+    def __init__(self, p: float = 0.0, quality: tuple[int, int] = (30, 90)) -> None:
+        _check_prob("jpeg p", p)
+        lo, hi = (int(v) for v in quality)
+        if not 1 <= lo <= hi <= 100:
+            raise PoseforgeError(f"RandomJPEG: quality must be (low, high) with 1 <= low <= high <= 100, got {quality}")
+        self.p, self.quality = float(p), (lo, hi)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Quality per sample ``[n]``, 0 where not applied."""
+        u = _rand((n, 2), generator)
+        lo, hi = self.quality
+        q = torch.floor(lo + u[:, 1] * (hi - lo + 1)).clamp(max=hi)
+        return torch.where(u[:, 0] < self.p, q, 0.0)
+
+    def apply(self, images: Tensor, quality: Tensor) -> Tensor:
+        quality = quality.to(images.device)
+        return _apply_to(images, torch.nonzero(quality > 0).flatten(), lambda x, chosen: jpeg_roundtrip(x, quality[chosen]))
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply(images, self.sample(images.shape[0], generator))
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Configuration
 
 
@@ -480,7 +736,9 @@ class RandomErase:
 class AugmentConfig:
     """Training augmentation of the top-down pipeline. The defaults are mmpose's (the ViTPose recipe:
     flip, half-body, shift/scale/rotate, no color); :meth:`rtmpose` adds the RTMPose color recipe.
-    A probability of 0 (or strengths of 0) switches a step off."""
+    A probability of 0 (or strengths of 0) switches a step off. The camera steps (``white_balance``,
+    ``grayscale``, ``gaussian_blur``, ``motion_blur``, ``noise``, ``jpeg``) are off by default (:meth:`camera_sim`
+    turns them on)."""
 
     flip_prob: float = 0.5
     half_body_prob: float = 0.3
@@ -505,6 +763,17 @@ class AugmentConfig:
     blur_prob: float = 0.0
     erase_prob: float = 0.0
     erase_size: tuple[float, float] = (0.2, 0.4)
+    white_balance_prob: float = 0.0
+    white_balance_strength: float = 0.15
+    grayscale_prob: float = 0.0
+    gaussian_blur_prob: float = 0.0
+    gaussian_blur_sigma: tuple[float, float] = (0.5, 2.0)
+    motion_blur_prob: float = 0.0
+    motion_blur_length: tuple[float, float] = (3.0, 11.0)
+    noise_prob: float = 0.0
+    noise_std: tuple[float, float] = (2.0, 10.0)
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (30, 90)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -531,17 +800,39 @@ class AugmentConfig:
                        blur_prob=0.1, erase_prob=0.5)
         raise PoseforgeError(f"AugmentConfig.rtmpose: stage must be 1 or 2, got {stage}")
 
+    @classmethod
+    def camera_sim(cls, base: "AugmentConfig | None" = None) -> "AugmentConfig":
+        """``base`` (default: the defaults) plus issue 31's camera steps: white balance and grayscale, Gaussian
+        and motion blur, sensor noise and JPEG re-compression, each on a part of the samples, and colour
+        jitter where ``base`` has none."""
+        import dataclasses
+
+        base = base or cls()
+        extra = dict(white_balance_prob=0.5, grayscale_prob=0.05, gaussian_blur_prob=0.2, motion_blur_prob=0.15,
+                     noise_prob=0.4, jpeg_prob=0.5)
+        if not base.photometric:
+            extra.update(hsv_prob=1.0, brightness=0.2, contrast=0.2)
+        return dataclasses.replace(base, **extra)
+
+    @property
+    def camera(self) -> bool:
+        """Whether any camera step (white balance, grayscale, Gaussian/motion blur, noise, JPEG) is on."""
+        return max(self.white_balance_prob, self.grayscale_prob, self.gaussian_blur_prob, self.motion_blur_prob,
+                   self.noise_prob, self.jpeg_prob) > 0
+
     @property
     def photometric(self) -> bool:
         """Whether any pixel-level step is on."""
         return self.hsv_prob > 0 or self.blur_prob > 0 or self.erase_prob > 0 or max(
-            self.brightness, self.contrast, self.saturation) > 0
+            self.brightness, self.contrast, self.saturation) > 0 or self.camera
 
 
 class Photometric:
-    """The pixel-level steps of an :class:`AugmentConfig` (HSV, colour jitter, blur, erase), in that order,
-    on float images ``[N, 3, H, W]`` in [0, 255]. Every step's parameters are drawn in a fixed order
-    whether or not the step is on, so turning one step on does not change the others' draws."""
+    """The pixel-level steps of an :class:`AugmentConfig` (HSV, colour jitter, white balance, grayscale, box
+    blur, Gaussian blur, motion blur, noise, JPEG, erase), in that order, on float images ``[N, 3, H, W]`` in
+    [0, 255]. Every step's parameters are drawn in a fixed order whether or not the step is on, so turning
+    one step on does not change the others' draws; the camera steps' parameters are drawn after the others,
+    and only when one of them is on (so configs without them draw exactly what they drew before)."""
 
     def __init__(self, config: AugmentConfig) -> None:
         self.config = config
@@ -549,6 +840,12 @@ class Photometric:
         self.color = ColorJitter(config.brightness, config.contrast, config.saturation)
         self.blur = RandomBlur(config.blur_prob)
         self.erase = RandomErase(config.erase_prob, config.erase_size)
+        self.white_balance = RandomWhiteBalance(config.white_balance_prob, config.white_balance_strength)
+        self.grayscale = RandomGrayscale(config.grayscale_prob)
+        self.gaussian_blur = RandomGaussianBlur(config.gaussian_blur_prob, config.gaussian_blur_sigma)
+        self.motion_blur = RandomMotionBlur(config.motion_blur_prob, config.motion_blur_length)
+        self.noise = RandomNoise(config.noise_prob, config.noise_std)
+        self.jpeg = RandomJPEG(config.jpeg_prob, config.jpeg_quality)
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         a = self.config
@@ -557,12 +854,29 @@ class Photometric:
         n = images.shape[0]
         hsv, color, blur, erase = (self.hsv.sample(n, generator), self.color.sample(n, generator),
                                    self.blur.sample(n, generator), self.erase.sample(n, generator))
+        if a.camera:
+            wb, gray, gauss, motion, noise, jpeg = (
+                self.white_balance.sample(n, generator), self.grayscale.sample(n, generator),
+                self.gaussian_blur.sample(n, generator), self.motion_blur.sample(n, generator),
+                self.noise.sample(n, generator), self.jpeg.sample(n, generator))
         if a.hsv_prob > 0:
             images = self.hsv.apply(images, hsv)
         if self.color.active:
             images = self.color.apply(images, color)
+        if a.white_balance_prob > 0:
+            images = self.white_balance.apply(images, wb)
+        if a.grayscale_prob > 0:
+            images = self.grayscale.apply(images, gray)
         if a.blur_prob > 0:
             images = self.blur.apply(images, blur)
+        if a.gaussian_blur_prob > 0:
+            images = self.gaussian_blur.apply(images, gauss)
+        if a.motion_blur_prob > 0:
+            images = self.motion_blur.apply(images, motion)
+        if a.noise_prob > 0:
+            images = self.noise.apply(images, noise, generator)  # the noise field: the generator's last draws
+        if a.jpeg_prob > 0:
+            images = self.jpeg.apply(images, jpeg)
         if a.erase_prob > 0:
             images = self.erase.apply(images, erase)
         return images

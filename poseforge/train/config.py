@@ -69,6 +69,10 @@ class SyntheticSection:
         image_size: rendered image ``(width, height)``.
         people, val_people: ``(min, max)`` figures per image.
         clutter: props and occluders in the scenes.
+        photo_backgrounds: training images only: probability of a real-photo backdrop per image and of a
+            photo texture per floor, wall, prop and occluder (``poseforge.data.synth.photos``; needs
+            ``pip install poseforge[sim2real]``). The held-out set stays without photos, so its AP compares
+            across recipes.
         fresh: render new images every epoch (an endless stream, rendered by the workers); ``False``
             renders ``train_images`` once, keeps them in memory and reuses them every epoch.
     """
@@ -82,6 +86,7 @@ class SyntheticSection:
     val_people: tuple[int, int] = (1, 1)
     clutter: bool = True
     fresh: bool = True
+    photo_backgrounds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from ..data.augment import AugmentConfig
@@ -153,6 +154,20 @@ def _synth_cpu() -> TrainConfig:
         threads=2, compile="model", loss=LossSection(keypoint_map_weight=0.1, keypoint_map_sigma=4.0))
 
 
+def _synth_cpu_photo() -> TrainConfig:
+    # Issue 31's sim-to-real lever, ready to compare with synth-cpu on real photos (benchmarks/sim2real.py):
+    # synth-cpu's recipe with real-photo backdrops and photo textures on half the training images / surfaces
+    # (poseforge.data.synth.photos: scikit-image's and scikit-learn's CC0 / public-domain / CC BY sample photos)
+    # and the camera augmentation (colour, white balance, grayscale, Gaussian and motion blur, noise, JPEG).
+    # The held-out set stays synth-cpu's (no photos), so its AP compares with the bundled model's 0.714.
+    base = _synth_cpu()
+    data = dataclasses.replace(base.data, augment=AugmentConfig.camera_sim(base.data.augment),
+                               synthetic=dataclasses.replace(base.data.synthetic, photo_backgrounds=0.5))
+    return dataclasses.replace(base, name="synth-cpu-photo", data=data, description=(
+        "synth-cpu + real-photo backgrounds and textures (p 0.5) + camera augmentation (blur, noise, JPEG, "
+        "white balance): the sim-to-real lever of issue 31; needs pip install poseforge[sim2real]"))
+
+
 def _rtmpose_t_synth() -> TrainConfig:
     # RTMPose-t as published (CSPNeXt-t + RTMCC head at 256x192) on synth-cpu's data and augmentation, so the
     # two shipped models are scored on the same held-out people (benchmarks/RESULTS.md). lr 2e-3 (a CNN with
@@ -234,6 +249,7 @@ for _task in SAPIENS_TINY_TASKS:
 
 PRESETS.register("smoke", _smoke)
 PRESETS.register("synth-cpu", _synth_cpu)
+PRESETS.register("synth-cpu-photo", _synth_cpu_photo)
 PRESETS.register("synth-gpu", _synth_gpu)
 PRESETS.register("rtmpose-t-synth", _rtmpose_t_synth)
 PRESETS.register("litepose-xs-synth", _litepose_xs_synth)

@@ -40,10 +40,11 @@ import torch
 from torch import Tensor
 
 from .ops import dot3, matvec3, normalize3
+from .photos import sample_photos
 from .rng import hash32
 from .shapes import BOX, NEAR, CameraPrims, Prims, box_hit, cone_constants, cone_hit, shape_bounds, to_camera
 
-__all__ = ["RenderInputs", "RenderOutput", "render", "cast_rays", "MAT_FIELDS", "NUM_MAT_FIELDS", "TILE"]
+__all__ = ["RenderInputs", "PhotoInputs", "RenderOutput", "render", "cast_rays", "MAT_FIELDS", "NUM_MAT_FIELDS", "TILE"]
 
 TILE = 8
 _CHUNK_TESTS = 1 << 17  # pixel tests per chunk on the CPU
@@ -104,10 +105,40 @@ class RenderInputs:
     blur: Tensor
     noise: Tensor
     keys: Tensor
+    photos: "PhotoInputs | None" = None
 
     @property
     def batch_size(self) -> int:
         return int(self.intr.shape[0])
+
+
+@dataclass
+class PhotoInputs:
+    """Photo backdrops and textures (:mod:`.photos`; None in :class:`RenderInputs`: none at all).
+
+    ``atlas`` [3,Hp,N*Wp] the photos side by side (float RGB in [0, 1]). Per image: ``backdrop`` [B] photo
+    index behind everything that is not a primitive (-1 = none), its texture coordinates
+    ``u = backdrop_uv[0] + backdrop_uv[2] * x / W`` and ``v = backdrop_uv[1] + backdrop_uv[3] * y / H``
+    and its colour gains ``backdrop_gain`` [B,3]. Per plane: ``plane_photo`` [B,NP] (-1 = the procedural
+    texture), ``plane_tex`` [B,NP,4] (1 / metres per photo along e1 and e2, offsets) and ``plane_gain``
+    [B,NP,3]. Per material row (boxes only): ``mat_photo`` [M], ``mat_tex`` [M,4] (on a box face's two
+    in-plane joint-frame axes), ``mat_gain`` [M,3].
+    """
+
+    atlas: Tensor
+    backdrop: Tensor
+    backdrop_uv: Tensor
+    backdrop_gain: Tensor
+    plane_photo: Tensor
+    plane_tex: Tensor
+    plane_gain: Tensor
+    mat_photo: Tensor
+    mat_tex: Tensor
+    mat_gain: Tensor
+
+    def subset(self, lo: int, hi: int) -> "PhotoInputs":
+        per_image = ("backdrop", "backdrop_uv", "backdrop_gain", "plane_photo", "plane_tex", "plane_gain")
+        return dataclasses.replace(self, **{k: getattr(self, k)[lo:hi] for k in per_image})
 
 
 @dataclass
@@ -437,6 +468,8 @@ def _subset(inputs: RenderInputs, lo: int, hi: int) -> tuple[RenderInputs, Tenso
     fields = {f.name: getattr(inputs, f.name) for f in dataclasses.fields(RenderInputs)}
     sub = {k: (v[lo:hi] if isinstance(v, Tensor) and k != "materials" else v) for k, v in fields.items()}
     sub["prims"] = prims
+    if inputs.photos is not None:
+        sub["photos"] = inputs.photos.subset(lo, hi)
     return RenderInputs(**sub), keep
 
 
@@ -506,6 +539,8 @@ def _render(inputs: RenderInputs, out: RenderOutput, keep: Tensor | None) -> Non
     xs2 = torch.arange(W2, device=device, dtype=torch.float32) * 2.0 + 1.0
     bg = _background(inputs, n_c, d_c, img_T, xs2, ys2)
     rgb = _upsample2(bg, H, W).reshape(3, -1)
+    if inputs.photos is not None:
+        _backdrop(inputs, rgb)
     parts = out.parts.view(-1).zero_()
     instance = out.instance.view(-1).zero_()
     if out.prim is not None:
@@ -561,7 +596,10 @@ def _render(inputs: RenderInputs, out: RenderOutput, keep: Tensor | None) -> Non
         part = torch.where(in0, P[37], torch.where(in1, P[38], P[35]))
         mat_id = torch.where(in0, P[39], torch.where(in1, P[40], P[36])).to(torch.int64)
         mat = _take(inputs.materials.t().contiguous(), mat_id)
-        col = _shade(_albedo(mat, h), nc, img, mat[MAT_FIELDS["spec"]], None)
+        albedo = _albedo(mat, h)
+        if inputs.photos is not None:
+            albedo = _box_photos(inputs.photos, albedo, mat_id, h, q)
+        col = _shade(albedo, nc, img, mat[MAT_FIELDS["spec"]], None)
         rgb.index_copy_(1, pi, torch.stack(col))
         normals.index_copy_(0, pi, torch.stack(nc, dim=1))
         parts.index_copy_(0, pi, part.to(torch.uint8))
@@ -619,6 +657,8 @@ def _background(inputs: RenderInputs, n_c: Tensor, d_c: Tensor, img_T: Tensor, x
     nrm = pick[8:11]
     mat = dict(zip(_PLANAR_FIELDS, pick[11:]))
     albedo = _albedo(mat, (h1, h2, torch.zeros_like(h1)), planar=True)
+    if inputs.photos is not None:
+        albedo = _plane_photos(inputs.photos, albedo, p_index, hit, h1, h2)
     # Soft blob shadows on the floor (plane 0; its texture coordinates are world x and z).
     fall = torch.zeros_like(h1)
     for j in range(inputs.shadow_r.shape[1]):
@@ -634,6 +674,68 @@ def _background(inputs: RenderInputs, n_c: Tensor, d_c: Tensor, img_T: Tensor, x
     e = inputs.exposure
     sky = [bc(inputs.sky_bottom[:, c] * e) + bc((inputs.sky_top[:, c] - inputs.sky_bottom[:, c]) * e) * up for c in range(3)]
     return torch.stack([torch.where(hit, lit[c], sky[c]) for c in range(3)])
+
+
+def _backdrop(inputs: RenderInputs, rgb: Tensor) -> None:
+    """Replace the background [3, B*H*W] (in place) of the images that have a photo backdrop by their crop."""
+    ph = inputs.photos
+    bi = torch.nonzero(ph.backdrop >= 0).squeeze(1)
+    if bi.numel() == 0:
+        return
+    B, H, W = inputs.batch_size, inputs.height, inputs.width
+    device = rgb.device
+    n = int(bi.shape[0])
+    uv = ph.backdrop_uv.index_select(0, bi)
+    xs = (torch.arange(W, device=device, dtype=torch.float32) + 0.5) / W
+    ys = (torch.arange(H, device=device, dtype=torch.float32) + 0.5) / H
+    u = (uv[:, 0, None, None] + uv[:, 2, None, None] * xs[None, None, :]).expand(n, H, W)
+    v = (uv[:, 1, None, None] + uv[:, 3, None, None] * ys[None, :, None]).expand(n, H, W)
+    index = ph.backdrop.index_select(0, bi)[:, None, None].expand(n, H, W)
+    pix = sample_photos(ph.atlas, index.reshape(-1), u.reshape(-1), v.reshape(-1)).reshape(3, n, H * W)
+    pix = pix * ph.backdrop_gain.index_select(0, bi).t()[:, :, None]
+    rgb.view(3, B, H * W).index_copy_(1, bi, pix)
+
+
+def _plane_photos(ph: PhotoInputs, albedo: tuple[Tensor, Tensor, Tensor], p_index: Tensor, hit: Tensor, h1: Tensor,
+                  h2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Plane albedo with photo textures where a pixel's plane has one (texture coordinates h1, h2 in metres)."""
+    photo = ph.plane_photo.reshape(-1).index_select(0, p_index.reshape(-1))
+    sel = torch.nonzero((photo >= 0) & hit.reshape(-1)).squeeze(1)
+    if sel.numel() == 0:
+        return albedo
+    rows = p_index.reshape(-1).index_select(0, sel)
+    tex = ph.plane_tex.reshape(-1, 4).index_select(0, rows)
+    a = h1.reshape(-1).index_select(0, sel)
+    b = h2.reshape(-1).index_select(0, sel)
+    pix = sample_photos(ph.atlas, photo.index_select(0, sel), a * tex[:, 0] + tex[:, 2], -b * tex[:, 1] + tex[:, 3])
+    pix = pix * ph.plane_gain.reshape(-1, 3).index_select(0, rows).t()
+    out = torch.stack(albedo).reshape(3, -1)
+    out.index_copy_(1, sel, pix)
+    out = out.reshape(3, *h1.shape)
+    return out[0], out[1], out[2]
+
+
+def _box_photos(ph: PhotoInputs, albedo: tuple[Tensor, Tensor, Tensor], mat_id: Tensor, h: tuple[Tensor, ...],
+                q: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """Primitive albedo [M] with photo textures on box faces whose material has one: the face is the
+    shape-space axis where |q| is largest, its photo axes the other two joint-frame axes (metres)."""
+    photo = ph.mat_photo.index_select(0, mat_id)
+    sel = torch.nonzero(photo >= 0).squeeze(1)
+    if sel.numel() == 0:
+        return albedo
+    m = mat_id.index_select(0, sel)
+    tex = ph.mat_tex.index_select(0, m)
+    hx, hy, hz = (c.index_select(0, sel) for c in h)
+    ax, ay, az = (c.index_select(0, sel).abs() for c in q)
+    fx = (ax >= ay) & (ax >= az)
+    fy = ~fx & (ay >= az)
+    a = torch.where(fx, hz, hx)  # x face: (z, -y); y face: (x, z); z face: (x, -y)
+    b = torch.where(fy, hz, -hy)
+    pix = sample_photos(ph.atlas, photo.index_select(0, sel), a * tex[:, 0] + tex[:, 2], b * tex[:, 1] + tex[:, 3])
+    pix = pix * ph.mat_gain.index_select(0, m).t()
+    out = torch.stack(albedo)
+    out.index_copy_(1, sel, pix)
+    return out[0], out[1], out[2]
 
 
 def _upsample2(x: Tensor, height: int, width: int) -> Tensor:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .body import MAT_SLOTS, compiled_human, hsv_to_rgb, material_rows, sample_humans
 from .ops import cross3, dot3, matmul3, matvec3, normalize3, rot_y, sincos
-from .render import NUM_MAT_FIELDS, RenderInputs
+from .render import NUM_MAT_FIELDS, PhotoInputs, RenderInputs
 from .rng import Draws, Rng, choice_from
 from .shapes import BOX, CONE, Prims
 from .skeleton import build_prims
@@ -36,6 +36,7 @@ class SceneConfig:
     figure: str = "human"
     framing: str = "auto"
     clutter: bool = True
+    photo_backgrounds: float = 0.0  # probability of a photo backdrop, and of a photo texture per surface (.photos)
 
     @property
     def crop(self) -> bool:
@@ -371,6 +372,7 @@ def build_scenes(config: SceneConfig, seed: int, indices: Tensor, device: torch.
 
     # --- clutter, seats and wall decorations -----------------------------------------------------
     prims = [figure_prims]
+    box_rows = dec_rows = dec_half = None  # material rows of the prop boxes / wall pictures (photo textures)
     if config.clutter:
         # Props stand beside and behind the figures, never between them and the camera (the
         # occluder below is the deliberate exception).
@@ -400,6 +402,7 @@ def build_scenes(config: SceneConfig, seed: int, indices: Tensor, device: torch.
         box_mat = _random_materials(d, "clutter/box_mat")
         materials.append(box_mat.reshape(B * NB, -1))
         box_mat_idx = next_mat + torch.arange(B * NB, device=device)
+        box_rows = box_mat_idx.reshape(B, NB)
         next_mat += B * NB
         box_yaw = d.u("clutter/box_yaw") * math.pi
         prims.append(_box_prims(torch.arange(B, device=device).repeat_interleave(NB), box_center.reshape(-1, 3),
@@ -436,6 +439,7 @@ def build_scenes(config: SceneConfig, seed: int, indices: Tensor, device: torch.
         d_mat = _random_materials(d, "clutter/d_mat")
         materials.append(d_mat.reshape(B * ND, -1))
         d_mat_idx = next_mat + torch.arange(B * ND, device=device)
+        dec_rows, dec_half = d_mat_idx.reshape(B, ND), d_half
         next_mat += B * ND
         prims.append(_box_prims(torch.arange(B, device=device).repeat_interleave(ND), d_center.reshape(-1, 3),
                                 d_half.reshape(-1, 3), d_rot.reshape(-1, 3, 3), d_mat_idx, d_on.reshape(-1)))
@@ -481,9 +485,80 @@ def build_scenes(config: SceneConfig, seed: int, indices: Tensor, device: torch.
         plane_valid=plane_valid, shadow_xz=shadow_xz, shadow_r=shadow_r, light_dir=light_dir, light_rgb=light_rgb,
         ambient_rgb=ambient_rgb, sky_top=sky_top, sky_bottom=sky_bottom, exposure=exposure, blur=blur, noise=noise,
         keys=rng.key,
+        photos=(_photo_inputs(config, rng, W / H, next_mat, plane_n.shape[1], box_rows, dec_rows, dec_half, device)
+                if config.photo_backgrounds > 0 else None),
     )
     category = params.category.reshape(B, P) if hasattr(params, "category") else torch.ones(B, P, dtype=torch.int64, device=device)
     return SceneBatch(inputs, kps, slack, valid, category)
+
+
+def _photo_inputs(config: SceneConfig, rng: Rng, aspect: float, num_mats: int, num_planes: int, box_rows: Tensor | None,
+                  dec_rows: Tensor | None, dec_half: Tensor | None, device: torch.device) -> PhotoInputs:
+    """Photo backdrops and textures (see :mod:`.photos`), drawn from their own stream: the rest of the
+    scene is the same with or without them."""
+    from .photos import PHOTO_HEIGHT, PHOTO_WIDTH, num_photos, photo_atlas
+
+    p = float(config.photo_backgrounds)
+    B, NP, N = rng.batch_size, num_planes, num_photos()
+    NB = box_rows.shape[1] if box_rows is not None else 0
+    ND = dec_rows.shape[1] if dec_rows is not None else 0
+    d = Draws(rng, "photo", (), [
+        ("bd_on", 1), ("bd_photo", 1), ("bd_size", 1), ("bd_x", 1), ("bd_y", 1), ("bd_flip", 1), ("bd_wb", 3), ("bd_bright", 1),
+        ("pl_on", NP), ("pl_photo", NP), ("pl_size", NP), ("pl_off", 2 * NP), ("pl_flip", NP), ("pl_wb", 3 * NP),
+        ("pl_bright", NP), ("box_on", max(NB, 1)), ("box_photo", max(NB, 1)), ("box_size", max(NB, 1)),
+        ("box_off", 2 * max(NB, 1)), ("box_flip", max(NB, 1)), ("box_wb", 3 * max(NB, 1)), ("box_bright", max(NB, 1)),
+        ("dec_on", max(ND, 1)), ("dec_photo", max(ND, 1)), ("dec_wb", 3 * max(ND, 1)), ("dec_bright", max(ND, 1))])
+    photo_aspect = PHOTO_WIDTH / PHOTO_HEIGHT
+
+    def gains(name: str, bright: Tensor, n: int | None) -> Tensor:  # colour / white-balance shift
+        wb = d.u(name)
+        wb = wb.reshape(*wb.shape[:-1], n, 3) if n is not None else wb
+        return bright[..., None] * (0.85 + 0.3 * wb)
+
+    # Backdrop: a crop of 35-100% of a photo's width with the image's aspect ratio, maybe mirrored.
+    backdrop_on = d.u("bd_on") < p
+    backdrop = torch.where(backdrop_on, d.randint("bd_photo", 0, N), -1)
+    cw = 0.35 + 0.65 * d.u("bd_size")
+    ch = cw * photo_aspect / aspect
+    fit = torch.clamp(ch, min=1.0)
+    cw, ch = cw / fit, ch / fit
+    u0 = d.u("bd_x") * (1.0 - cw)
+    v0 = d.u("bd_y") * (1.0 - ch)
+    flip = d.u("bd_flip") < 0.5
+    backdrop_uv = torch.stack([torch.where(flip, u0 + cw, u0), v0, torch.where(flip, -cw, cw), ch], dim=-1)
+    backdrop_gain = gains("bd_wb", 0.6 + 0.6 * d.u("bd_bright"), None)
+
+    # Floor and walls (images without a backdrop): 1.5-6.5 m of plane per photo width.
+    plane_on = (d.u("pl_on") < p) & ~backdrop_on[:, None]
+    plane_photo = torch.where(plane_on, d.randint("pl_photo", 0, N), -1)
+    inv = 1.0 / (1.5 + 5.0 * d.u("pl_size"))
+    inv_u = torch.where(d.u("pl_flip") < 0.5, -inv, inv)
+    off = d.u("pl_off", 0.0, 2.0).reshape(B, NP, 2)
+    plane_tex = torch.stack([inv_u, inv * photo_aspect, off[..., 0], off[..., 1]], dim=-1)
+    plane_gain = gains("pl_wb", 0.6 + 0.5 * d.u("pl_bright"), NP)
+
+    # Prop boxes and the occluder (0.4-2 m per photo width), pictures on the wall (the photo fits the face).
+    mat_photo = torch.full((num_mats,), -1, dtype=torch.int64, device=device)
+    mat_tex = torch.zeros(num_mats, 4, device=device)
+    mat_gain = torch.ones(num_mats, 3, device=device)
+    if box_rows is not None:
+        rows = box_rows.reshape(-1)
+        mat_photo[rows] = torch.where(d.u("box_on") < p, d.randint("box_photo", 0, N), -1).reshape(-1)
+        inv = 1.0 / (0.4 + 1.6 * d.u("box_size"))
+        inv_u = torch.where(d.u("box_flip") < 0.5, -inv, inv)
+        off = d.u("box_off", 0.0, 2.0).reshape(B, NB, 2)
+        mat_tex[rows] = torch.stack([inv_u, inv * photo_aspect, off[..., 0], off[..., 1]], dim=-1).reshape(-1, 4)
+        mat_gain[rows] = gains("box_wb", 0.6 + 0.5 * d.u("box_bright"), NB).reshape(-1, 3)
+    if dec_rows is not None:
+        rows = dec_rows.reshape(-1)
+        mat_photo[rows] = torch.where(d.u("dec_on") < p, d.randint("dec_photo", 0, N), -1).reshape(-1)
+        half = dec_half.reshape(-1, 3)
+        mat_tex[rows] = torch.stack([0.5 / half[:, 0], 0.5 / half[:, 1], torch.full_like(half[:, 0], 0.5),
+                                     torch.full_like(half[:, 0], 0.5)], dim=-1)
+        mat_gain[rows] = gains("dec_wb", 0.7 + 0.4 * d.u("dec_bright"), ND).reshape(-1, 3)
+    return PhotoInputs(atlas=photo_atlas(device), backdrop=backdrop, backdrop_uv=backdrop_uv, backdrop_gain=backdrop_gain,
+                       plane_photo=plane_photo, plane_tex=plane_tex, plane_gain=plane_gain, mat_photo=mat_photo,
+                       mat_tex=mat_tex, mat_gain=mat_gain)
 
 
 def _inside_room(x: Tensor, z: Tensor, size: Tensor, plane_n: Tensor, plane_d: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
