@@ -68,6 +68,9 @@ def test_photo_renders_are_deterministic_and_independent_of_batching():
     assert torch.equal(a.image[1], c.image[0])
     again = _render(SCENES, [0, 3, 7, 9], 0.5)
     assert torch.equal(a.image, again.image)
+    # More images than the CPU renders at a time: the photo inputs are split into sub-batches too.
+    many = _render(SCENES, list(range(11)), 0.5)
+    assert torch.equal(many.image[[0, 3, 7, 9]], a.image)
 
 
 @have_photos
