@@ -101,3 +101,20 @@ def training_step(config: Any, batch: int | None = None) -> tuple[Callable[[], N
             ema.update(model)
 
     return step, model
+
+
+def run_logged(command: list[str], log: "os.PathLike[str] | str") -> float:
+    """Run a command (a ``poseforge`` arm of a comparison), its output to ``log``; print it first so every number
+    can be reproduced alone; exit with the log's name if it fails. Returns its wall time in seconds."""
+    import shlex
+    import subprocess
+    import sys
+
+    print("$ " + shlex.join(command), flush=True)
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy(), check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"command failed (exit {done.returncode}); see {log}")
+    return seconds

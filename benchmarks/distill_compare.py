@@ -21,24 +21,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-
-def run(command: list[str], log: Path) -> float:
-    """Run a poseforge command (output to ``log``), return its wall time in seconds."""
-    print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"command failed (exit {done.returncode}); see {log}")
-    return seconds
+from _common import run_logged  # benchmarks/_common.py (the script's folder is on sys.path)
 
 
 def main() -> None:
@@ -72,13 +58,13 @@ def main() -> None:
     s = recipe.data.synthetic
     arms: dict[str, tuple[Path, float]] = {}
     alone = out / "alone"
-    seconds = run(cli + ["train", "--config", args.config, "--out", str(alone), "--set", f"model.name={args.student}",
+    seconds = run_logged(cli + ["train", "--config", args.config, "--out", str(alone), "--set", f"model.name={args.student}",
                          "--set", f"model.overrides.input_size={list(teacher.config.input_size)}"] + shared,
                   out / "alone.log")
     arms["alone"] = (alone, seconds)
     for method in [m for m in args.methods.split(",") if m]:
         folder = out / method
-        seconds = run(cli + ["distill", "--teacher", args.teacher, "--student", args.student, "--method", method,
+        seconds = run_logged(cli + ["distill", "--teacher", args.teacher, "--student", args.student, "--method", method,
                              "--out", str(folder), "--config", args.config, "--kd-weight", str(args.kd_weight),
                              "--token-epochs", str(args.token_epochs), "--token-lr", str(args.token_lr)] + shared,
                       out / f"{method}.log")

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from _common import cpu_name, load_average  # benchmarks/_common.py (the script's folder is on sys.path)
+from _common import cpu_name, load_average, run_logged  # benchmarks/_common.py (the script's folder is on sys.path)
 
 PARTS = ("body", "foot", "face", "lefthand", "righthand", "wholebody")
 
@@ -42,18 +39,6 @@ QUICK_MODEL = ("model.overrides={{input_size: [64, 96], keypoint_set: wholebody1
                "deepen_factor: 0.167, hidden_dim: 32, attention_dim: 16}}")
 
 
-def run(command: list[str], log: Path) -> float:
-    """Run a poseforge command (output to ``log``), return its wall time in seconds."""
-    print("$ " + shlex.join(command), flush=True)
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy(), check=False)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"command failed (exit {done.returncode}); see {log}")
-    return seconds
-
-
 def train_arm(cli: list[str], folder: Path, args: list[str], epochs: int) -> float:
     """``poseforge train`` into ``folder``: reused when complete, resumed when interrupted."""
     from poseforge.models.loading import read_training_checkpoint
@@ -63,8 +48,8 @@ def train_arm(cli: list[str], folder: Path, args: list[str], epochs: int) -> flo
         if int(read_training_checkpoint(last)["epoch"]) >= epochs:
             print(f"(reusing the complete run {folder})")
             return 0.0
-        return run(cli + ["train", "--out", str(folder), "--resume"], folder.with_suffix(".log"))
-    return run(cli + ["train", "--out", str(folder)] + args, folder.with_suffix(".log"))
+        return run_logged(cli + ["train", "--out", str(folder), "--resume"], folder.with_suffix(".log"))
+    return run_logged(cli + ["train", "--out", str(folder)] + args, folder.with_suffix(".log"))
 
 
 def main() -> None:
@@ -121,7 +106,7 @@ def main() -> None:
                                    teacher_epochs) / 60
     minutes["alone"] = train_arm(cli, out / "alone", ["--config", config] + sets(student_sets + [f"schedule.epochs={budget}"]),
                                  budget) / 60
-    minutes["dwpose"] = run(cli + ["distill", "--method", "dwpose", "--teacher", str(out / "teacher"), "--student", args.student,
+    minutes["dwpose"] = run_logged(cli + ["distill", "--method", "dwpose", "--teacher", str(out / "teacher"), "--student", args.student,
                                    "--out", str(out / "dwpose"), "--config", config, "--stage2-epochs", str(stage2),
                                    "--stage2-head", args.stage2_head, "--stage2-gt-weight", str(args.stage2_gt_weight)]
                             + sets(student_sets + [f"schedule.epochs={budget - stage2}"]), out / "dwpose.log") / 60

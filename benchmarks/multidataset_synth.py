@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from _common import run_logged  # benchmarks/_common.py (the script's folder is on sys.path)
 
 import torch
 
@@ -38,16 +37,6 @@ DEFAULT_SETTINGS = [
     "data.synthetic.image_size=[96,128]", "data.synthetic.train_images=2048", "data.synthetic.val_images=100",
     "data.synthetic.fresh=false", "data.num_workers=1", "schedule.epochs=8", "val_interval=4",
 ]
-
-
-def run(command: list[str], log: Path) -> float:
-    print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
-    if done.returncode != 0:
-        sys.exit(f"command failed (exit {done.returncode}); see {log}")
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -69,12 +58,12 @@ def main() -> None:
     if args.reuse and (run_dir / "last.pt").is_file():
         print("$ " + " ".join(shlex.quote(c) for c in command) + "   # reused: already run")
     else:
-        run(command, out / "train.log")
+        run_logged(command, out / "train.log")
     from poseforge.train.checkpoint import load_checkpoint
 
     train_seconds = float(load_checkpoint(run_dir / "last.pt")["elapsed"])  # training time, startup excluded
     merged_dir = out / "merged"
-    run(cli + ["merge-experts", str(run_dir), "--task", "all", "--out", str(merged_dir), "--force"], out / "merge.log")
+    run_logged(cli + ["merge-experts", str(run_dir), "--task", "all", "--out", str(merged_dir), "--force"], out / "merge.log")
     print((out / "merge.log").read_text().strip())
 
     from poseforge.data.evalsets import synthetic_eval_set

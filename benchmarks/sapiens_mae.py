@@ -21,28 +21,14 @@ import argparse
 import datetime
 import json
 import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from _common import cpu_name, load_average
+from _common import cpu_name, load_average, run_logged
 
 # task -> (metric, higher is better) columns of the table
 COLUMNS = {"pose": (("AP", True), ("PCK@0.2", True)), "seg": (("mIoU", True), ("pixel_acc", True)),
            "depth": (("AbsRel", False), ("delta1", True)), "normal": (("normal_mean", False), ("within_11.25", True))}
-
-
-def run(command: list[str], log: Path) -> float:
-    """Run a poseforge command (output to ``log``), return its wall time in seconds."""
-    print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
-    if done.returncode != 0:
-        sys.exit(f"command failed (exit {done.returncode}); see {log}")
-    return time.perf_counter() - start
 
 
 def last_validation(run_dir: Path) -> dict:
@@ -72,7 +58,7 @@ def main() -> None:
     minutes: dict[str, float] = {}
     mae = out / "mae"
     if not (args.reuse and (mae / "last.pt").exists()):
-        minutes["pretrain"] = run(cli + ["pretrain", "--config", args.pretrain, "--out", str(mae)],
+        minutes["pretrain"] = run_logged(cli + ["pretrain", "--config", args.pretrain, "--out", str(mae)],
                                   out / "mae.log") / 60
     results: dict[str, dict[str, dict]] = {}
     for task in [t for t in args.tasks.split(",") if t]:
@@ -83,7 +69,7 @@ def main() -> None:
             folder = out / f"{task}-{arm}"
             if not (args.reuse and (folder / "metrics.jsonl").exists()):
                 init = ["--set", f"model.backbone_init={mae}"] if arm == "mae" else []
-                minutes[f"{task}-{arm}"] = run(cli + ["train", "--config", f"sapiens-tiny-{task}-synth", "--out", str(folder)]
+                minutes[f"{task}-{arm}"] = run_logged(cli + ["train", "--config", f"sapiens-tiny-{task}-synth", "--out", str(folder)]
                                                + init + shared, out / f"{task}-{arm}.log") / 60
             results[task][arm] = last_validation(folder)
 

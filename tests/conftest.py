@@ -45,6 +45,16 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def oracle_python() -> Path:
+    """The python of the mmpose 1.3.2 reference venv (``$POSEFORGE_ORACLE_PYTHON``, else ``oracle-venv`` beside
+    the shared folder) for equality tests; they skip when it is absent."""
+    python = Path(os.environ.get("POSEFORGE_ORACLE_PYTHON", SHARED.parent / "oracle-venv" / "bin" / "python"))
+    if not python.exists() or not (SHARED / "oracle" / "mm_oracle_shim.py").exists():
+        pytest.skip(f"mmpose oracle venv not found at {python} (see shared/oracle/README.md; set POSEFORGE_ORACLE_PYTHON)")
+    return python
+
+
+@pytest.fixture(scope="session")
 def peer_data(shared_dir: Path) -> Path:
     return shared_dir / "peer-data"
 

@@ -230,14 +230,6 @@ for rel in sys.argv[3:]:
 CONFIGS = "body_2d_keypoint/topdown_heatmap/coco/td-hm_ViTPose-{}_8xb64-210e_coco-256x192.py"
 
 
-@pytest.fixture(scope="session")
-def oracle_python(shared_dir) -> Path:
-    python = Path(os.environ.get("POSEFORGE_ORACLE_PYTHON", shared_dir.parent / "oracle-venv" / "bin" / "python"))
-    if not python.exists() or not (shared_dir / "oracle" / "mm_oracle_shim.py").exists():
-        pytest.skip(f"mmpose oracle venv not found at {python} (see shared/oracle/README.md; set POSEFORGE_ORACLE_PYTHON)")
-    return python
-
-
 def run_oracle(python: Path, shared_dir: Path, out: Path, *variants: str) -> None:
     script = out / "driver.py"
     out.mkdir(parents=True, exist_ok=True)

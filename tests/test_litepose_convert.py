@@ -9,7 +9,7 @@ from poseforge.convert import convert_checkpoint, litepose_from_state_dict
 from poseforge.errors import PoseforgeError
 from poseforge.models import create_model, load_model
 
-from model_helpers import randomize
+from model_helpers import mutate_state_dict, randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,26 +90,10 @@ def test_mutated_state_dicts_give_one_line_errors_only():
 
     base = {k.split(".", 1)[1]: v for k, v in create_model("litepose-xs", input_size=(64, 64), depths=(1, 1, 1, 1))
             .state_dict().items()}
-    keys, rng = list(base), random.Random(0)
+    rng = random.Random(0)
     for _ in range(200):
-        state = dict(base)
-        for _ in range(rng.randint(1, 3)):
-            op, key = rng.choice(["drop", "shape", "empty", "rename", "dtype"]), rng.choice(keys)
-            if key not in state:
-                continue
-            if op == "drop":
-                state.pop(key)
-            elif op == "shape":
-                shape = list(state[key].shape) or [1]
-                i = rng.randrange(len(shape))
-                shape[i] = max(0, shape[i] + rng.choice([-1, 1, 3]))
-                state[key] = torch.zeros(shape)
-            elif op == "empty":
-                state[key] = torch.zeros([0] * max(1, state[key].ndim))
-            elif op == "rename":
-                state[key.replace("stage.", "stage.9").replace("final_raw.0", "final_raw.7")] = state.pop(key)
-            else:
-                state[key] = state[key].to(torch.int64)
+        state = mutate_state_dict(base, rng, ("drop", "shape", "empty", "rename", "dtype"),
+                                  rename=lambda key: key.replace("stage.", "stage.9").replace("final_raw.0", "final_raw.7"))
         try:
             litepose_from_state_dict(state, source="fuzzed.pth")
         except PoseforgeError as e:

@@ -28,7 +28,7 @@ TINY = ["model.overrides={input_size: [64, 80], embed_dim: 48, depth: 2, num_hea
 
 def small_mae(**changes):
     torch.manual_seed(0)
-    return create_model("mae-vit-tiny", **{**SMALL, **changes})
+    return create_model("sapiens-tiny-mae", **{**SMALL, **changes})
 
 
 def train_losses(run_dir) -> dict[int, float]:

@@ -360,15 +360,6 @@ ORACLE_CONFIGS = {  # config -> how its config text is saved in meta
 
 
 @pytest.fixture(scope="session")
-def oracle_python() -> Path:
-    python = Path(os.environ.get("POSEFORGE_ORACLE_PYTHON", SHARED.parent / "oracle-venv" / "bin" / "python"))
-    if not python.exists() or not (SHARED / "oracle" / "mm_oracle_shim.py").exists():
-        pytest.skip(f"mmpose oracle venv not found at {python} (see shared/oracle/README.md; "
-                    "set POSEFORGE_ORACLE_PYTHON)")
-    return python
-
-
-@pytest.fixture(scope="session")
 def oracle_outputs(oracle_python, tmp_path_factory) -> Path:
     """One oracle process builds all three models (its imports cost most of the time)."""
     out = tmp_path_factory.mktemp("mm_rtm_oracle")

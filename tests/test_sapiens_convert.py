@@ -21,7 +21,7 @@ from poseforge.keypoints import list_keypoint_sets
 from poseforge.models import create_model, load_model, model_config
 from poseforge.models.backbones.vit import VisionTransformer
 
-from model_helpers import randomize
+from model_helpers import mutate_state_dict, randomize
 
 TOL = 1e-4
 SHARED = Path(os.environ.get("POSEFORGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -207,30 +207,10 @@ def test_mutated_state_dicts_give_one_line_errors_only(tmp_path):
     bases = [to_official(create_model(n, input_size=(64, 64), **small)) for n in ("sapiens-tiny-pose-coco", "sapiens-tiny-seg")]
     rng, models, errors = random.Random(0), 0, 0
     for i in range(150):
-        state = dict(bases[i % 2])
-        keys = list(state)
-        for _ in range(rng.randint(1, 3)):
-            op, key = rng.choice(["drop", "shape", "empty", "rename", "dtype", "transpose", "extra"]), rng.choice(keys)
-            if key not in state:
-                continue
-            if op == "drop":
-                state.pop(key)
-            elif op == "shape":
-                shape = list(state[key].shape) or [1]
-                j = rng.randrange(len(shape))
-                shape[j] = max(0, shape[j] + rng.choice([-1, 1, 3]))
-                state[key] = torch.zeros(shape)
-            elif op == "empty":
-                state[key] = torch.zeros([0] * max(1, state[key].ndim))
-            elif op == "rename":
-                state[re.sub(r"\.(\d+)\.", lambda m: f".{int(m.group(1)) + rng.choice([1, 2, 7])}.", key, count=1)] = state.pop(key)
-            elif op == "dtype":
-                state[key] = state[key].to(rng.choice([torch.int64, torch.bool, torch.float16]))
-            elif op == "transpose":
-                state[key] = state[key].transpose(0, -1).contiguous() if state[key].ndim > 1 else state[key][None]
-            else:
-                state[rng.choice(["decode_head.conv_seg.weight", "head.conv_layers.9.weight", "neck.x.weight",
-                                  "backbone.cls_token"])] = torch.zeros(4, 32, 1, 1)
+        state = mutate_state_dict(
+            bases[i % 2], rng, ("drop", "shape", "empty", "rename", "dtype", "transpose", "extra"),
+            rename=lambda key: re.sub(r"\.(\d+)\.", lambda m: f".{int(m.group(1)) + rng.choice([1, 2, 7])}.", key, count=1),
+            extra_keys=("decode_head.conv_seg.weight", "head.conv_layers.9.weight", "neck.x.weight", "backbone.cls_token"))
         path = tmp_path / f"mutant{i}.pth"
         torch.save(state, path)
         try:
@@ -347,15 +327,6 @@ with torch.no_grad():
     torch.save({"features": vit(x)[-1]}, f"{out}/mae_reference.pt")
 torch.save(x, f"{out}/input.pt")
 '''
-
-
-@pytest.fixture(scope="session")
-def oracle_python() -> Path:
-    python = Path(os.environ.get("POSEFORGE_ORACLE_PYTHON", SHARED.parent / "oracle-venv" / "bin" / "python"))
-    if not python.exists() or not (SHARED / "oracle" / "mm_oracle_shim.py").exists():
-        pytest.skip(f"mmpose oracle venv not found at {python} (see shared/oracle/README.md; "
-                    "set POSEFORGE_ORACLE_PYTHON)")
-    return python
 
 
 @pytest.fixture(scope="session")

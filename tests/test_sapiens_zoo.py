@@ -202,3 +202,28 @@ def test_sapiens_tiny_preset_trains_and_scores(task, metric, tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     scored = [r for r in rows if metric in json.dumps(r)]
     assert scored, rows[-1]
+
+
+# The Sapiens paper's encoder table (arXiv 2408.12569): parameters of each pretraining model, in billions.
+PUBLISHED_PARAMS = {"0.3b": 0.336, "0.6b": 0.664, "1b": 1.169, "2b": 2.163}
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_parameter_counts_equal_the_published(size):
+    """Built on the meta device (nothing that size is materialized). The published figure counts the MAE
+    pretraining model of the official code: the encoder at 1024x1024 plus its class token and class position,
+    and the 512-wide 8-block decoder plus its fixed sine-cosine positions for 1 + 64 x 64 tokens, which the
+    official decoder keeps as a (frozen) parameter and poseforge as a buffer."""
+    from poseforge.models import build_model
+
+    with torch.device("meta"):
+        mae = build_model(model_config(f"sapiens-{size}-mae"))
+        pose = build_model(model_config(f"sapiens-{size}-pose"))
+    dim = SAPIENS_BACKBONES[size].embed_dim
+    ours = sum(p.numel() for p in mae.parameters())
+    official_extras = 2 * dim + (1 + 64 * 64) * 512
+    assert round((ours + official_extras) / 1e9, 3) == PUBLISHED_PARAMS[size]
+    assert mae.backbone.pos_embed.shape[1] == 64 * 64
+    # the model names: 0.3 / 0.6 / 1 / 2 billion in the backbone the task models fine-tune
+    backbone = sum(p.numel() for p in pose.backbone.parameters()) / 1e9
+    assert round(backbone, 1 if backbone < 1 else 0) == float(size.removesuffix("b"))

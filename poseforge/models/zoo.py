@@ -41,7 +41,7 @@ and the fusion deconv head, heatmaps + one tag per keypoint at 1/4, heatmaps at 
 13.7), CrowdPose keypoints (``keypoint_set="coco17"`` gives the COCO models). ``higherhrnet-w32`` is the
 HigherHRNet reference at 512 (COCO). Published MACs are in :data:`PUBLISHED_GMACS`.
 
-Sapiens (``sapiens-{0.3b,0.6b,1b,2b}-{pose,pose-coco,pose-wholebody,seg,depth,normal}``) follows
+Sapiens (``sapiens-{0.3b,0.6b,1b,2b}-{mae,pose,pose-coco,pose-wholebody,seg,depth,normal}``) follows
 facebookresearch/sapiens' configs (``sapiens_{size}-210e_{goliath,coco,coco_wholebody}-1024x768.py``,
 ``sapiens_{size}_goliath-1024x768.py``, ``..._render_people-1024x768.py``): mmpretrain's ViT shapes
 
@@ -80,6 +80,7 @@ from .config import (IMAGENET_MEAN, IMAGENET_STD, HeadConfig, ModelConfig, Multi
 from .estimators.base import Estimator
 from .estimators.bottomup import BottomUpConfig
 from .estimators.dense import DenseConfig
+from .estimators.mae import MAEConfig
 from .heads.bottomup import HigherHRNetHeadConfig, LitePoseHeadConfig
 from .heads.dense import SAPIENS_DENSE_HEADS, SapiensDenseHeadConfig
 from .heads.heatmap import CLASSIC_DECODER, SIMPLE_DECODER, HeatmapHeadConfig
@@ -93,7 +94,8 @@ __all__ = ["create_model", "list_models", "model_config", "apply_overrides", "sy
            "VITPOSE_PLUS_TASKS", "VITPOSE_PLUS_PART_FEATURES", "SYNTHETIC_TASKS", "vitpose_plus_config",
            "RTMPOSE_BACKBONES", "RTMPOSE_SIGMAS", "rtmpose_config", "rtmpose_codec", "RTMW_NECK", "rtmw_config",
            "LITEPOSE_ARCHS", "litepose_config", "higherhrnet_config", "PUBLISHED_GMACS",
-           "SAPIENS_BACKBONES", "SAPIENS_POSE_SETS", "SAPIENS_DENSE_TASKS", "sapiens_pose_config", "sapiens_dense_config"]
+           "SAPIENS_BACKBONES", "SAPIENS_POSE_SETS", "SAPIENS_DENSE_TASKS", "sapiens_pose_config", "sapiens_dense_config",
+           "sapiens_mae_config"]
 
 VITPOSE_BACKBONES: dict[str, ViTConfig] = {
     "tiny": ViTConfig(embed_dim=192, depth=6, num_heads=3, drop_path_rate=0.0, layer_decay=0.8),
@@ -342,7 +344,19 @@ def sapiens_dense_config(size: str, task: str = "seg", num_classes: int = 28) ->
         input_size=_SAPIENS_TINY_INPUT if tiny else _SAPIENS_INPUT, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
+def sapiens_mae_config(size: str) -> MAEConfig:
+    """Config of Sapiens-``size`` MAE pretraining (``mae_sapiens_{size}-p16_8xb512-coslr-1600e_humans_300m_test.py``):
+    the encoder at 1024x1024 without patch padding, mask ratio 0.75, ``MAEPretrainDecoder`` 512 wide, 8 blocks,
+    16 heads, normalized-pixel loss. ``tiny`` (CPU): 128x160, a 128-wide 2-block decoder with 4 heads."""
+    tiny = size == "tiny"
+    backbone = _sapiens_backbone(size, 0).replace(drop_path_rate=0.0, layer_decay=1.0)
+    return MAEConfig(backbone=backbone, mask_ratio=0.75, decoder_dim=128 if tiny else 512,
+                     decoder_depth=2 if tiny else 8, decoder_heads=4 if tiny else 16, name=f"sapiens-{size}-mae",
+                     input_size=(128, 160) if tiny else (1024, 1024))
+
+
 for _size in SAPIENS_BACKBONES:
+    MODELS.register(f"sapiens-{_size}-mae", partial(sapiens_mae_config, _size))
     for _suffix, _set in SAPIENS_POSE_SETS.items():
         MODELS.register(f"sapiens-{_size}-{_suffix}", partial(sapiens_pose_config, _size, _set))
     for _suffix, _task in SAPIENS_DENSE_TASKS.items():

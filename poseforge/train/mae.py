@@ -9,7 +9,7 @@ the encoder with ``model.backbone_init=<run folder>`` (:func:`poseforge.train.in
 
 Presets:
 
-* ``sapiens-tiny-mae-synth``: ``mae-vit-tiny`` (ViT 192 wide, 6 blocks, 3 heads, patch 16, 128x160, mask
+* ``sapiens-tiny-mae-synth``: ``sapiens-tiny-mae`` (ViT 192 wide, 6 blocks, 3 heads, patch 16, 128x160, mask
   ratio 0.75, a 128-wide 2-block decoder) on 4096 cached synthetic images of 1-2 people, 5 epochs of 127 steps
   of 32: 8.1 min training + 0.9 min rendering on the shared 2-core CPU (2026-12-07), loss 1.12 -> 0.50.
 * ``sapiens-{0.3b,0.6b,1b,2b}-mae``: the official Sapiens MAE recipe (facebookresearch/sapiens
@@ -32,7 +32,8 @@ import torch
 from ..data.augment import AugmentConfig
 from ..errors import PoseforgeError
 from ..io import write_bytes_atomic
-from ..models.estimators.mae import MAE_AUGMENT, SAPIENS_MAE_SIZES
+from ..models.estimators.mae import MAE_AUGMENT
+from ..models.zoo import SAPIENS_BACKBONES
 from ..registry import PRESETS
 from .config import DataSection, ModelSection, OptimSection, ScheduleSection, SyntheticSection, TrainConfig
 
@@ -40,7 +41,8 @@ __all__ = ["MAE_PRESETS", "sapiens_mae_recipe", "reconstruction_figure", "write_
 
 log = logging.getLogger("poseforge")
 
-MAE_PRESETS = ("sapiens-tiny-mae-synth", *(f"sapiens-{size}-mae" for size in SAPIENS_MAE_SIZES))
+_SIZES = tuple(size for size in SAPIENS_BACKBONES if size != "tiny")
+MAE_PRESETS = ("sapiens-tiny-mae-synth", *(f"sapiens-{size}-mae" for size in _SIZES))
 
 
 def _tiny_synth() -> TrainConfig:
@@ -48,7 +50,7 @@ def _tiny_synth() -> TrainConfig:
         name="sapiens-tiny-mae-synth",
         description="MAE pretraining of a tiny ViT (192 wide, 6 blocks) at 128x160 on synthetic people, 2-core CPU, "
                     "8 minutes + 1 rendering (loss 1.12 -> 0.50 measured); writes reconstruction.png",
-        model=ModelSection(name="mae-vit-tiny"),
+        model=ModelSection(name="sapiens-tiny-mae"),
         data=DataSection(train="synthetic", batch_size=32, val_batch_size=32, num_workers=1, augment=MAE_AUGMENT,
                          synthetic=SyntheticSection(train_images=4096, val_images=8, seed=0, val_seed=1_000_003,
                                                     image_size=(128, 160), people=(1, 2), val_people=(1, 2),
@@ -62,8 +64,8 @@ def _tiny_synth() -> TrainConfig:
 
 def sapiens_mae_recipe(size: str) -> TrainConfig:
     """The official Sapiens MAE recipe for ``sapiens-{size}-mae`` (see the module doc)."""
-    if size not in SAPIENS_MAE_SIZES:
-        raise PoseforgeError(f"unknown Sapiens size '{size}'; known: {', '.join(SAPIENS_MAE_SIZES)}")
+    if size not in _SIZES:
+        raise PoseforgeError(f"unknown Sapiens size '{size}'; known: {', '.join(_SIZES)}")
     steps_per_epoch = 100
     return TrainConfig(
         name=f"sapiens-{size}-mae",
@@ -88,7 +90,7 @@ def sapiens_mae_recipe(size: str) -> TrainConfig:
 
 
 PRESETS.register("sapiens-tiny-mae-synth", _tiny_synth)
-for _size in SAPIENS_MAE_SIZES:
+for _size in _SIZES:
     PRESETS.register(f"sapiens-{_size}-mae", lambda size=_size: sapiens_mae_recipe(size))
 
 

@@ -16,15 +16,11 @@ The encoder is a plain ViT: ``backbone.*`` weights of a pretraining run load int
 same ViT widths (``TrainConfig.model.backbone_init``; position embeddings resized to the task's grid). The
 encoder starts from, and keeps, MAE's fixed sine-cosine position embeddings (``fixed_pos_embed``).
 
-Named configs: ``mae-vit-tiny`` (CPU) and ``sapiens-{0.3b,0.6b,1b,2b}-mae`` (the official Sapiens ViT sizes at
-1024x1024, decoder 512 wide, 8 blocks, 16 heads, mask ratio 0.75; facebookresearch/sapiens
-``pretrain/configs/sapiens_mae/humans_300m_test/mae_sapiens_*-p16_8xb512-coslr-1600e_humans_300m_test.py``
-on ``pretrain/configs/_base_/models/mae_vit-base-p16.py``).
+Named configs (``sapiens-{tiny,0.3b,0.6b,1b,2b}-mae``) live in :mod:`poseforge.models.zoo`.
 """
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 from typing import Any, Mapping
 
 import torch
@@ -35,13 +31,13 @@ from ...data.augment import AugmentConfig
 from ...data.image_transform import ImageTransform
 from ...errors import PoseforgeError
 from ...outputs import HeadOutput, Predictions
-from ...registry import BACKBONES, ESTIMATORS, MODEL_CONFIGS, MODELS
+from ...registry import BACKBONES, ESTIMATORS, MODEL_CONFIGS
 from ..backbones.vit import Block, ViTConfig, sincos_pos_embed
 from ..config import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, ModelConfig
 from .base import Estimator, Stage
 
 __all__ = ["MAEConfig", "MAEEstimator", "MAEOutput", "MAEDecoder", "MAE_AUGMENT", "patchify", "unpatchify",
-           "random_masking", "norm_pix_targets", "visible_count", "SAPIENS_MAE_SIZES", "mae_config"]
+           "random_masking", "norm_pix_targets", "visible_count"]
 
 # Whole images, light augmentation: a mirror, a mild zoom (in or out) and shift; no rotation, no colour.
 # (Sapiens: RandomResizedCrop with crop area 0.2-1.0 and a flip.)
@@ -340,27 +336,3 @@ class MAEEstimator(Estimator):
 
         return {"original": pixels(patches), "masked": pixels(torch.where(hidden, grey_patches, patches)),
                 "reconstruction": pixels(torch.where(hidden, pred, patches)), "mask": out.mask}
-
-
-# ---------------------------------------------------------------------------------------------- named configs
-# The Sapiens ViTs (facebookresearch/sapiens pretrain/mmpretrain/models/backbones/vision_transformer.py arch
-# table): (embed_dim, depth, heads); MLP 4x, patch 16, LayerNorm eps 1e-6, final norm.
-SAPIENS_MAE_SIZES: dict[str, tuple[int, int, int]] = {
-    "0.3b": (1024, 24, 16), "0.6b": (1280, 32, 16), "1b": (1536, 40, 24), "2b": (1920, 48, 32)}
-
-
-def mae_config(name: str, embed_dim: int, depth: int, heads: int, input_size: tuple[int, int], decoder_dim: int,
-               decoder_depth: int, decoder_heads: int, mask_ratio: float = 0.75) -> MAEConfig:
-    backbone = ViTConfig(embed_dim=embed_dim, depth=depth, num_heads=heads, patch_size=16, patch_padding=0,
-                         drop_path_rate=0.0, layer_decay=1.0)
-    return MAEConfig(backbone=backbone, mask_ratio=mask_ratio, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
-                     decoder_heads=decoder_heads, name=name, input_size=input_size)
-
-
-# CPU: a narrow ViT (the vitpose-tiny widths) at 128x160, 80 tokens of which 20 are seen; a 2-block decoder.
-MODELS.register("mae-vit-tiny", partial(mae_config, "mae-vit-tiny", 192, 6, 3, (128, 160), 128, 2, 4))
-# Sapiens MAE (mae_sapiens_{size}-p16_8xb512-coslr-1600e_humans_300m_test.py): 1024x1024, mask ratio 0.75,
-# MAEPretrainDecoder 512 wide, 8 blocks, 16 heads, MLP ratio 4, norm_pix.
-for _size, (_dim, _depth, _heads) in SAPIENS_MAE_SIZES.items():
-    MODELS.register(f"sapiens-{_size}-mae", partial(mae_config, f"sapiens-{_size}-mae", _dim, _depth, _heads,
-                                                    (1024, 1024), 512, 8, 16))
