@@ -383,3 +383,35 @@ def test_reference_pretraining_load(oracle_outputs, file, one_thread):
         folded = model.backbone(x)[-1]
     assert (folded - reference).abs().max().item() > 10 * TOL * reference.abs().max().item()
     print(f"{file}: max |diff| {diff:.3g}")
+
+
+# ----------------------------------------------------------------------------- weights by name
+def test_released_pose_weights_resolve_by_name_and_convert(tmp_path, monkeypatch):
+    """``--model sapiens-1b-pose-coco`` names the file the official docs link (CC BY-NC 4.0); a release of that
+    layout (a tiny one here, from a mirror: no network) downloads, converts with the Sapiens converter and loads."""
+    from poseforge.hub import RemoteFile, WeightsSpec, weights_spec
+    from poseforge.registry import WEIGHTS
+
+    spec = weights_spec("sapiens-1b-pose-coco")
+    assert spec.name == "sapiens-1b-pose-coco.coco" and spec.license == "CC-BY-NC-4.0"
+    assert spec.files[0].hf_repo == "noahcao/sapiens-pose-coco"
+    assert spec.files[0].hf_filename == "sapiens_host/pose/checkpoints/sapiens_1b/sapiens_1b_coco_best_coco_AP_821.pth"
+    assert weights_spec("sapiens-0.3b-pose-wholebody").files[0].filename.endswith("coco_wholebody_AP_620.pth")
+
+    source = randomize(create_model("sapiens-tiny-pose-coco"), 5)
+    remote = RemoteFile("sapiens_tiny_coco.pth", hf_repo="test-org/sapiens-pose",
+                        hf_filename="sapiens_host/pose/checkpoints/sapiens_tiny/sapiens_tiny_coco.pth")
+    released = tmp_path / "mirror" / remote.hf_repo / remote.hf_filename
+    released.parent.mkdir(parents=True)
+    torch.save({"state_dict": to_official(source), "meta": {"epoch": 210}}, released)
+    monkeypatch.setenv("POSEFORGE_MIRROR", str(tmp_path / "mirror"))
+    name = "sapiens-tiny-pose-coco.test-release"
+    WEIGHTS.register(name, WeightsSpec(name, "pose", license="CC-BY-NC-4.0", source="test", files=(remote,),
+                                       converter=spec.converter, convert_options=dict(spec.convert_options)),
+                     overwrite=True)
+    try:
+        model = load_model(name)
+    finally:
+        WEIGHTS._entries.pop(name, None)
+    for got, ref in zip(outputs(model), outputs(source), strict=True):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)

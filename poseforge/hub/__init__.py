@@ -69,11 +69,11 @@ class WeightsSpec:
 
     @property
     def arch(self) -> str:
-        return self.name.split(".", 1)[0]
+        return self.name.rsplit(".", 1)[0]  # the last dot: architectures may hold one (sapiens-0.3b-pose)
 
     @property
     def tag(self) -> str:
-        return self.name.split(".", 1)[1] if "." in self.name else ""
+        return self.name.rsplit(".", 1)[1] if "." in self.name else ""
 
 
 # Short names kept for the names users type: ``--model bundled``, ``--detector rtmdet-nano``.
@@ -102,7 +102,7 @@ def weights_spec(name: str, kind: str = "pose") -> WeightsSpec | None:
     text = ALIASES.get((kind, text.lower()), text)
     if text in WEIGHTS:
         return WEIGHTS.get(text)
-    if "." not in text and os.sep not in text and not Path(text).exists():
+    if os.sep not in text and not Path(text).exists():  # (architectures may hold a dot: sapiens-0.3b-pose)
         defaults = [s for s in (WEIGHTS.get(n) for n in WEIGHTS.names(f"{text}.*")) if s.default and s.kind == kind]
         if defaults:
             return defaults[0]

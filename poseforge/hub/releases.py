@@ -81,3 +81,20 @@ register_weights(WeightsSpec(
                       member="end2end.onnx",
                       sha256="b8585adb6d1352796f6e86337e09c3459b830645a7e7192d9381670bea2facbd"),),
     default=True))
+
+# ----- Sapiens pose (facebookresearch/sapiens docs/evaluate/POSE_README.md links these files; CC BY-NC 4.0, so
+# non-commercial use only). No checksum is published: the digest is recorded on first download.
+_SAPIENS_POSE_REPO = "noahcao/sapiens-pose-coco"
+for _size, _coco_ap, _wb_ap in (("0.3b", 796, 620), ("0.6b", 812, 695), ("1b", 821, 727), ("2b", 822, 745)):
+    for _arch, _tag, _file, _ap, _what in (
+            ("pose-coco", "coco", f"coco_best_coco_AP_{_coco_ap}", _coco_ap, "COCO, 17 keypoints; reported COCO AP"),
+            ("pose-wholebody", "coco-wholebody", f"coco_wholebody_best_coco_wholebody_AP_{_wb_ap}", _wb_ap,
+             "COCO-WholeBody, 133 keypoints; reported whole-body AP")):
+        _name = f"sapiens_{_size}_{_file}.pth"
+        register_weights(WeightsSpec(
+            f"sapiens-{_size}-{_arch}.{_tag}", "pose",
+            description=f"Sapiens-{_size.upper()} top-down pose, 1024x768, {_what} 0.{_ap}",
+            license="CC-BY-NC-4.0", source=f"https://huggingface.co/{_SAPIENS_POSE_REPO} (Sapiens, Meta; mmpose layout)",
+            files=(RemoteFile(_name, hf_repo=_SAPIENS_POSE_REPO,
+                              hf_filename=f"sapiens_host/pose/checkpoints/sapiens_{_size}/{_name}"),),
+            converter=_CONVERTER, convert_options={"format": "sapiens"}, default=True))
