@@ -40,8 +40,8 @@ from .config import ModelConfig, config_from_dict
 from .estimators.base import (CHECKSUMS_FORMAT, CHECKSUMS_NAME, CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME,
                               Estimator, check_state_dict)
 
-__all__ = ["build_model", "load_model", "model_from_state_dict", "read_training_checkpoint", "resolve_model_path",
-           "saved_config", "skip_meta_init", "verify_checksums",
+__all__ = ["build_model", "load_model", "read_saved_model", "model_from_state_dict", "read_training_checkpoint",
+           "resolve_model_path", "saved_config", "skip_meta_init", "verify_checksums",
            "CHECKPOINT_VERSION", "VERIFY_MAX_BYTES"]
 
 log = logging.getLogger("poseforge")
@@ -113,6 +113,30 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
+def read_saved_model(path: str | os.PathLike, device: torch.device | str = "cpu", *,
+                     verify: bool | None = None) -> tuple[ModelConfig | dict, dict[str, torch.Tensor], str]:
+    """``(config, state dict, source file)`` of a name, folder or file (see the module doc): what :func:`load_model`
+    builds from, for callers that take part of a model (a backbone). The config is a :class:`ModelConfig`, or
+    a training checkpoint's dict form of one; ``verify`` as in :func:`load_model`."""
+    resolved = resolve_model_path(path)
+    if resolved.suffix == ".pt":
+        state = read_training_checkpoint(resolved)
+        if "model_config" not in state:
+            raise PoseforgeError(f"{resolved}: training checkpoint without a model config")
+        weights = state["ema"]["module"] if state.get("ema") else state["model"]
+        return state["model_config"], weights, str(resolved)
+    if resolved.is_dir():
+        weights_path, config_path = resolved / WEIGHTS_NAME, resolved / CONFIG_NAME
+    else:
+        weights_path, config_path = resolved, resolved.with_name(CONFIG_NAME)
+    if not weights_path.is_file():
+        raise PoseforgeError(f"{weights_path}: file not found (expected a folder written by save_pretrained)")
+    if verify is not False:
+        verify_checksums(weights_path.parent, [weights_path.name, config_path.name], full=verify)
+    tensors, metadata = _read_safetensors(weights_path, str(device))
+    return _saved_config(weights_path, config_path, metadata), tensors, str(weights_path)
+
+
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, *,
                verify: bool | None = None) -> Estimator:
     """Rebuild a model from a name, folder or file (see the module doc), in eval mode on ``device``.
@@ -127,25 +151,8 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu", dtyp
     """
     if weights_spec(str(path), "pose") is not None:
         dtype = dtype or torch.float32
-    resolved = resolve_model_path(path)
-    if resolved.suffix == ".pt":
-        state = read_training_checkpoint(resolved)
-        if "model_config" not in state:
-            raise PoseforgeError(f"{resolved}: training checkpoint without a model config")
-        weights = state["ema"]["module"] if state.get("ema") else state["model"]
-        model = model_from_state_dict(state["model_config"], weights, str(resolved), device)
-    else:
-        if resolved.is_dir():
-            weights_path, config_path = resolved / WEIGHTS_NAME, resolved / CONFIG_NAME
-        else:
-            weights_path, config_path = resolved, resolved.with_name(CONFIG_NAME)
-        if not weights_path.is_file():
-            raise PoseforgeError(f"{weights_path}: file not found (expected a folder written by save_pretrained)")
-        if verify is not False:
-            verify_checksums(weights_path.parent, [weights_path.name, config_path.name], full=verify)
-        tensors, metadata = _read_safetensors(weights_path, str(device))
-        config = _saved_config(weights_path, config_path, metadata)
-        model = model_from_state_dict(config, tensors, str(weights_path), device)
+    config, tensors, source = read_saved_model(path, device, verify=verify)
+    model = model_from_state_dict(config, tensors, source, device)
     if dtype is not None:
         for module in model.children():
             module.to(dtype=dtype)

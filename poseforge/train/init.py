@@ -7,6 +7,8 @@ layout makes heatmap training from scratch converge much sooner.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -34,46 +36,14 @@ def init_position_embeddings(model: nn.Module, kind: str) -> None:
     pos.copy_(sincos_pos_embed(rows, cols, pos.shape[-1]).to(pos.dtype).unsqueeze(0))
 
 
-def _saved_weights(source: str) -> tuple[dict[str, torch.Tensor], dict, str]:
-    """``(state dict, model config dict, file)`` of a model folder, ``.safetensors`` file, ``.pt`` checkpoint or
-    training run folder (its ``best/`` model, else ``last.pt``)."""
-    import json
-
-    from ..models.estimators.base import CONFIG_METADATA_KEY, CONFIG_NAME, WEIGHTS_NAME
-    from ..models.loading import read_training_checkpoint, resolve_model_path
-
-    path = resolve_model_path(source)
-    if path.suffix == ".pt":
-        state = read_training_checkpoint(path)
-        weights = state["ema"]["module"] if state.get("ema") else state["model"]
-        return weights, state.get("model_config") or {}, str(path)
-    file = path / WEIGHTS_NAME if path.is_dir() else path
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            metadata = f.metadata() or {}
-            weights = {k: f.get_tensor(k) for k in f.keys()}
-    except FileNotFoundError:
-        raise PoseforgeError(f"{file}: file not found") from None
-    except Exception as e:  # safetensors' own error types for corrupt headers
-        raise PoseforgeError(f"{file}: not a readable safetensors file ({e})") from None
-    text = metadata.get(CONFIG_METADATA_KEY)
-    if text is None and (file.parent / CONFIG_NAME).is_file():
-        text = (file.parent / CONFIG_NAME).read_text()
-    return weights, json.loads(text) if text else {}, str(file)
-
-
-def _token_grid(config: dict, num_positions: int) -> tuple[int, int] | None:
-    """The saved model's token grid, from its config (else guessed from the position count)."""
+def _token_grid(config: Any, num_positions: int) -> tuple[int, int] | None:
+    """The saved model's token grid, from its config (a ViT's), else guessed from the position count."""
     from ..models.backbones.vit import guess_grid
     from ..models.config import config_from_dict
 
-    try:
-        saved = config_from_dict(config)
-        return tuple(saved.backbone.token_grid(tuple(saved.input_size)))  # type: ignore[attr-defined, return-value]
-    except Exception:  # no or foreign config: fall back on the count (square or 4:3)
-        return guess_grid(num_positions)
+    saved = config if not isinstance(config, dict) else config_from_dict(config)
+    grid = getattr(saved.backbone, "token_grid", None)
+    return tuple(grid(tuple(saved.input_size))) if grid is not None else guess_grid(num_positions)
 
 
 @torch.no_grad()
@@ -89,7 +59,9 @@ def init_backbone(model: nn.Module, source: str) -> None:
     backbone = getattr(model, "backbone", None)
     if backbone is None:
         raise PoseforgeError(f"model.backbone_init: {type(model).__name__} has no backbone")
-    weights, config, where = _saved_weights(source)
+    from ..models.loading import read_saved_model
+
+    config, weights, where = read_saved_model(source)
     saved = {k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")}
     if not saved:
         raise PoseforgeError(f"{where}: no backbone.* weights to initialize the backbone from")
