@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import PoseforgeError
-from ..models.backbones.vit import ViTConfig, token_grid
+from ..models.backbones.vit import ViTConfig, resize_pos_embed, token_grid
 from ..models.config import TopDownConfig
 from ..models.estimators import Estimator
 from ..models.estimators.dense import DenseConfig
@@ -145,9 +144,7 @@ def _prepare_pos_embed(state: dict[str, torch.Tensor], grid: tuple[int, int] | N
         if side * side != n or n == 0:
             raise PoseforgeError(f"{source}: backbone.pos_embed has {n} patch positions, not a square grid to "
                                  f"resize to {grid[0]}x{grid[1]} tokens (pass the checkpoint's input_size)")
-        src = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        pos = F.interpolate(src.float(), size=grid, mode="bicubic", align_corners=False)
-        pos = pos.flatten(2).transpose(1, 2).to(state["backbone.pos_embed"].dtype)
+        pos = resize_pos_embed(pos, (side, side), tuple(grid))
     state["backbone.pos_embed"] = pos.contiguous()
     return with_cls
 
