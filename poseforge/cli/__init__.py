@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("poseforge.cli.train", "train a model from a preset or YAML config (DDP/FSDP under torchrun)"),
     "pretrain": ("poseforge.cli.pretrain", "MAE pretraining of a ViT backbone (Sapiens) on images, no labels; draws reconstructions"),
     "predict": ("poseforge.cli.predict", "poses in your images, folders, videos or webcam (boxes from a detector)"),
+    "pseudo-label": ("poseforge.cli.pseudo", "label a folder of unlabeled images with a teacher model (COCO keypoints, for self-training)"),
     "merge-experts": ("poseforge.cli.merge", "fold one task of a ViTPose++ model into a plain ViTPose (same outputs, same speed)"),
     "distill": ("poseforge.cli.distill", "train a small student from a trained teacher (output and/or knowledge-token distillation)"),
     "export": ("poseforge.cli.export", "export a model to ONNX (raw head outputs or decoded keypoints) for runtimes without PyTorch"),

@@ -5,6 +5,12 @@
     poseforge train --out runs/smoke --resume
     poseforge train --config synth-cpu --out runs/pose --export my-model   # + best model as fp16
     torchrun --nproc_per_node 8 -m poseforge.cli train --config vitpose-l-coco --data /data/coco
+    poseforge train --config synth-cpu --set model.init=runs/pose/best --unlabeled my-frames/ --out runs/self
+
+``--unlabeled DIR`` (self-training, an option, never used for the shipped numbers): before training, a
+teacher (``--teacher``, default ``model.init``) labels the images of DIR into ``pseudo_labels.json`` in the
+run folder (keypoints scoring >= ``--pseudo-threshold``), and training mixes them into the training data;
+validation stays on the held-out set, and ``--resume`` reuses the file (docs/sim2real.md).
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import PoseforgeError
 
@@ -32,6 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", metavar="DIR", help="after training, write the best model to DIR as fp16 weights "
                                                         "with a training.json (command, config, validation scores)")
     parser.add_argument("--force", action="store_true", help="replace an existing model in the --export folder")
+    group = parser.add_argument_group("self-training on unlabeled images (data.unlabeled; never used for the shipped models)")
+    group.add_argument("--unlabeled", metavar="DIR",
+                      help="images without labels (searched recursively): a teacher labels them before training "
+                           "(RUN_DIR/pseudo_labels.json) and training mixes them into the training data")
+    group.add_argument("--teacher", metavar="NAME|RUN",
+                      help="the model that labels them: a weights name, model folder or training run (default: model.init)")
+    group.add_argument("--pseudo-threshold", type=float, metavar="T",
+                      help="keypoints scoring >= T (in [0, 1]) become labels (default 0.5)")
+    group.add_argument("--unlabeled-ratio", type=float, metavar="R",
+                      help="pseudo-labelled samples per labelled one; an epoch grows by that share (default 0.5)")
 
 
 # what an export writes (model.safetensors, config.json, training.json): any of them there is a model to keep
@@ -54,9 +71,24 @@ def _check_folders(args: argparse.Namespace, out: Path) -> None:
                                  "to replace it or choose another folder")
 
 
+# flag -> the data.unlabeled field it sets
+_SELF_TRAINING = {"unlabeled": "images", "teacher": "teacher", "pseudo_threshold": "threshold", "unlabeled_ratio": "ratio"}
+
+
+def _self_training(args: argparse.Namespace) -> dict[str, Any]:
+    """``data.unlabeled`` overrides of the self-training flags (values as typed, not parsed as YAML)."""
+    given = {f"data.unlabeled.{field}": getattr(args, flag) for flag, field in _SELF_TRAINING.items()
+             if getattr(args, flag, None) is not None}
+    if given and args.resume:
+        raise PoseforgeError("--unlabeled, --teacher, --pseudo-threshold and --unlabeled-ratio start a run; --resume "
+                             "continues with the pseudo-labels its config.yaml records")
+    return given
+
+
 def run(args: argparse.Namespace) -> int:
     from ..train.config import dump_yaml, load_config
 
+    self_training = _self_training(args)
     if args.resume:
         if not args.out:
             raise PoseforgeError("--resume needs --out RUN_DIR (the run to continue)")
@@ -75,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = list(args.overrides)
         if args.data:
             overrides += [f"data.train={args.data}", "data.val=null"]
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, [*overrides, *self_training.items()])  # (checked together)
     if args.print_config:
         print(dump_yaml(config), end="")
         return 0

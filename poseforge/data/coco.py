@@ -414,19 +414,21 @@ def write_coco(
     *,
     wholebody_split: bool | None = None,
     extra_image_fields: dict[int, dict[str, Any]] | None = None,
+    info: dict[str, Any] | None = None,
 ) -> None:
     """Write instances and images as a COCO keypoint file, atomically.
 
     ``wholebody_split`` writes the 133 keypoints into COCO-WholeBody's separate fields (the default
     for wholebody133). Extra per-image fields (e.g. ``crowdIndex``) come from ``ImageInfo.extras``.
+    ``info``: more fields of the file's ``info`` record (e.g. how pseudo-labels were made).
     """
     ks = get_keypoint_set(keypoint_set)
     split = ks.num_keypoints == 133 if wholebody_split is None else wholebody_split
     image_list = []
-    for info in images:
-        entry = {"id": info.id, "file_name": info.file_name, "width": info.width, "height": info.height, **info.extras}
-        if extra_image_fields and info.id in extra_image_fields:
-            entry.update(extra_image_fields[info.id])
+    for image in images:
+        entry = {"id": image.id, "file_name": image.file_name, "width": image.width, "height": image.height, **image.extras}
+        if extra_image_fields and image.id in extra_image_fields:
+            entry.update(extra_image_fields[image.id])
         image_list.append(entry)
     names = list(ks.names[:17]) if split else list(ks.names)
     skeleton = [[a + 1, b + 1] for a, b in ks.skeleton if a < len(names) and b < len(names)]
@@ -434,7 +436,7 @@ def write_coco(
     categories = [{"id": c, "name": ks.category if len(category_ids) == 1 else f"{ks.category}_{c}",
                    "supercategory": ks.category, "keypoints": names, "skeleton": skeleton} for c in category_ids]
     doc = {
-        "info": {"description": f"written by poseforge ({ks.name})"},
+        "info": {"description": f"written by poseforge ({ks.name})", **(info or {})},
         "categories": categories,
         "images": image_list,
         "annotations": [_annotation_dict(inst, split) for inst in instances],

@@ -28,7 +28,7 @@ from ..io import write_bytes_atomic
 from ..models.losses import LossConfig
 from ..registry import PRESETS  # filled by poseforge.train.presets (imported with the package)
 
-__all__ = ["ModelSection", "SyntheticSection", "SourceSection", "DataSection", "OptimSection", "ScheduleSection", "LossSection",
+__all__ = ["ModelSection", "SyntheticSection", "SourceSection", "UnlabeledSection", "DataSection", "OptimSection", "ScheduleSection", "LossSection",
            "EMASection", "TrainConfig", "config_to_dict", "config_from_dict", "apply_overrides", "parse_override",
            "load_config", "dump_yaml", "save_config"]
 
@@ -113,6 +113,40 @@ class SourceSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class UnlabeledSection:
+    """Self-training on unlabeled images (``poseforge train --unlabeled DIR``; off while ``images`` is ``None``).
+
+    Before training, a teacher model labels every image of ``images`` (:func:`poseforge.train.pseudo.pseudo_label`:
+    keypoints scoring at least ``threshold`` become labels, people with fewer than ``min_keypoints`` of them
+    are not trained on) into the COCO file ``labels``, and training mixes those images into the training
+    data. Validation stays on the held-out set. An existing ``labels`` file is reused, never relabelled
+    (a resumed run trains on the labels it started with); its recorded settings must match these.
+
+    Attributes:
+        images: folder of unlabeled images (searched recursively).
+        labels: the pseudo-label file (``None``: ``pseudo_labels.json`` in the run folder; the run's
+            ``config.yaml`` records the path written).
+        teacher: the model that labels them: a weights name, model folder, ``.safetensors`` or training run
+            folder (``None``: ``model.init``; the run's ``config.yaml`` records the one used).
+        detector: person boxes for top-down teachers, as ``poseforge predict --detector`` (``"auto"``:
+            RTMDet-nano where it is cached, else the bundled detector; the run records which).
+        threshold: keypoint score from which a prediction becomes a label (in [0, 1]; SimCC scores can
+            exceed 1, such keypoints always pass).
+        min_keypoints: people with fewer labeled keypoints are not trained on.
+        ratio: pseudo-labelled samples per labelled one: an epoch is the training data's epoch plus
+            ``ratio`` times as many samples from the pseudo-labelled images.
+    """
+
+    images: str | None = None
+    labels: str | None = None
+    teacher: str | None = None
+    detector: str = "auto"
+    threshold: float = 0.5
+    min_keypoints: int = 5
+    ratio: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
 class DataSection:
     """Where samples come from and how they are batched and augmented.
 
@@ -138,6 +172,7 @@ class DataSection:
         synthetic: synthetic data settings.
         sources: a multi-dataset mix (replaces ``train`` / ``val``); each sample carries its dataset
             index, validation reports AP per dataset (see ``poseforge.train.multitask``).
+        unlabeled: self-training on pseudo-labelled images mixed into ``train`` (:class:`UnlabeledSection`).
     """
 
     train: str = "synthetic"
@@ -154,6 +189,7 @@ class DataSection:
     min_labeled: int = 1
     synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
     sources: tuple[SourceSection, ...] = ()
+    unlabeled: UnlabeledSection = dataclasses.field(default_factory=UnlabeledSection)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,8 +386,26 @@ def _check_config(c: TrainConfig) -> None:
             problems.append(f"data.sources[{k}].ratio: expected a number >= 0, got {src.ratio}")
     if c.data.sources and not any(src.ratio > 0 for src in c.data.sources):
         problems.append("data.sources: at least one source needs a positive ratio")
+    problems += _unlabeled_problems(c.data)
     if problems:
         raise PoseforgeError("invalid training config: " + "; ".join(problems))
+
+
+def _unlabeled_problems(data: DataSection) -> list[str]:
+    u = data.unlabeled
+    problems = []
+    if u.images is None:
+        problems += [f"data.unlabeled.{name}: set data.unlabeled.images (--unlabeled DIR) too"
+                     for name in ("labels", "teacher") if getattr(u, name) is not None]
+    elif data.sources:
+        problems.append("data.unlabeled: not together with data.sources (a multi-dataset mix)")
+    if not 0.0 <= u.threshold <= 1.0:
+        problems.append(f"data.unlabeled.threshold: expected a keypoint score in [0, 1], got {u.threshold}")
+    if u.min_keypoints < 1:
+        problems.append(f"data.unlabeled.min_keypoints: expected a positive integer, got {u.min_keypoints}")
+    if not 0.0 < u.ratio < float("inf"):
+        problems.append(f"data.unlabeled.ratio: expected a positive number, got {u.ratio}")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------- dict / YAML
@@ -400,13 +454,15 @@ def _yaml_number(text: str) -> Any:
         return text
 
 
-def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any] | Sequence[str]) -> TrainConfig:
-    """Copy of ``config`` with dotted-path fields replaced: ``{"optim.lr": 1e-4}`` or ``["optim.lr=1e-4"]``.
+def apply_overrides(config: TrainConfig, overrides: Mapping[str, Any] | Sequence[str | tuple[str, Any]]) -> TrainConfig:
+    """Copy of ``config`` with dotted-path fields replaced: ``{"optim.lr": 1e-4}``, ``["optim.lr=1e-4"]`` or
+    ``[("optim.lr", 1e-4)]`` (in order; a pair's value is taken as it is, not parsed as YAML).
 
     Paths into a ``dict`` field (``model.overrides.input_size``) set keys in it; everything else must
     name an existing field. Values are type-checked like YAML input.
     """
-    items = [parse_override(o) for o in overrides] if not isinstance(overrides, Mapping) else list(overrides.items())
+    items = (list(overrides.items()) if isinstance(overrides, Mapping) else
+             [parse_override(o) if isinstance(o, str) else (o[0], o[1]) for o in overrides])
     data = config_to_dict(config)
     for key, value in items:
         _set_path(config, data, key, value)
@@ -453,7 +509,7 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     write_bytes_atomic(path, dump_yaml(config).encode())
 
 
-def load_config(name_or_path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> TrainConfig:
+def load_config(name_or_path: str | Path, overrides: Sequence[str | tuple[str, Any]] | Mapping[str, Any] = ()) -> TrainConfig:
     """A preset name or a YAML file (optionally ``base: PRESET``), then ``overrides``."""
     text = str(name_or_path)
     path = Path(text)

@@ -11,7 +11,9 @@ JPEGs in one nvJPEG call on the GPU (``torchvision.io.decode_jpeg``); other form
 orientation turns them (which nvJPEG ignores), are decoded by OpenCV in the workers as without it.
 Synthetic data on CUDA is rendered on the GPU in the main process
 (:meth:`~poseforge.data.sources.SyntheticSource.render_on_device`). ``data.sources`` mixes several
-datasets by ratio (:class:`~poseforge.data.sources.MixedSource`), each sample carrying its task.
+datasets by ratio (:class:`~poseforge.data.sources.MixedSource`), each sample carrying its task;
+``data.unlabeled`` mixes pseudo-labelled images into a single-task model's training data the same way
+(:func:`build_self_training_source`, every source training task 0).
 
 Determinism: :class:`ResumableBatchSampler` yields keys ``(epoch, position, index)``; the epoch order
 comes from ``(seed, epoch)`` and each sample's augmentation from ``(seed, epoch, position)``. So no
@@ -40,7 +42,7 @@ from ..errors import PoseforgeError
 from .config import DataSection, SourceSection, TrainConfig
 
 __all__ = ["TrainSamples", "ResumableBatchSampler", "RawBatch", "ValidationSet", "build_train_source",
-           "build_mixed_source", "build_val_sets", "make_loader", "gpu_batch", "jpeg_decoder", "sample_seed", "worker_init",
+           "build_mixed_source", "build_self_training_source", "build_val_sets", "make_loader", "gpu_batch", "jpeg_decoder", "sample_seed", "worker_init",
            "single_threaded_opencv", "SEED_STRIDE", "CocoSource", "SyntheticSource", "FileSource", "MixedSource"]
 
 SEED_STRIDE = 1_000_033  # synthetic source k of a mix renders from seed + k * SEED_STRIDE (k = 0 keeps the base seed)
@@ -130,6 +132,31 @@ def build_mixed_source(config: TrainConfig, estimator: Any) -> MixedSource:
     return MixedSource(sources, tasks, ratios, length, config.seed, unbounded)
 
 
+def build_self_training_source(config: TrainConfig, estimator: Any) -> MixedSource:
+    """The training data mixed with pseudo-labelled images (``data.unlabeled``; the labels file written or
+    checked by :func:`poseforge.train.pseudo.prepare_pseudo_labels`): source 0 is what ``data.train`` names
+    (a fresh synthetic stream stays a stream), source 1 the labels file's people (images). An epoch is the
+    training data's epoch (``data.synthetic.train_images`` for a stream) plus ``ratio`` times as many
+    pseudo-labelled samples; both sources train task 0."""
+    data, u = config.data, config.data.unlabeled
+    if u.labels is None:
+        raise PoseforgeError("data.unlabeled.labels: not set (poseforge.train.pseudo.prepare_pseudo_labels writes it)")
+    if estimator.num_tasks > 1 or estimator.keypoint_set_of(0) is None:
+        raise PoseforgeError(f"data.unlabeled (self-training on pseudo-labels) needs a single-task keypoint model, not "
+                             f"{config.model.name}")
+    keypoint_set = _train_keypoint_set(estimator)
+    stream = data.train.lower() == "synthetic" and data.synthetic.fresh
+    base = build_train_source(data, estimator, _STREAM if stream else None)
+    pseudo = FileSource(u.labels, u.images, "coco", data.min_labeled, None, bool(estimator.needs_boxes))
+    if pseudo.keypoint_set.name != keypoint_set:
+        raise PoseforgeError(f"{u.labels}: {pseudo.keypoint_set.name} pseudo-labels, but the model predicts "
+                             f"{keypoint_set}: the teacher must predict the keypoints the model learns")
+    pseudo.name = f"pseudo-labels {u.labels}"
+    labelled = data.synthetic.train_images if stream else len(base)
+    length = labelled + max(1, round(u.ratio * labelled))
+    return MixedSource([base, pseudo], [0, 0], [1.0, u.ratio], length, config.seed, [stream, False])
+
+
 @dataclass
 class ValidationSet:
     """An evaluation set the trainer validates on: ``name`` (a task name in a mix, else ``None``), the
@@ -217,8 +244,8 @@ class TrainSamples(torch.utils.data.Dataset):
         self.source, self.transforms, self.seed, self.raw = source, list(transforms), int(seed), raw
         # JPEG bytes instead of pixels: file sources only (the renderer makes pixels)
         self.encoded = encoded and raw and isinstance(source, FileSource)
-        if raw and len(self.transforms) != 1:
-            raise PoseforgeError("raw (GPU-augmented) batches need a single source")
+        if raw and len({id(t) for t in self.transforms}) != 1:
+            raise PoseforgeError("raw (GPU-augmented) batches need one transform for all sources")
 
     @property
     def transform(self) -> Any:

@@ -45,7 +45,8 @@ Crash safety (a SIGKILL or power loss at any moment leaves a run that ``--resume
 
 Extension points: ``data.sources`` trains a multi-task model on a ratio-mixed set of datasets (each
 sample carries its dataset index, which the model takes as its task; validation reports the stats per
-dataset and their mean); ``setup_model`` may adapt or replace the freshly built model before the
+dataset and their mean); ``data.unlabeled`` mixes images a teacher pseudo-labelled before the run
+(:mod:`poseforge.train.pseudo`, the labels file kept in the run folder) into a single-task model's data; ``setup_model`` may adapt or replace the freshly built model before the
 optimizer sees it (load partial weights, freeze parameters) and ``extra_loss`` adds a term to every
 step's loss (distillation from a teacher; see :mod:`poseforge.train.distill` and :mod:`poseforge.train.dwpose`).
 An ``extra_loss`` with ``set_epoch(epoch, epochs)`` is told the 0-based epoch before each epoch's steps (a
@@ -82,12 +83,13 @@ from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, s
 from .compiling import CompiledForward
 from .config import TrainConfig, config_to_dict, save_config
 from .curves import write_curves
-from .data import (ResumableBatchSampler, TrainSamples, ValidationSet, build_mixed_source, build_train_source,
-                   build_val_sets, gpu_batch, jpeg_decoder, make_loader, sample_seed)
+from .data import (ResumableBatchSampler, TrainSamples, ValidationSet, build_mixed_source, build_self_training_source,
+                   build_train_source, build_val_sets, gpu_batch, jpeg_decoder, make_loader, sample_seed)
 from .distributed import (DistInfo, all_reduce_mean, barrier, choose_strategy, init_distributed, wrap_model)
 from .ema import ModelEMA
 from .init import init_backbone, init_position_embeddings
 from .optim import LRSchedule, build_optimizer
+from .pseudo import prepare_pseudo_labels
 
 __all__ = ["Trainer", "TrainingInterrupted", "format_task_table", "TASK_COLUMNS"]
 
@@ -142,6 +144,13 @@ class Trainer:
         if self.amp_dtype is not None and self.device.type != "cuda":
             raise PoseforgeError(f"amp={config.amp} needs CUDA; use amp=off (or auto) on {self.device}")
 
+        if not resume and (self.run_dir / "last.pt").exists():  # (before any labelling or rendering)
+            raise PoseforgeError(f"{self.run_dir} already holds a training run (last.pt); resume it or use another folder")
+        if config.data.unlabeled.images is not None:  # self-training: the teacher labels the images first (train/pseudo.py)
+            config = self.config = prepare_pseudo_labels(config, self.run_dir, resume=resume, device=self.device,
+                                                         label=self.dist.is_main)
+            barrier()  # the other processes wait for the labels file
+
         # ----- model (seeded: the same seed gives the same initial weights)
         torch.manual_seed(config.seed)
         model = create_model(config.model.name, **config.model.overrides)
@@ -168,9 +177,10 @@ class Trainer:
         micro_per_step = config.optim.accumulate
         global_batch = data.batch_size * self.dist.world_size
         mixed = bool(data.sources)
-        fresh_synthetic = data.train.lower() == "synthetic" and data.synthetic.fresh and not mixed
-        if mixed:
-            self.source = build_mixed_source(config, model)
+        self_training = data.unlabeled.images is not None  # a single-task mix: training data + pseudo-labels
+        fresh_synthetic = data.train.lower() == "synthetic" and data.synthetic.fresh and not (mixed or self_training)
+        if mixed or self_training:
+            self.source = build_mixed_source(config, model) if mixed else build_self_training_source(config, model)
             per_epoch = len(self.source) // (global_batch * micro_per_step)
         elif fresh_synthetic:  # rendered on the fly: built below, once its length is known
             per_epoch = data.synthetic.train_images // (global_batch * micro_per_step)
@@ -184,16 +194,21 @@ class Trainer:
         self.batches_per_epoch = self.steps_per_epoch * micro_per_step
         self.total_steps = self.steps_per_epoch * config.schedule.epochs
         # one transform per source: each source's samples are cut for its own task
-        tasks = self.source.tasks if mixed else [0]
-        transforms = [model.transform(True, data.augment, task=t) for t in tasks]
+        tasks = self.source.tasks if mixed or self_training else [0]
+
+        def per_source(augment: Any) -> list[Any]:  # (sources of one task share its transform)
+            by_task = {t: model.transform(True, augment, task=t) for t in sorted(set(tasks))}
+            return [by_task[t] for t in tasks]
+
+        transforms = per_source(data.augment)
         # mmpose's PipelineSwitchHook: the last stage2_epochs train with the stage-2 augmentation
         self.stage_transforms = [transforms]
         if data.stage2_epochs:
-            self.stage_transforms.append([model.transform(True, data.augment_stage2, task=t) for t in tasks])
+            self.stage_transforms.append(per_source(data.augment_stage2))
         self.transform = transforms[0]
         self.gpu_augment = (data.gpu_augment and self.device.type == "cuda" and not mixed
                             and hasattr(self.transform, "apply_batch"))
-        fresh = fresh_synthetic or mixed  # a mix walks on through its sources
+        fresh = fresh_synthetic or mixed or self_training  # a mix walks on through its sources
         if fresh_synthetic:
             total_images = self.batches_per_epoch * global_batch * config.schedule.epochs
             render_here = self.gpu_augment and model.needs_boxes
@@ -203,7 +218,7 @@ class Trainer:
                                              rank=self.dist.rank, world_size=self.dist.world_size, fresh=fresh,
                                              batches_per_epoch=self.batches_per_epoch)
         # JPEG files decoded on the GPU, a batch per nvJPEG call, where torchvision is installed (train/data.py)
-        raw = self.gpu_augment and not fresh
+        raw = self.gpu_augment and not fresh_synthetic  # (a fresh synthetic stream is rendered ready to train on)
         self.jpeg_decode = jpeg_decoder(self.device, data.decode) if raw or data.decode == "nvjpeg" else None
         self.samples = TrainSamples(self.source, transforms, config.seed, raw=raw, encoded=raw and self.jpeg_decode is not None)
         self.val_sets: list[ValidationSet] = build_val_sets(config, model) if config.val_interval > 0 else []
@@ -254,8 +269,6 @@ class Trainer:
         if resume:
             self._resume()
         elif self.dist.is_main:
-            if (self.run_dir / "last.pt").exists():
-                raise PoseforgeError(f"{self.run_dir} already holds a training run (last.pt); resume it or use another folder")
             save_config(config, self.run_dir / "config.yaml")
             if self.metrics_path.exists():
                 self.metrics_path.unlink()
