@@ -41,14 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing model in the --export folder")
     group = parser.add_argument_group("self-training on unlabeled images (data.unlabeled; never used for the shipped models)")
     group.add_argument("--unlabeled", metavar="DIR",
-                      help="images without labels (searched recursively): a teacher labels them before training "
-                           "(RUN_DIR/pseudo_labels.json) and training mixes them into the training data")
+                       help="images without labels (searched recursively): a teacher labels them before training "
+                            "(RUN_DIR/pseudo_labels.json) and training mixes them into the training data")
     group.add_argument("--teacher", metavar="NAME|RUN",
-                      help="the model that labels them: a weights name, model folder or training run (default: model.init)")
+                       help="the model that labels them: a weights name, model folder or training run (default: model.init)")
     group.add_argument("--pseudo-threshold", type=float, metavar="T",
-                      help="keypoints scoring >= T (in [0, 1]) become labels (default 0.5)")
+                       help="keypoints scoring >= T (in [0, 1]) become labels (default 0.5)")
     group.add_argument("--unlabeled-ratio", type=float, metavar="R",
-                      help="pseudo-labelled samples per labelled one; an epoch grows by that share (default 0.5)")
+                       help="pseudo-labelled samples per labelled one; an epoch grows by that share (default 0.5)")
 
 
 # what an export writes (model.safetensors, config.json, training.json): any of them there is a model to keep

@@ -46,9 +46,10 @@ Crash safety (a SIGKILL or power loss at any moment leaves a run that ``--resume
 Extension points: ``data.sources`` trains a multi-task model on a ratio-mixed set of datasets (each
 sample carries its dataset index, which the model takes as its task; validation reports the stats per
 dataset and their mean); ``data.unlabeled`` mixes images a teacher pseudo-labelled before the run
-(:mod:`poseforge.train.pseudo`, the labels file kept in the run folder) into a single-task model's data; ``setup_model`` may adapt or replace the freshly built model before the
-optimizer sees it (load partial weights, freeze parameters) and ``extra_loss`` adds a term to every
-step's loss (distillation from a teacher; see :mod:`poseforge.train.distill` and :mod:`poseforge.train.dwpose`).
+(:mod:`poseforge.train.pseudo`, the labels file kept in the run folder) into a single-task model's data;
+``setup_model`` may adapt or replace the freshly built model before the optimizer sees it (load partial
+weights, freeze parameters) and ``extra_loss`` adds a term to every step's loss (distillation from a
+teacher; see :mod:`poseforge.train.distill` and :mod:`poseforge.train.dwpose`).
 An ``extra_loss`` with ``set_epoch(epoch, epochs)`` is told the 0-based epoch before each epoch's steps (a
 loss weight that decays over the run), and its ``last_parts`` (named scalars of its latest call) are
 logged as ``loss_<name>``. ``auxiliary`` is a module trained together with the model but not part of it

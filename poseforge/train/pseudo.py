@@ -58,9 +58,12 @@ class PseudoLabels:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
-        return (f"{self.path}: {self.images} images, {self.people} people with >= {self.settings.get('min_keypoints')} "
+        def people(n: int) -> str:
+            return f"{n} {'person' if n == 1 else 'people'}"
+
+        return (f"{self.path}: {self.images} images, {people(self.people)} with >= {self.settings.get('min_keypoints')} "
                 f"keypoints scoring >= {self.settings.get('threshold')} ({self.keypoints} labeled {self.keypoint_set} "
-                f"keypoints), {self.dropped} people with fewer not trained on")
+                f"keypoints), {people(self.dropped)} with fewer (not trained on)")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
