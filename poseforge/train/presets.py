@@ -15,7 +15,8 @@
 * ``synth-gpu``: ViTPose-S on synthetic people rendered on the GPU, under 20 minutes.
 * ``litepose-xs-synth``: LitePose-XS, bottom-up (no detector), at 256x256 on synthetic scenes of 1-6
   people with COCO-17 keypoints, a fresh image per sample, 2-core CPU in 57 minutes measured; held-out
-  scenes of the same kind (AP 0.0002: joints found, people not yet told apart; the 0.50 goal is not met).
+  scenes of the same kind (AP 0.0002: joints found, but its left and right heatmaps are the same maps, so
+  left/right pairs collapse onto one point; the 0.50 goal is not met).
 * ``rtmpose-{t,s,m,l}-coco``: the official RTMPose COCO recipes at 256x192 (mmpose
   ``rtmpose-{size}_8xb256-420e_coco-256x192``): AdamW lr 4e-3 (no decay on norms and biases), weight
   decay 0.05 for m/l and 0 for t/s, 420 epochs, linear warm-up over 1000 iterations from 1e-5 x lr,
