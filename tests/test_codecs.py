@@ -436,7 +436,7 @@ def test_device_resident_path_gives_the_cpu_path_keypoints(name, monkeypatch):
     assert 0 < sum(full_blurs) < maps.shape[0] * maps.shape[1]  # the CPU path blurred only some maps
     full_blurs.clear()
     monkeypatch.setattr(heatmap_module, "_host_branches", lambda device: False)
-    monkeypatch.setattr(codec_base, "_numpy_argmax", lambda flat: False)
+    monkeypatch.setattr(codec_base, "_numpy_path", lambda tensor: False)
     keypoints, scores = codec.decode(maps)
     assert full_blurs == [maps.shape[0] * maps.shape[1]]  # every map, in one call
     assert torch.equal(scores, expected_scores) and (keypoints - expected_kp).abs().max() < 1e-4
@@ -464,12 +464,12 @@ def test_decode_never_leaves_the_device_of_its_input(name, kwargs, size):
 @pytest.mark.parametrize("length", [3072, 384, 512, 100])
 @pytest.mark.parametrize("path", ["numpy", "torch"])
 def test_rows_argmax_returns_the_first_maximum_like_numpy(length, path, monkeypatch):
-    """Ties, all-equal rows, rows without a positive value and a maximum of +-0 give numpy's (and so
-    mmpose's) first index, on the CPU's numpy path and on the torch path other devices take."""
+    """Ties, all-equal rows, rows without a positive value, a maximum of +-0 and NaN rows give numpy's (and
+    so mmpose's) first index, on the CPU's numpy path and on the torch path other devices take."""
     if path == "torch":
-        monkeypatch.setattr(codec_base, "_numpy_argmax", lambda flat: False)
+        monkeypatch.setattr(codec_base, "_numpy_path", lambda tensor: False)
     rng = np.random.default_rng(length)
-    rows = rng.random((6, length)).astype(np.float32)
+    rows = rng.random((8, length)).astype(np.float32)
     rows[0] = 0.25  # all equal: index 0
     rows[1, [length - 1, 5]] = 2.0  # a tie across the row
     rows[2, [length // 2 + 1, length // 2]] = 2.0  # neighbours tie
@@ -477,9 +477,13 @@ def test_rows_argmax_returns_the_first_maximum_like_numpy(length, path, monkeypa
     rows[4, -1] = 3.0  # the last value
     rows[5] = -rows[5]
     rows[5, [length - 2, 7, 3]] = [0.0, 0.0, -0.0]  # maximum 0, first as -0.0
+    rows[6, [length - 1, 9, 4]] = [5.0, np.nan, np.nan]  # NaN wins over a larger value: the first NaN
+    rows[7] = -rows[7]
+    rows[7, [11, 2]] = np.nan  # NaN in a row without a positive value
     values, index = codec_base.rows_argmax(torch.from_numpy(rows))
     assert index.dtype == torch.int64
-    assert np.array_equal(index.numpy(), rows.argmax(1)) and np.array_equal(values.numpy(), rows.max(1))
+    assert np.array_equal(index.numpy(), rows.argmax(1))
+    assert np.array_equal(values.numpy(), rows.max(1), equal_nan=True)
     empty_values, empty_index = codec_base.rows_argmax(torch.zeros(0, length))
     assert empty_values.shape == empty_index.shape == (0,)
 
