@@ -442,6 +442,43 @@ def test_device_resident_path_gives_the_cpu_path_keypoints(name, monkeypatch):
     assert torch.equal(scores, expected_scores) and (keypoints - expected_kp).abs().max() < 1e-4
 
 
+def _decode_steps(codec: Codec, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heatmap-pixel keypoints and scores of ``flat`` [N, H, W] through the public decode steps."""
+    x, y, locs, peak = heatmap_module.heatmap_argmax(flat)
+    if codec.name == "msra":
+        return heatmap_module.refine_quarter_shift(flat, x, y, locs), peak
+    refine = heatmap_module.refine_dark if codec.name == "dark" else heatmap_module.refine_dark_udp
+    return refine(flat, x, y, locs, peak, codec.blur_kernel_size), peak
+
+
+@pytest.mark.parametrize("name", ["msra", "dark", "udp"])
+def test_cpu_numpy_path_equals_the_torch_path(name, monkeypatch):
+    """CPU float maps decode in numpy (base._numpy_path); the torch code the other devices run must give
+    the same keypoints and scores: network-like maps, maxima on the border and in the corners, all-zero,
+    negative, near-clip and NaN maps, through decode and through the public steps."""
+    codec = _codec(name)
+    W, H = HEATMAP
+    gen = torch.Generator().manual_seed(3)
+    targets = codec.encode(_random_keypoints(4, 17, margin=0.0, seed=3), torch.ones(4, 17))["heatmaps"]
+    noise = torch.randn(targets.shape, generator=gen)
+    spikes = 0.01 * noise[:1].abs()
+    for k, (y, x) in enumerate([(0, 0), (0, W - 1), (H - 1, 0), (H - 1, W - 1), (0, 20), (H - 1, 20), (30, 0),
+                                (30, W - 1), (1, 1), (H - 2, W - 2), (2, 2), (H - 3, W - 3), (1, 30), (40, W - 2)]):
+        spikes[0, k, y, x] = 1.0
+    nan = targets[:1] + 0.03 * noise[:1]
+    nan[0, :8, 10, 12] = float("nan")
+    nan[0, 8] = float("nan")
+    maps = torch.cat([targets + 0.03 * noise, spikes, torch.zeros_like(spikes), -targets[:1] - 0.1,
+                      targets[:1] - 0.3 + 0.01 * noise[:1], 0.0015 * targets[:1] + 2e-5 * noise[:1], nan])
+    flat = maps.reshape(-1, H, W)
+    cpu = codec.decode(maps), _decode_steps(codec, flat)
+    monkeypatch.setattr(codec_base, "_numpy_path", lambda tensor: False)
+    for (kp, scores), (expected_kp, expected_scores) in zip(cpu, (codec.decode(maps), _decode_steps(codec, flat))):
+        torch.testing.assert_close(kp, expected_kp, rtol=0, atol=1e-5, equal_nan=True)
+        torch.testing.assert_close(scores, expected_scores, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(cpu[0][1]).sum() == 9 and (cpu[0][0] == -1.0 * torch.tensor(codec.scale)).all(-1).sum() >= 9 + 17
+
+
 @pytest.mark.parametrize("name,kwargs", [("msra", {}), ("dark", {}), ("udp", {}), ("simcc", {}),
                                          ("simcc", {"decode_window": 6.0})])
 @pytest.mark.parametrize("size", [(48, 64), (12, 16)])
