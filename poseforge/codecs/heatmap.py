@@ -347,13 +347,16 @@ def _on_numpy(step: Any, *args: Any) -> Any:
     return tuple(map(torch.from_numpy, out)) if isinstance(out, tuple) else torch.from_numpy(out)
 
 
-def _decode_np(maps: np.ndarray, refine: str, kernel_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The argmax and ``refine`` ("quarter", "dark" or "udp") of numpy maps [N, H, W]: locs [N, 2], peak [N]."""
+def _decode_np(maps: np.ndarray, refine: str, kernel_size: int,
+               scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax, ``refine`` ("quarter", "dark" or "udp") and ``scale`` of numpy maps [N, H, W]: locs [N, 2], peak [N]."""
     x, y, locs, peak = _argmax_np(maps)
     if refine == "quarter":
-        return _quarter_shift_np(maps, x, y, locs), peak
-    refine_np = _refine_dark_np if refine == "dark" else _refine_dark_udp_np
-    return refine_np(maps, x, y, locs, peak, kernel_size), peak
+        locs = _quarter_shift_np(maps, x, y, locs)
+    else:
+        locs = (_refine_dark_np if refine == "dark" else _refine_dark_udp_np)(maps, x, y, locs, peak, kernel_size)
+    locs *= np.asarray(scale, locs.dtype)  # as _scaled: in the keypoints' dtype
+    return locs, peak
 
 
 def _argmax_np(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -486,8 +489,9 @@ def _refine_dark_udp_np(maps: np.ndarray, x: np.ndarray, y: np.ndarray, locs: np
     refine = peak > 0
     with np.errstate(all="ignore"):  # non-finite maps: torch's silent IEEE results, left unrefined
         # edge padding: a neighbour off the map takes the value of the nearest on-map pixel
-        window = _window_blur_np(maps, y, x, np.clip(y + row_steps, 0, H - 1) - y, np.clip(x + col_steps, 0, W - 1) - x,
-                                 1, kernel_size)
+        row_steps = np.minimum(np.maximum(row_steps, -y), H - 1 - y)
+        col_steps = np.minimum(np.maximum(col_steps, -x), W - 1 - x)
+        window = _window_blur_np(maps, y, x, row_steps, col_steps, 1, kernel_size)
         v = _log_modulated_np(window, peak, refine, maps, kernel_size, _UDP_CLAMP)
         # mmpose adds float32's eps to the Hessian's diagonal
         derivatives = _derivatives_np(v, differences) + np.array((0.0, 0.0, _EPS32, 0.0, _EPS32))[:, None]
@@ -588,14 +592,17 @@ class _HeatmapCodec(KeypointCodec):
             raise PoseforgeError(f"{self.name} codec: heatmaps must have shape [B, K, {H}, {W}], got {list(maps.shape)}")
         return maps.float()
 
+    scale: tuple[float, float]  # input pixels per heatmap pixel, (x, y)
+
     def _decode_with(self, outputs: Any, refine: str) -> tuple[Tensor, Tensor]:
+        """Keypoints [B,K,2] in input pixels and scores [B,K], refined as ``refine`` ("quarter", "dark", "udp")."""
         maps = self._check_outputs(outputs)
         B, K, H, W = maps.shape
         if maps.numel() == 0:
             return maps.new_zeros((B, K, 2)), maps.new_zeros((B, K))
         flat_maps = maps.reshape(B * K, H, W)
         if base._numpy_path(flat_maps):  # all steps in numpy: no tensor round trip between them
-            locs, peak = _on_numpy(_decode_np, flat_maps, refine, self.blur_kernel_size)
+            locs, peak = _on_numpy(_decode_np, flat_maps, refine, self.blur_kernel_size, self.scale)
             return locs.reshape(B, K, 2), peak.reshape(B, K)
         x, y, locs, peak = heatmap_argmax(flat_maps)
         if refine == "quarter":
@@ -604,7 +611,7 @@ class _HeatmapCodec(KeypointCodec):
             locs = refine_dark(flat_maps, x, y, locs, peak, self.blur_kernel_size)
         else:
             locs = refine_dark_udp(flat_maps, x, y, locs, peak, self.blur_kernel_size)
-        return locs.reshape(B, K, 2), peak.reshape(B, K)
+        return _scaled(locs, self.scale).reshape(B, K, 2), peak.reshape(B, K)
 
     def flip_back(self, outputs: Heatmaps | Tensor | np.ndarray,
                   flip_index: Sequence[int] | np.ndarray | Tensor) -> Heatmaps | Tensor:
@@ -642,8 +649,7 @@ class MSRAHeatmap(_HeatmapCodec):
 
     def decode(self, outputs: Heatmaps | Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels and scores (each map's maximum) [B,K]."""
-        locs, scores = self._decode_with(outputs, "dark" if self.unbiased else "quarter")
-        return _scaled(locs, self.scale), scores
+        return self._decode_with(outputs, "dark" if self.unbiased else "quarter")
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"name": self.name, "input_size": list(self.input_size),
@@ -675,8 +681,7 @@ class UDPHeatmap(_HeatmapCodec):
 
     def decode(self, outputs: Heatmaps | Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels (UDP convention, see the module notes) and scores [B,K]."""
-        locs, scores = self._decode_with(outputs, "udp")
-        return _scaled(locs, self.scale), scores
+        return self._decode_with(outputs, "udp")
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "input_size": list(self.input_size), "heatmap_size": list(self.heatmap_size),
