@@ -198,7 +198,7 @@ def check_flip_index(flip_index: Any, num_keypoints: int, device: torch.device) 
 # ----------------------------------------------------------------------------- decode helpers
 def _numpy_path(tensor: Tensor) -> bool:
     """Whether decode steps hand ``tensor`` to numpy: CPU float32/float64 tensors. ``.numpy()`` is a
-    zero-copy view, and numpy's small ops cost ~1 us where torch's cost 5-10 us."""
+    zero-copy view, and numpy's small ops cost a fraction of torch's."""
     return tensor.is_cpu and tensor.dtype in (torch.float32, torch.float64)
 
 

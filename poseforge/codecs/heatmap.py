@@ -15,11 +15,11 @@ Deliberate differences, each the more sensible reading of the same rule:
 
 DARK/UDP compute the blurred log-heatmap only on the few pixels the Newton step reads, from one
 small patch per map (equal to mmpose's full-map blur there), in float64 so that flat or noisy maps
-do not amplify rounding into the result. Elsewhere than on the CPU decoding runs on the heatmaps'
-device with no host round trip. CPU float32/float64 maps take a CPU path with the same arithmetic:
-numpy for the many small steps (~1 us an op, torch's cost 5-10 us), torch for the gathers and
-matmuls (faster there, and they follow ``torch.set_num_threads``), and per-map blur weights that
-do not depend on the map (one matmul per axis instead of a batched one).
+do not amplify rounding into the result. On accelerators every step stays on the heatmaps' device
+(no host round trip). CPU float32/float64 maps take a CPU path with the same arithmetic: numpy for
+the many small steps (a fraction of torch's per-op cost), torch for the gathers and matmuls
+(faster there; they follow ``torch.set_num_threads``), and blur weights shared by all maps (one
+matmul per axis).
 """
 from __future__ import annotations
 
@@ -472,7 +472,7 @@ def _newton_step_np(locs: np.ndarray, refine: np.ndarray, derivatives: np.ndarra
 def _refine_dark_np(maps: np.ndarray, x: np.ndarray, y: np.ndarray, locs: np.ndarray, peak: np.ndarray,
                     kernel_size: int) -> np.ndarray:
     """:func:`refine_dark` of numpy arrays."""
-    N, H, W = maps.shape
+    _, H, W = maps.shape
     row_steps, col_steps, differences = _DARK_STENCIL
     refine = (peak > 0) & (x > 1) & (x < W - 2) & (y > 1) & (y < H - 2)
     with np.errstate(all="ignore"):  # non-finite maps: torch's silent IEEE results, left unrefined
@@ -484,7 +484,7 @@ def _refine_dark_np(maps: np.ndarray, x: np.ndarray, y: np.ndarray, locs: np.nda
 def _refine_dark_udp_np(maps: np.ndarray, x: np.ndarray, y: np.ndarray, locs: np.ndarray, peak: np.ndarray,
                         kernel_size: int) -> np.ndarray:
     """:func:`refine_dark_udp` of numpy arrays."""
-    N, H, W = maps.shape
+    _, H, W = maps.shape
     row_steps, col_steps, differences = _UDP_STENCIL
     refine = peak > 0
     with np.errstate(all="ignore"):  # non-finite maps: torch's silent IEEE results, left unrefined
@@ -573,6 +573,7 @@ class _HeatmapCodec(KeypointCodec):
     """Shared parts of the Gaussian heatmap codecs: sizes, sigma, output checks, flip-back."""
 
     flip_shift: bool  # whether flip-back moves maps one column (mmpose test_cfg shift_heatmap)
+    scale: tuple[float, float]  # input pixels per heatmap pixel, (x, y)
     output_type = Heatmaps
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float,
@@ -591,8 +592,6 @@ class _HeatmapCodec(KeypointCodec):
         if maps.ndim != 4 or tuple(maps.shape[-2:]) != (H, W):
             raise PoseforgeError(f"{self.name} codec: heatmaps must have shape [B, K, {H}, {W}], got {list(maps.shape)}")
         return maps.float()
-
-    scale: tuple[float, float]  # input pixels per heatmap pixel, (x, y)
 
     def _decode_with(self, outputs: Any, refine: str) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels and scores [B,K], refined as ``refine`` ("quarter", "dark", "udp")."""
