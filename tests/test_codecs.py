@@ -436,10 +436,49 @@ def test_device_resident_path_gives_the_cpu_path_keypoints(name, monkeypatch):
     assert 0 < sum(full_blurs) < maps.shape[0] * maps.shape[1]  # the CPU path blurred only some maps
     full_blurs.clear()
     monkeypatch.setattr(heatmap_module, "_host_branches", lambda device: False)
-    monkeypatch.setattr(codec_base, "_numpy_argmax", lambda flat: False)
+    monkeypatch.setattr(codec_base, "_numpy_path", lambda tensor: False)
     keypoints, scores = codec.decode(maps)
     assert full_blurs == [maps.shape[0] * maps.shape[1]]  # every map, in one call
     assert torch.equal(scores, expected_scores) and (keypoints - expected_kp).abs().max() < 1e-4
+
+
+def _decode_steps(codec: Codec, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heatmap-pixel keypoints and scores of ``flat`` [N, H, W] through the public decode steps."""
+    x, y, locs, peak = heatmap_module.heatmap_argmax(flat)
+    if codec.name == "msra":
+        return heatmap_module.refine_quarter_shift(flat, x, y, locs), peak
+    refine = heatmap_module.refine_dark if codec.name == "dark" else heatmap_module.refine_dark_udp
+    return refine(flat, x, y, locs, peak, codec.blur_kernel_size), peak
+
+
+@pytest.mark.parametrize("name", ["msra", "dark", "udp"])
+def test_cpu_numpy_path_equals_the_torch_path(name, monkeypatch):
+    """CPU float maps decode in numpy (base._numpy_path); the torch code the other devices run must give
+    the same keypoints and scores: network-like maps, maxima on the border and in the corners, all-zero,
+    negative, near-clip and NaN maps, through decode and through the public steps."""
+    codec = _codec(name)
+    W, H = HEATMAP
+    gen = torch.Generator().manual_seed(3)
+    targets = codec.encode(_random_keypoints(4, 17, margin=0.0, seed=3), torch.ones(4, 17))["heatmaps"]
+    noise = torch.randn(targets.shape, generator=gen)
+    spikes = 0.01 * noise[:1].abs()
+    for k, (y, x) in enumerate([(0, 0), (0, W - 1), (H - 1, 0), (H - 1, W - 1), (0, 20), (H - 1, 20), (30, 0),
+                                (30, W - 1), (1, 1), (H - 2, W - 2), (2, 2), (H - 3, W - 3), (1, 30), (40, W - 2)]):
+        spikes[0, k, y, x] = 1.0
+    nan = targets[:1] + 0.03 * noise[:1]
+    nan[0, :8, 10, 12] = float("nan")
+    nan[0, 8] = float("nan")
+    maps = torch.cat([targets + 0.03 * noise, spikes, torch.zeros_like(spikes), -targets[:1] - 0.1,
+                      targets[:1] - 0.3 + 0.01 * noise[:1], 0.0015 * targets[:1] + 2e-5 * noise[:1], nan])
+    flat = maps.reshape(-1, H, W)
+    cpu = codec.decode(maps), _decode_steps(codec, flat)
+    monkeypatch.setattr(codec_base, "_numpy_path", lambda tensor: False)
+    for (kp, scores), (expected_kp, expected_scores) in zip(cpu, (codec.decode(maps), _decode_steps(codec, flat))):
+        torch.testing.assert_close(kp, expected_kp, rtol=0, atol=1e-5, equal_nan=True)
+        torch.testing.assert_close(scores, expected_scores, rtol=0, atol=0, equal_nan=True)
+    keypoints, scores = cpu[0]
+    assert torch.isnan(scores).sum() == 9  # the inputs hold what they should: 9 NaN maps, and 17 + 17 + 9
+    assert (keypoints == -torch.tensor(codec.scale)).all(-1).sum() == 43  # all-zero, negative, NaN maps at -1
 
 
 @pytest.mark.parametrize("name,kwargs", [("msra", {}), ("dark", {}), ("udp", {}), ("simcc", {}),
@@ -464,12 +503,12 @@ def test_decode_never_leaves_the_device_of_its_input(name, kwargs, size):
 @pytest.mark.parametrize("length", [3072, 384, 512, 100])
 @pytest.mark.parametrize("path", ["numpy", "torch"])
 def test_rows_argmax_returns_the_first_maximum_like_numpy(length, path, monkeypatch):
-    """Ties, all-equal rows, rows without a positive value and a maximum of +-0 give numpy's (and so
-    mmpose's) first index, on the CPU's numpy path and on the torch path other devices take."""
+    """Ties, all-equal rows, rows without a positive value, a maximum of +-0 and NaN rows give numpy's (and
+    so mmpose's) first index, on the CPU's numpy path and on the torch path other devices take."""
     if path == "torch":
-        monkeypatch.setattr(codec_base, "_numpy_argmax", lambda flat: False)
+        monkeypatch.setattr(codec_base, "_numpy_path", lambda tensor: False)
     rng = np.random.default_rng(length)
-    rows = rng.random((6, length)).astype(np.float32)
+    rows = rng.random((8, length)).astype(np.float32)
     rows[0] = 0.25  # all equal: index 0
     rows[1, [length - 1, 5]] = 2.0  # a tie across the row
     rows[2, [length // 2 + 1, length // 2]] = 2.0  # neighbours tie
@@ -477,9 +516,13 @@ def test_rows_argmax_returns_the_first_maximum_like_numpy(length, path, monkeypa
     rows[4, -1] = 3.0  # the last value
     rows[5] = -rows[5]
     rows[5, [length - 2, 7, 3]] = [0.0, 0.0, -0.0]  # maximum 0, first as -0.0
+    rows[6, [length - 1, 9, 4]] = [5.0, np.nan, np.nan]  # NaN wins over a larger value: the first NaN
+    rows[7] = -rows[7]
+    rows[7, [11, 2]] = np.nan  # NaN in a row without a positive value
     values, index = codec_base.rows_argmax(torch.from_numpy(rows))
     assert index.dtype == torch.int64
-    assert np.array_equal(index.numpy(), rows.argmax(1)) and np.array_equal(values.numpy(), rows.max(1))
+    assert np.array_equal(index.numpy(), rows.argmax(1))
+    assert np.array_equal(values.numpy(), rows.max(1), equal_nan=True)
     empty_values, empty_index = codec_base.rows_argmax(torch.zeros(0, length))
     assert empty_values.shape == empty_index.shape == (0,)
 

@@ -13,10 +13,13 @@ Deliberate differences, each the more sensible reading of the same rule:
 - a map whose maximum is <= 0 decodes to (-1, -1) heatmap pixels without refinement (mmpose's
   UDP refinement then reads neighbouring maps' memory).
 
-Decoding runs on the heatmaps' device with no host round trip: a two-stage argmax (block maxima,
-then the first block holding the maximum), and for DARK/UDP the blurred log-heatmap only on the
-few pixels the Newton step reads, from one small patch per map (equal to mmpose's full-map blur
-there), in float64 so that flat or noisy maps do not amplify rounding into the result.
+DARK/UDP compute the blurred log-heatmap only on the few pixels the Newton step reads, from one
+small patch per map (equal to mmpose's full-map blur there), in float64 so that flat or noisy maps
+do not amplify rounding into the result. On accelerators every step stays on the heatmaps' device
+(no host round trip). CPU float32/float64 maps take a CPU path with the same arithmetic: numpy for
+the many small steps (a fraction of torch's per-op cost), torch for the gathers and matmuls
+(faster there; they follow ``torch.set_num_threads``), and blur weights shared by all maps (one
+matmul per axis).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from torch import Tensor
 from ..errors import PoseforgeError
 from ..registry import CODECS
 from ..outputs import Heatmaps
+from . import base
 from .base import (KeypointCodec, as_tensor, check_flip_index, check_kernel_size, check_keypoints,
                    check_positive, check_size, rows_argmax, target_weights)
 
@@ -209,6 +213,8 @@ def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> Tensor
 def heatmap_argmax(heatmaps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-map maximum of ``heatmaps`` [N, H, W]: (x [N] long, y [N] long, locs [N, 2] float with
     (-1, -1) where the maximum is <= 0, as mmpose marks them, values [N])."""
+    if base._numpy_path(heatmaps) and heatmaps.numel():
+        return _on_numpy(_argmax_np, heatmaps)
     N, H, W = heatmaps.shape
     values, index = rows_argmax(heatmaps.reshape(N, H * W))
     y = torch.div(index, W, rounding_mode="floor")
@@ -220,6 +226,8 @@ def heatmap_argmax(heatmaps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 def refine_quarter_shift(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor) -> Tensor:
     """MSRA refinement: move 0.25 px from the maximum towards the larger neighbour, per axis.
     Border rules follow mmpose's ``refine_keypoints`` (x needs 1 < x < W-1, y needs 1 < y < H-1)."""
+    if base._numpy_path(heatmaps) and heatmaps.numel():
+        return _on_numpy(_quarter_shift_np, heatmaps, x, y, locs)
     N, H, W = heatmaps.shape
     xy = torch.stack((x, y), dim=-1)
     # mmpose moves x where 1 < x < W-1 and 0 < y, y where 1 < y < H-1 and 0 < x, and neither where the
@@ -248,14 +256,28 @@ def _difference_weights(half: int, terms: dict[str, dict[tuple[int, int], float]
 # matrices under 400 multiply-adds with a plain loop, ~2x slower than its BLAS path, and the
 # 5x15 @ 15x6 column pass of _window_blur is just over that line where 5x15 @ 15x5 is under it.
 _DARK_COLUMNS = (-2, -1, 0, 1, 2, 0)
-_DARK_DIFFERENCES = _difference_weights(2, {  # refine_keypoints_dark: step-2 second differences
+_DARK_TERMS = {  # refine_keypoints_dark: step-2 second differences
     "dx": {(0, 1): 0.5, (0, -1): -0.5}, "dy": {(1, 0): 0.5, (-1, 0): -0.5},
     "dxx": {(0, 2): 0.25, (0, 0): -0.5, (0, -2): 0.25}, "dyy": {(2, 0): 0.25, (0, 0): -0.5, (-2, 0): 0.25},
-    "dxy": {(1, 1): 0.25, (-1, 1): -0.25, (1, -1): -0.25, (-1, -1): 0.25}}, columns=len(_DARK_COLUMNS))
-_UDP_DIFFERENCES = _difference_weights(1, {  # refine_keypoints_dark_udp: step-1 differences
+    "dxy": {(1, 1): 0.25, (-1, 1): -0.25, (1, -1): -0.25, (-1, -1): 0.25}}
+_DARK_DIFFERENCES = _difference_weights(2, _DARK_TERMS, columns=len(_DARK_COLUMNS))
+_UDP_TERMS = {  # refine_keypoints_dark_udp: step-1 differences
     "dx": {(0, 1): 0.5, (0, -1): -0.5}, "dy": {(1, 0): 0.5, (-1, 0): -0.5},
     "dxx": {(0, 1): 1.0, (0, 0): -2.0, (0, -1): 1.0}, "dyy": {(1, 0): 1.0, (0, 0): -2.0, (-1, 0): 1.0},
-    "dxy": {(1, 1): 0.5, (0, 1): -0.5, (1, 0): -0.5, (0, 0): 1.0, (0, -1): -0.5, (-1, 0): -0.5, (-1, -1): 0.5}})
+    "dxy": {(1, 1): 0.5, (0, 1): -0.5, (1, 0): -0.5, (0, 0): 1.0, (0, -1): -0.5, (-1, 0): -0.5, (-1, -1): 0.5}}
+_UDP_DIFFERENCES = _difference_weights(1, _UDP_TERMS)
+
+
+def _stencil(half: int, terms: dict[str, dict[tuple[int, int], float]]) -> tuple[np.ndarray, np.ndarray, Tensor]:
+    """The CPU path's window, values laid out [S, N] (S = (2h+1)^2, row-major): its row and column
+    steps [S, 1] and the difference weights [5, S]."""
+    steps = np.arange(-half, half + 1)
+    weights = torch.tensor(_difference_weights(half, terms), dtype=torch.float64).T.contiguous()
+    return np.repeat(steps, len(steps))[:, None], np.tile(steps, len(steps))[:, None], weights
+
+
+_DARK_STENCIL = _stencil(2, _DARK_TERMS)
+_UDP_STENCIL = _stencil(1, _UDP_TERMS)
 
 
 # signs that turn the six products of _newton_step into (adjugate @ gradient, det)
@@ -282,6 +304,8 @@ def refine_dark(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor, peak: Tens
     """DARK (distribution-aware) refinement: one Newton step on the log of the blurred heatmap,
     with mmpose's step-2 second differences; maps whose argmax is within 2 px of the border, or
     whose Hessian is singular, are left unrefined (as in mmpose's ``refine_keypoints_dark``)."""
+    if base._numpy_path(heatmaps) and heatmaps.numel():
+        return _on_numpy(_refine_dark_np, heatmaps, x, y, locs, peak, kernel_size)
     N, H, W = heatmaps.shape
     rows = y[:, None] + torch.arange(-2, 3, device=heatmaps.device)
     cols = x[:, None] + _constant(_DARK_COLUMNS, x.device, x.dtype)
@@ -297,6 +321,8 @@ def refine_dark_udp(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor, peak: 
     """UDP's DARK variant (mmpose ``refine_keypoints_dark_udp``): log of the blurred map clipped to
     [1e-3, 50], edge-padded step-1 differences, Hessian + eps*I, one Newton step, at every map
     (the edge padding makes border maxima refinable)."""
+    if base._numpy_path(heatmaps) and heatmaps.numel():
+        return _on_numpy(_refine_dark_udp_np, heatmaps, x, y, locs, peak, kernel_size)
     N, H, W = heatmaps.shape
     steps = torch.arange(-1, 2, device=heatmaps.device)
     # edge padding: a neighbour off the map takes the value of the nearest on-map pixel
@@ -309,6 +335,167 @@ def refine_dark_udp(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor, peak: 
     # mmpose adds float32's eps to the Hessian's diagonal
     derivatives = derivatives + _constant((0.0, 0.0, _EPS32, 0.0, _EPS32), v.device, v.dtype)
     return _newton_step(locs, refine, derivatives)
+
+
+# ----------------------------------------------------------------------------- CPU path
+# The decode steps above hand CPU float32/float64 maps (base._numpy_path) to these helpers: numpy
+# arrays in and out, the torch code's arithmetic. Per-map quantities are laid out [..., N] (maps
+# last): numpy runs its inner loops along the last axis, and a short one (5 offsets) costs ~5x more.
+def _on_numpy(step: Any, *args: Any) -> Any:
+    """``step`` on numpy views of the tensor arguments (zero-copy); its array(s) back as tensors."""
+    out = step(*[(a.detach() if a.requires_grad else a).numpy() if isinstance(a, Tensor) else a for a in args])
+    return tuple(map(torch.from_numpy, out)) if isinstance(out, tuple) else torch.from_numpy(out)
+
+
+def _decode_np(maps: np.ndarray, refine: str, kernel_size: int,
+               scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax, ``refine`` ("quarter", "dark" or "udp") and ``scale`` of numpy maps [N, H, W]: locs [N, 2], peak [N]."""
+    x, y, locs, peak = _argmax_np(maps)
+    if refine == "quarter":
+        locs = _quarter_shift_np(maps, x, y, locs)
+    else:
+        locs = (_refine_dark_np if refine == "dark" else _refine_dark_udp_np)(maps, x, y, locs, peak, kernel_size)
+    locs *= np.asarray(scale, locs.dtype)  # as _scaled: in the keypoints' dtype
+    return locs, peak
+
+
+def _argmax_np(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`heatmap_argmax` of numpy maps [N, H, W] (numpy's first-maximum rule, NaN first)."""
+    N, H, W = maps.shape
+    flat = np.ascontiguousarray(maps).reshape(N, H * W)
+    index = flat.argmax(axis=1)
+    values = flat.reshape(-1)[index + np.arange(0, N * H * W, H * W)]
+    y, x = np.divmod(index, W)
+    locs = np.empty((N, 2), maps.dtype)
+    locs[:, 0], locs[:, 1] = x, y
+    locs[~(values > 0)] = -1
+    return x, y, locs, values
+
+
+def _quarter_shift_np(maps: np.ndarray, x: np.ndarray, y: np.ndarray, locs: np.ndarray) -> np.ndarray:
+    """:func:`refine_quarter_shift` of numpy arrays."""
+    N, H, W = maps.shape
+    xy = np.stack((x, y))
+    use = (xy > 1) & (xy < ((W - 1,), (H - 1,))) & (xy[::-1] > 0) & (locs.T >= 0)
+    # right, left, below, above [4, N]; an unused (border) neighbour may read any value
+    at = np.arange(0, N * H * W, H * W) + y * W + x
+    near = np.ascontiguousarray(maps).reshape(-1).take(at + ((1,), (-1,), (W,), (-W,)), mode="clip")
+    return locs + np.where(use, 0.25 * np.sign(near[0::2] - near[1::2]), 0.0).T
+
+
+@lru_cache(maxsize=32)
+def _window_bands(kernel_size: int, half: int, columns: int) -> tuple[Tensor, Tensor]:
+    """float64 weights of :func:`_window_blur_np`: rows [2h+1, P] (offsets -h..h from the P patch rows
+    centred on them) and columns [columns, 2h+1 + 2*reach] (every column offset a shifted window asks for)."""
+    with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode
+        kernel = gaussian_kernel1d(kernel_size, dtype=torch.float64)
+        reach = half + (kernel_size - 1) // 2
+        return (_band(2 * half + 1, 2 * reach + 1, kernel, 0),
+                _band(2 * half + 1 + 2 * reach, columns, kernel, reach).T.contiguous())
+
+
+def _window_blur_np(maps: np.ndarray, y: np.ndarray, x: np.ndarray, row_steps: np.ndarray, col_steps: np.ndarray,
+                    half: int, kernel_size: int) -> np.ndarray:
+    """:func:`_window_blur` of numpy arrays, maps last: the blurred maps at rows ``y + row_steps`` and
+    columns ``x + col_steps`` (steps [S, N] or [S, 1], within ``half``) -> [S, N] float64. The blur
+    weights are the same for every map, so each pass is one matmul.
+
+    The patch rows are the P centred on ``y`` (those off the map zeroed: the blur's zero padding),
+    so one matmul gives the 2h+1 blurred rows around ``y``. The patch columns stay inside the map,
+    from ``left``; the second matmul blurs them at every column offset from ``left`` that a window
+    can need (columns past the map's edge are the zeros left out), and the wanted values are
+    gathered from there.
+    """
+    maps = np.ascontiguousarray(maps)
+    N, H, W = maps.shape
+    reach = half + (kernel_size - 1) // 2  # patch pixels either side of the centre
+    P, Pc = 2 * reach + 1, min(2 * reach + 1, W)
+    row_weights, col_weights = _window_bands(kernel_size, half, Pc)
+    left = np.minimum(np.maximum(x - reach, 0), W - Pc)
+    # patch rows [P, N], each a run of Pc values; a row off the map reads a dummy run, zeroed after
+    rows = y + np.arange(-reach, reach + 1)[:, None]
+    starts = rows * W + (np.arange(N) * (H * W) + left)
+    off_map = np.flatnonzero(rows.view(np.uint64) >= H)  # negative rows wrap to huge values
+    starts.reshape(-1)[off_map] = 0
+    flat = torch.from_numpy(maps.reshape(-1))
+    # every run of Pc values as one overlapping view (no copy); torch's index_select copies the runs
+    # ~2x faster than numpy's fancy indexing
+    patch = flat.as_strided((flat.numel() - Pc + 1, Pc), (1, 1)).index_select(0, torch.from_numpy(starts.reshape(-1)))
+    patch.numpy()[off_map] = 0
+    blurred_rows = row_weights @ patch.view(P, N * Pc).double()  # [2h+1, N * Pc]
+    blurred = (blurred_rows.view(-1, Pc) @ col_weights).numpy()  # [(2h+1) * N, 2h+1 + 2*reach]
+    # blurred[(row - y + h) * N + n, col - left + h] is the blurred map n at (row, col)
+    width = blurred.shape[1]
+    return blurred.reshape(-1)[(row_steps + half) * (N * width) + (col_steps + half) + (np.arange(N) * width + x - left)]
+
+
+def _log_modulated_np(window: np.ndarray, peak: np.ndarray, refine: np.ndarray, maps: np.ndarray,
+                      kernel_size: int, clamp: tuple[float, float]) -> np.ndarray:
+    """:func:`_log_modulated` of numpy arrays (``window`` [S, N], overwritten): only the maps whose clip
+    depends on mmpose's rescale (see there) get a full blur."""
+    lo, hi = clamp
+    if window.min() >= lo and peak.max() <= hi:  # the usual case (False with NaN, as in torch)
+        return np.log(np.minimum(window, hi, out=window), out=window)  # (>= lo already)
+    vmin, vmax = window.min(axis=0), window.max(axis=0)
+    if math.isinf(hi):  # DARK: only the lower clip
+        same_clip = (vmin >= lo) | (peak < lo)
+    else:
+        same_clip = ((vmin >= lo) & (peak <= hi)) | (peak < lo) | (vmin > hi)
+    exact = np.flatnonzero(refine & ~(same_clip & (vmax > 0)))
+    scale = np.ones_like(peak)
+    if exact.size:
+        blurred_max = blur_heatmaps(torch.from_numpy(maps[exact]), kernel_size).amax(dim=(-2, -1)).numpy()
+        scale[exact] = np.divide(peak[exact], blurred_max, out=np.ones_like(blurred_max), where=blurred_max != 0)
+    return np.log(np.clip(window * scale, lo, hi))
+
+
+def _derivatives_np(v: np.ndarray, differences: Tensor) -> np.ndarray:
+    """(dx, dy, dxx, dxy, dyy) [5, N] of log-values ``v`` [S, N] at a stencil's points. A torch matmul:
+    it follows torch's thread setting, where numpy's BLAS may start threads of its own."""
+    return (differences @ torch.from_numpy(v)).numpy()
+
+
+_ADJUGATE_LEFT, _ADJUGATE_RIGHT = np.array((4, 3, 2, 3, 2, 3)), np.array((0, 1, 1, 0, 4, 3))
+
+
+def _newton_step_np(locs: np.ndarray, refine: np.ndarray, derivatives: np.ndarray) -> np.ndarray:
+    """:func:`_newton_step` of numpy arrays (``derivatives`` [5, N])."""
+    # adjugate times gradient (dyy dx - dxy dy, dxx dy - dxy dx) and det = dxx dyy - dxy^2, as there
+    products = derivatives[_ADJUGATE_LEFT] * derivatives[_ADJUGATE_RIGHT]
+    terms = products[0::2] - products[1::2]  # [3, N]
+    refine = refine & (terms[2] != 0)
+    offsets = terms[:2] / np.where(refine, terms[2], 1.0)
+    moved = np.where(refine & np.isfinite(offsets), locs.T - offsets, locs.T)
+    return np.ascontiguousarray(moved.T, dtype=locs.dtype)
+
+
+def _refine_dark_np(maps: np.ndarray, x: np.ndarray, y: np.ndarray, locs: np.ndarray, peak: np.ndarray,
+                    kernel_size: int) -> np.ndarray:
+    """:func:`refine_dark` of numpy arrays."""
+    _, H, W = maps.shape
+    row_steps, col_steps, differences = _DARK_STENCIL
+    refine = (peak > 0) & (x > 1) & (x < W - 2) & (y > 1) & (y < H - 2)
+    with np.errstate(all="ignore"):  # non-finite maps: torch's silent IEEE results, left unrefined
+        window = _window_blur_np(maps, y, x, row_steps, col_steps, 2, kernel_size)
+        v = _log_modulated_np(window, peak, refine, maps, kernel_size, _DARK_CLAMP)
+        return _newton_step_np(locs, refine, _derivatives_np(v, differences))
+
+
+def _refine_dark_udp_np(maps: np.ndarray, x: np.ndarray, y: np.ndarray, locs: np.ndarray, peak: np.ndarray,
+                        kernel_size: int) -> np.ndarray:
+    """:func:`refine_dark_udp` of numpy arrays."""
+    _, H, W = maps.shape
+    row_steps, col_steps, differences = _UDP_STENCIL
+    refine = peak > 0
+    with np.errstate(all="ignore"):  # non-finite maps: torch's silent IEEE results, left unrefined
+        # edge padding: a neighbour off the map takes the value of the nearest on-map pixel
+        row_steps = np.minimum(np.maximum(row_steps, -y), H - 1 - y)
+        col_steps = np.minimum(np.maximum(col_steps, -x), W - 1 - x)
+        window = _window_blur_np(maps, y, x, row_steps, col_steps, 1, kernel_size)
+        v = _log_modulated_np(window, peak, refine, maps, kernel_size, _UDP_CLAMP)
+        # mmpose adds float32's eps to the Hessian's diagonal
+        derivatives = _derivatives_np(v, differences) + np.array((0.0, 0.0, _EPS32, 0.0, _EPS32))[:, None]
+        return _newton_step_np(locs, refine, derivatives)
 
 
 # ----------------------------------------------------------------------------- flip test
@@ -378,14 +565,15 @@ def _encode_heatmaps(keypoints: Any, visible: Any, scale: tuple[float, float], s
 
 # ----------------------------------------------------------------------------- codecs
 def _scaled(locs: Tensor, scale: tuple[float, float]) -> Tensor:
-    """``locs`` [..., 2] times (sx, sy), as Python scalars: no host-to-device copy of the factors."""
-    return torch.stack((locs[..., 0] * scale[0], locs[..., 1] * scale[1]), dim=-1)
+    """``locs`` [..., 2] times (sx, sy) (cached constant: no host-to-device copy of the factors)."""
+    return locs * _constant(scale, locs.device, locs.dtype)
 
 
 class _HeatmapCodec(KeypointCodec):
     """Shared parts of the Gaussian heatmap codecs: sizes, sigma, output checks, flip-back."""
 
     flip_shift: bool  # whether flip-back moves maps one column (mmpose test_cfg shift_heatmap)
+    scale: tuple[float, float]  # input pixels per heatmap pixel, (x, y)
     output_type = Heatmaps
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float,
@@ -406,11 +594,15 @@ class _HeatmapCodec(KeypointCodec):
         return maps.float()
 
     def _decode_with(self, outputs: Any, refine: str) -> tuple[Tensor, Tensor]:
+        """Keypoints [B,K,2] in input pixels and scores [B,K], refined as ``refine`` ("quarter", "dark", "udp")."""
         maps = self._check_outputs(outputs)
         B, K, H, W = maps.shape
         if maps.numel() == 0:
             return maps.new_zeros((B, K, 2)), maps.new_zeros((B, K))
         flat_maps = maps.reshape(B * K, H, W)
+        if base._numpy_path(flat_maps):  # all steps in numpy: no tensor round trip between them
+            locs, peak = _on_numpy(_decode_np, flat_maps, refine, self.blur_kernel_size, self.scale)
+            return locs.reshape(B, K, 2), peak.reshape(B, K)
         x, y, locs, peak = heatmap_argmax(flat_maps)
         if refine == "quarter":
             locs = refine_quarter_shift(flat_maps, x, y, locs)
@@ -418,7 +610,7 @@ class _HeatmapCodec(KeypointCodec):
             locs = refine_dark(flat_maps, x, y, locs, peak, self.blur_kernel_size)
         else:
             locs = refine_dark_udp(flat_maps, x, y, locs, peak, self.blur_kernel_size)
-        return locs.reshape(B, K, 2), peak.reshape(B, K)
+        return _scaled(locs, self.scale).reshape(B, K, 2), peak.reshape(B, K)
 
     def flip_back(self, outputs: Heatmaps | Tensor | np.ndarray,
                   flip_index: Sequence[int] | np.ndarray | Tensor) -> Heatmaps | Tensor:
@@ -456,8 +648,7 @@ class MSRAHeatmap(_HeatmapCodec):
 
     def decode(self, outputs: Heatmaps | Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels and scores (each map's maximum) [B,K]."""
-        locs, scores = self._decode_with(outputs, "dark" if self.unbiased else "quarter")
-        return _scaled(locs, self.scale), scores
+        return self._decode_with(outputs, "dark" if self.unbiased else "quarter")
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"name": self.name, "input_size": list(self.input_size),
@@ -489,8 +680,7 @@ class UDPHeatmap(_HeatmapCodec):
 
     def decode(self, outputs: Heatmaps | Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Keypoints [B,K,2] in input pixels (UDP convention, see the module notes) and scores [B,K]."""
-        locs, scores = self._decode_with(outputs, "udp")
-        return _scaled(locs, self.scale), scores
+        return self._decode_with(outputs, "udp")
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "input_size": list(self.input_size), "heatmap_size": list(self.heatmap_size),
