@@ -35,6 +35,8 @@ from ..errors import PoseforgeError
 from ..registry import CODECS
 from ..outputs import Heatmaps
 from . import base
+from ..runtime.decode import heatmap_argmax as np_heatmap_argmax  # (numpy: the torch-free runtime's, shared)
+from ..runtime.decode import refine_quarter_shift as np_refine_quarter_shift
 from .base import (KeypointCodec, as_tensor, check_flip_index, check_kernel_size, check_keypoints,
                    check_positive, check_size, rows_argmax, target_weights)
 
@@ -214,7 +216,7 @@ def heatmap_argmax(heatmaps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-map maximum of ``heatmaps`` [N, H, W]: (x [N] long, y [N] long, locs [N, 2] float with
     (-1, -1) where the maximum is <= 0, as mmpose marks them, values [N])."""
     if base._numpy_path(heatmaps) and heatmaps.numel():
-        return _on_numpy(_argmax_np, heatmaps)
+        return _on_numpy(np_heatmap_argmax, heatmaps)
     N, H, W = heatmaps.shape
     values, index = rows_argmax(heatmaps.reshape(N, H * W))
     y = torch.div(index, W, rounding_mode="floor")
@@ -227,7 +229,7 @@ def refine_quarter_shift(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor) -
     """MSRA refinement: move 0.25 px from the maximum towards the larger neighbour, per axis.
     Border rules follow mmpose's ``refine_keypoints`` (x needs 1 < x < W-1, y needs 1 < y < H-1)."""
     if base._numpy_path(heatmaps) and heatmaps.numel():
-        return _on_numpy(_quarter_shift_np, heatmaps, x, y, locs)
+        return _on_numpy(np_refine_quarter_shift, heatmaps, x, y, locs)
     N, H, W = heatmaps.shape
     xy = torch.stack((x, y), dim=-1)
     # mmpose moves x where 1 < x < W-1 and 0 < y, y where 1 < y < H-1 and 0 < x, and neither where the
@@ -350,37 +352,13 @@ def _on_numpy(step: Any, *args: Any) -> Any:
 def _decode_np(maps: np.ndarray, refine: str, kernel_size: int,
                scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Argmax, ``refine`` ("quarter", "dark" or "udp") and ``scale`` of numpy maps [N, H, W]: locs [N, 2], peak [N]."""
-    x, y, locs, peak = _argmax_np(maps)
+    x, y, locs, peak = np_heatmap_argmax(maps)
     if refine == "quarter":
-        locs = _quarter_shift_np(maps, x, y, locs)
+        locs = np_refine_quarter_shift(maps, x, y, locs)
     else:
         locs = (_refine_dark_np if refine == "dark" else _refine_dark_udp_np)(maps, x, y, locs, peak, kernel_size)
     locs *= np.asarray(scale, locs.dtype)  # as _scaled: in the keypoints' dtype
     return locs, peak
-
-
-def _argmax_np(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`heatmap_argmax` of numpy maps [N, H, W] (numpy's first-maximum rule, NaN first)."""
-    N, H, W = maps.shape
-    flat = np.ascontiguousarray(maps).reshape(N, H * W)
-    index = flat.argmax(axis=1)
-    values = flat.reshape(-1)[index + np.arange(0, N * H * W, H * W)]
-    y, x = np.divmod(index, W)
-    locs = np.empty((N, 2), maps.dtype)
-    locs[:, 0], locs[:, 1] = x, y
-    locs[~(values > 0)] = -1
-    return x, y, locs, values
-
-
-def _quarter_shift_np(maps: np.ndarray, x: np.ndarray, y: np.ndarray, locs: np.ndarray) -> np.ndarray:
-    """:func:`refine_quarter_shift` of numpy arrays."""
-    N, H, W = maps.shape
-    xy = np.stack((x, y))
-    use = (xy > 1) & (xy < ((W - 1,), (H - 1,))) & (xy[::-1] > 0) & (locs.T >= 0)
-    # right, left, below, above [4, N]; an unused (border) neighbour may read any value
-    at = np.arange(0, N * H * W, H * W) + y * W + x
-    near = np.ascontiguousarray(maps).reshape(-1).take(at + ((1,), (-1,), (W,), (-W,)), mode="clip")
-    return locs + np.where(use, 0.25 * np.sign(near[0::2] - near[1::2]), 0.0).T
 
 
 @lru_cache(maxsize=32)

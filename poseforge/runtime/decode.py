@@ -113,32 +113,30 @@ def gaussian_blur(maps: np.ndarray, kernel_size: int) -> np.ndarray:
 
 
 def heatmap_argmax(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-map maximum of ``maps [N, H, W]``: ``x [N]``, ``y [N]`` (int), ``locs [N, 2]`` float64 (``-1`` where
-    the maximum is <= 0, as mmpose marks them) and the maxima ``[N]``. Ties: the first index (numpy's rule)."""
+    """Per-map maximum of ``maps [N, H, W]``: ``x [N]``, ``y [N]`` (int), ``locs [N, 2]`` in the maps' float dtype
+    (float64 for other maps; ``-1`` where the maximum is <= 0 or NaN, as mmpose marks them) and the maxima ``[N]``.
+    Ties: the first index, NaN first (numpy's rule). The torch codecs decode CPU maps with this too."""
     n, h, w = maps.shape
-    flat = maps.reshape(n, h * w)
-    index = flat.argmax(1)
-    values = np.take_along_axis(flat, index[:, None], 1)[:, 0]
-    x, y = index % w, index // w
-    locs = np.where((values > 0)[:, None], np.stack([x, y], -1).astype(np.float64), -1.0)
+    flat = np.ascontiguousarray(maps).reshape(n, h * w)
+    index = flat.argmax(axis=1)
+    values = flat.reshape(-1)[index + np.arange(0, n * h * w, h * w)]
+    y, x = np.divmod(index, w)
+    locs = np.empty((n, 2), maps.dtype if np.issubdtype(maps.dtype, np.floating) else np.float64)
+    locs[:, 0], locs[:, 1] = x, y
+    locs[~(values > 0)] = -1
     return x, y, locs, values
 
 
 def refine_quarter_shift(maps: np.ndarray, x: np.ndarray, y: np.ndarray, locs: np.ndarray) -> np.ndarray:
     """MSRA refinement: 0.25 px from the maximum towards the larger neighbour, per axis (mmpose's border rules:
-    x needs ``1 < x < W - 1``, y needs ``1 < y < H - 1``)."""
+    x needs ``1 < x < W - 1`` and ``y > 0``, y needs ``1 < y < H - 1`` and ``x > 0``; none where ``locs`` is -1)."""
     n, h, w = maps.shape
-    rows = np.arange(n)
-    valid = locs[:, 0] >= 0
-
-    def at(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-        return maps[rows, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)].astype(np.float64)
-
-    use_x = valid & (x > 1) & (x < w - 1) & (y > 0) & (y < h)
-    use_y = valid & (y > 1) & (y < h - 1) & (x > 0) & (x < w)
-    dx = np.where(use_x, at(y, x + 1) - at(y, x - 1), 0.0)
-    dy = np.where(use_y, at(y + 1, x) - at(y - 1, x), 0.0)
-    return locs + 0.25 * np.stack([np.sign(dx), np.sign(dy)], -1)
+    xy = np.stack((x, y))
+    use = (xy > 1) & (xy < ((w - 1,), (h - 1,))) & (xy[::-1] > 0) & (locs.T >= 0)
+    # right, left, below, above [4, N] in one gather; an unused (border) neighbour may read any value
+    at = np.arange(0, n * h * w, h * w) + y * w + x
+    near = np.ascontiguousarray(maps).reshape(-1).take(at + ((1,), (-1,), (w,), (-w,)), mode="clip")
+    return locs + np.where(use, 0.25 * np.sign(near[0::2] - near[1::2]), 0.0).T
 
 
 def _log_blurred(maps: np.ndarray, peak: np.ndarray, kernel_size: int, clamp: tuple[float, float]) -> np.ndarray:
