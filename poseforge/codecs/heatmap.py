@@ -35,8 +35,6 @@ from ..errors import PoseforgeError
 from ..registry import CODECS
 from ..outputs import Heatmaps
 from . import base
-from ..runtime.decode import heatmap_argmax as np_heatmap_argmax  # (numpy: the torch-free runtime's, shared)
-from ..runtime.decode import refine_quarter_shift as np_refine_quarter_shift
 from .base import (KeypointCodec, as_tensor, check_flip_index, check_kernel_size, check_keypoints,
                    check_positive, check_size, rows_argmax, target_weights)
 
@@ -216,6 +214,8 @@ def heatmap_argmax(heatmaps: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-map maximum of ``heatmaps`` [N, H, W]: (x [N] long, y [N] long, locs [N, 2] float with
     (-1, -1) where the maximum is <= 0, as mmpose marks them, values [N])."""
     if base._numpy_path(heatmaps) and heatmaps.numel():
+        from ..runtime.decode import heatmap_argmax as np_heatmap_argmax  # (the runtime package loads OpenCV: on use)
+
         return _on_numpy(np_heatmap_argmax, heatmaps)
     N, H, W = heatmaps.shape
     values, index = rows_argmax(heatmaps.reshape(N, H * W))
@@ -229,6 +229,8 @@ def refine_quarter_shift(heatmaps: Tensor, x: Tensor, y: Tensor, locs: Tensor) -
     """MSRA refinement: move 0.25 px from the maximum towards the larger neighbour, per axis.
     Border rules follow mmpose's ``refine_keypoints`` (x needs 1 < x < W-1, y needs 1 < y < H-1)."""
     if base._numpy_path(heatmaps) and heatmaps.numel():
+        from ..runtime.decode import refine_quarter_shift as np_refine_quarter_shift
+
         return _on_numpy(np_refine_quarter_shift, heatmaps, x, y, locs)
     N, H, W = heatmaps.shape
     xy = torch.stack((x, y), dim=-1)
@@ -352,6 +354,8 @@ def _on_numpy(step: Any, *args: Any) -> Any:
 def _decode_np(maps: np.ndarray, refine: str, kernel_size: int,
                scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Argmax, ``refine`` ("quarter", "dark" or "udp") and ``scale`` of numpy maps [N, H, W]: locs [N, 2], peak [N]."""
+    from ..runtime.decode import heatmap_argmax as np_heatmap_argmax, refine_quarter_shift as np_refine_quarter_shift
+
     x, y, locs, peak = np_heatmap_argmax(maps)
     if refine == "quarter":
         locs = np_refine_quarter_shift(maps, x, y, locs)
