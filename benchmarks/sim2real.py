@@ -317,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", dest="datasets", action="append", metavar="NAME",
                         help=f"only these sets (repeatable; default all: {', '.join(n for n, _, _ in DATASETS)})")
     parser.add_argument("--no-detectors", action="store_true", help="skip the detector table")
+    parser.add_argument("--detector", dest="detectors", action="append", metavar="NAME|FOLDER|ONNX",
+                        help="also score this person detector (repeatable), after the default ones")
     parser.add_argument("--shared", metavar="DIR", help="the shared folder (default: $POSEFORGE_SHARED or ../shared)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda ... (default: cpu)")
     parser.add_argument("--json", metavar="OUT", help="also write the summary (header and rows) to this JSON file")
@@ -332,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"commit {header['commit']}, {header['load']}")
     print(f"# {command}")
     try:
-        summary = measure(peer, args.models or DEFAULT_MODELS, [] if args.no_detectors else None, args.datasets, args.device)
+        detectors = [] if args.no_detectors else default_detectors(peer) + [(d, d) for d in args.detectors or []]
+        summary = measure(peer, args.models or DEFAULT_MODELS, detectors, args.datasets, args.device)
     except PoseforgeError as err:
         print(f"sim2real: error: {err}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 the COCO sample photos), detection files, the built-in CenterNet-style detector and its training loop."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -370,3 +371,44 @@ def test_detector_training_resumes_exactly(tmp_path, monkeypatch):
                            for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert history("split") == history("whole")
     assert [r["epoch"] for r in history("split") if r["kind"] == "val"] == [0, 1, 2]
+
+
+def test_detector_photo_backgrounds_and_camera_steps_keep_the_boxes():
+    """Issue 31's levers for the detector: photo backdrops change the pixels, not the labels; the camera steps
+    change the crops, not the boxes, and draw after every other step (a run without them is unchanged)."""
+    pytest.importorskip("skimage")
+    pytest.importorskip("sklearn")
+    import dataclasses
+
+    from poseforge.data.augment import AugmentConfig, Photometric
+    from poseforge.train.detector import augment, render_scenes
+
+    plain = render_scenes(3, seed=5, size=(128, 96), people=(1, 2))
+    photo = render_scenes(3, seed=5, size=(128, 96), people=(1, 2), photo_backgrounds=1.0)
+    for a, b in zip(plain[1:], photo[1:]):
+        assert torch.equal(a, b)
+    assert (plain[0].float() - photo[0].float()).abs().mean() > 5
+    net = PersonDetectorNet(_tiny_config())
+    camera = Photometric(dataclasses.replace(AugmentConfig.camera_sim(), hsv_prob=0.0, brightness=0.0, contrast=0.0,
+                                             noise_prob=1.0, jpeg_prob=1.0))
+    x0, b0, k0 = augment(*plain[:3], net, (0.6, 1.5), torch.Generator().manual_seed(3))
+    x1, b1, k1 = augment(*plain[:3], net, (0.6, 1.5), torch.Generator().manual_seed(3), camera)
+    assert torch.equal(b0, b1) and torch.equal(k0, k1) and torch.isfinite(x1).all()
+    assert (x0 - x1).abs().mean() > 0.01
+
+
+def test_detector_runs_from_before_the_photo_options_resume(tmp_path):
+    """A training state written before photo_backgrounds / camera_sim existed resumes with their defaults and is
+    refused for a run that turns one on."""
+    import poseforge.train.detector as trainer
+    from poseforge.train.checkpoint import load_checkpoint, save_checkpoint
+
+    config = dataclasses.replace(_tiny_detector_run(), epochs=1, train_images=8)
+    trainer.train_detector(config, tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    for key in ("photo_backgrounds", "camera_sim"):
+        del state["settings"][key]
+    save_checkpoint(tmp_path / "run" / "last.pt", state)
+    trainer.train_detector(config, tmp_path / "run", resume=True)
+    with pytest.raises(PoseforgeError, match="other settings"):
+        trainer.train_detector(dataclasses.replace(config, camera_sim=True), tmp_path / "run", resume=True)

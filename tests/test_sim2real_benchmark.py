@@ -89,3 +89,12 @@ def test_unknown_dataset_is_a_one_line_error(sim2real, peer_data, capsys):
     assert sim2real.main(["--shared", str(peer_data.parent), "--dataset", "nope", "--no-detectors"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "sim2real: error: unknown dataset nope; known: aic, coco, coco-wholebody, mpii"]
+
+
+def test_extra_detectors_get_their_own_rows(sim2real, peer_data, random_model, capsys, one_thread):
+    """``--detector SPEC`` scores one more detector after the defaults, in a row of its own."""
+    extra = str(peer_data / sim2real.DETECTION_RESULTS)
+    assert sim2real.main(["--shared", str(peer_data.parent), "--dataset", "coco", "--model", str(random_model),
+                          "--detector", extra]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "| 4 | 14 |" in line]
+    assert rows[0].startswith("| person-detector.synth |") and rows[-1].startswith(f"| {extra} |")

@@ -6,7 +6,9 @@ so the detector has this small loop of its own (it reuses the optimizer and LR s
 1. render a pool of synthetic scenes (1-4 people, clutter) once into memory;
 2. each step takes a batch from the pool and augments it on the device in one go: random scale
    (0.6-1.5x the letterbox fit), translation and horizontal flip as one affine warp per image
-   (:func:`~poseforge.data.transforms.crop_batch`), brightness / contrast / saturation jitter;
+   (:func:`~poseforge.data.transforms.crop_batch`), brightness / contrast / saturation jitter, and with
+   ``camera_sim`` the camera steps of :meth:`~poseforge.data.augment.AugmentConfig.camera_sim` (white
+   balance, grayscale, Gaussian / motion blur, noise, JPEG) on the network-sized crops;
 3. CenterNet targets and losses (:func:`~poseforge.inference.detectors.builtin.encode_targets`,
    :func:`~poseforge.inference.detectors.builtin.detector_loss`); AdamW, warm-up + cosine;
 4. every ``val_interval`` epochs: COCO box AP on held-out scenes (another seed), best model kept.
@@ -21,6 +23,9 @@ Run folder: ``metrics.jsonl`` (train and val records), ``best/`` and ``last/`` m
 states, best so far), written atomically after the model folders. ``--resume`` continues a stopped run
 from it exactly: the scene pools are re-rendered from their seeds and the run ends with the same weights
 as an uninterrupted one.
+``--photo-backgrounds P`` renders the training pool (not the held-out scenes) with real-photo backdrops and
+textures on a share ``P`` of the images (docs/sim2real.md; needs ``poseforge[sim2real]``), and
+``--camera-sim`` turns the camera steps on: issue 31's levers for real photos.
 ``--export DIR`` writes the best model there in fp16 (what ships in ``poseforge/assets/detector``).
 """
 from __future__ import annotations
@@ -45,6 +50,7 @@ from ..inference.detectors.base import Detections, xywh_to_xyxy
 from ..inference.detectors.builtin import (BuiltinDetector, PersonDetectorConfig, PersonDetectorNet, detector_loss,
                                            encode_targets)
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from ..data.augment import AugmentConfig, Photometric
 from .config import OptimSection, ScheduleSection
 from .optim import LRSchedule, build_optimizer
 
@@ -70,18 +76,23 @@ class DetectorTrainConfig:
     warmup_iters: int = 100
     scale_range: tuple[float, float] = (0.6, 1.5)
     val_interval: int = 2
+    photo_backgrounds: float = 0.0
+    camera_sim: bool = False
     threads: int = 2
     model: PersonDetectorConfig = dataclasses.field(default_factory=PersonDetectorConfig)
 
 
 # ---------------------------------------------------------------------------------------------- data
 def render_scenes(num_images: int, seed: int, size: tuple[int, int], people: tuple[int, int],
-                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  progress: bool = False, photo_backgrounds: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Render synthetic scenes: ``images [N, 3, H, W]`` uint8, ``boxes [N, P, 4]`` xyxy, ``valid [N, P]``,
-    ``areas [N, P]`` (visible pixels)."""
+    ``areas [N, P]`` (visible pixels); ``photo_backgrounds``: the share of images with photo backdrops /
+    textures (the labels are those of the same seed without photos)."""
     from ..data.synth import SyntheticPoseDataset
 
-    dataset = SyntheticPoseDataset(num_images, seed=seed, image_size=size, people=people)
+    dataset = SyntheticPoseDataset(num_images, seed=seed, image_size=size, people=people,
+                                   photo_backgrounds=photo_backgrounds)
     images, boxes, valid, areas = [], [], [], []
     start = time.time()
     for s in range(0, num_images, dataset.batch_size):
@@ -99,8 +110,13 @@ def render_scenes(num_images: int, seed: int, size: tuple[int, int], people: tup
 
 
 def augment(images: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, model: PersonDetectorNet,
-            scale_range: tuple[float, float], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A batch of pool images -> normalized network inputs and their boxes, augmented in one go."""
+            scale_range: tuple[float, float], generator: torch.Generator,
+            camera: "Photometric | None" = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of pool images -> normalized network inputs and their boxes, augmented in one go.
+
+    ``camera``: pixel steps applied to the crops at the network's resolution (as a camera's blur, noise and
+    compression reach a real photo the detector letterboxes); its draws come after all others, so a run
+    without it draws exactly what it drew before."""
     from ..data.transforms import crop_batch
 
     n, _, h0, w0 = images.shape
@@ -130,6 +146,10 @@ def augment(images: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor, mode
     x = mean + (x - mean) * (0.7 + 0.6 * u(n))[:, None, None, None]  # contrast
     x = (x * (0.7 + 0.6 * u(n))[:, None, None, None]).clamp(0, 255)  # brightness
     crops = crop_batch(model.normalize(x), matrix, (out_w, out_h))
+    if camera is not None:  # on 0-255 pixels: the letterbox border (0 after normalizing) is the mean colour
+        mean = torch.as_tensor(model.config.mean, dtype=crops.dtype, device=device).view(1, 3, 1, 1)
+        std = torch.as_tensor(model.config.std, dtype=crops.dtype, device=device).view(1, 3, 1, 1)
+        crops = (camera((crops * std + mean).clamp(0, 255), generator) - mean) / std
 
     x1 = boxes[..., 0] * sx[:, None] + matrix[:, 0, 2][:, None]
     x2 = boxes[..., 2] * sx[:, None] + matrix[:, 0, 2][:, None]
@@ -176,7 +196,9 @@ def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: 
         if not state_path.is_file():
             raise PoseforgeError(f"{state_path}: no training state to resume from")
         state = load_checkpoint(state_path)
-        if state.get("kind") != "detector" or state.get("settings") != config_to_dict(config):
+        # (runs from before a setting existed recorded none: they ran with its default)
+        saved = {**config_to_dict(DetectorTrainConfig(model=config.model)), **state.get("settings", {})}
+        if state.get("kind") != "detector" or saved != config_to_dict(config):
             raise PoseforgeError(f"{state_path}: written by a run with other settings; resume with the same "
                                  "settings, or start a new run in another folder")
     elif state_path.exists():
@@ -188,7 +210,8 @@ def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: 
         torch.set_num_threads(config.threads)
     start = time.time()
     log.info(f"rendering {config.train_images} training scenes and {config.val_images} validation scenes ...")
-    train = render_scenes(config.train_images, config.seed, config.render_size, config.people, progress=True)
+    train = render_scenes(config.train_images, config.seed, config.render_size, config.people, progress=True,
+                          photo_backgrounds=config.photo_backgrounds)
     val = render_scenes(config.val_images, config.val_seed, config.render_size, config.people)
     log.info(f"rendered in {time.time() - start:.0f}s")
     model = PersonDetectorNet(config.model).to(device)
@@ -201,6 +224,9 @@ def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: 
                           steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
     output_size = (config.model.input_size[0] // config.model.stride, config.model.input_size[1] // config.model.stride)
+    # the camera steps only: the colour jitter is augment()'s own
+    camera = Photometric(dataclasses.replace(AugmentConfig.camera_sim(), hsv_prob=0.0, brightness=0.0, contrast=0.0)
+                         ) if config.camera_sim else None
     best: dict[str, Any] = {"AP": -1.0}
     start_epoch = 0
     if state is not None:
@@ -225,7 +251,7 @@ def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: 
             for step in range(steps_per_epoch):
                 idx = order[step * config.batch_size:(step + 1) * config.batch_size]
                 x, boxes, keep = augment(train[0][idx].to(device), train[1][idx].to(device), train[2][idx].to(device),
-                                         model, config.scale_range, generator)
+                                         model, config.scale_range, generator, camera)
                 targets = encode_targets(boxes, keep.float(), output_size, config.model.stride)
                 losses = detector_loss(model(x), targets)
                 optimizer.zero_grad(set_to_none=True)
@@ -305,11 +331,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--photo-backgrounds", type=float, default=defaults.photo_backgrounds, metavar="P",
+                        help="share of training scenes with real-photo backdrops / textures (needs poseforge[sim2real])")
+    parser.add_argument("--camera-sim", action="store_true",
+                        help="camera augmentation: white balance, grayscale, Gaussian / motion blur, noise, JPEG")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = dataclasses.replace(defaults, epochs=args.epochs, train_images=args.train_images, val_images=args.val_images,
                                  batch_size=args.batch_size, lr=args.lr, val_interval=args.val_interval, threads=args.threads,
-                                 seed=args.seed)
+                                 seed=args.seed, photo_backgrounds=args.photo_backgrounds, camera_sim=args.camera_sim)
     try:
         command = "python -m poseforge.train.detector " + " ".join(argv if argv is not None else sys.argv[1:])
         best = train_detector(config, args.out, args.export, args.device, command, resume=args.resume)
