@@ -43,6 +43,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..data.augment import AugmentConfig, Photometric
 from ..errors import PoseforgeError
 from ..evaluation.boxes import evaluate_boxes
 from ..io import write_bytes_atomic, write_json_atomic
@@ -50,7 +51,6 @@ from ..inference.detectors.base import Detections, xywh_to_xyxy
 from ..inference.detectors.builtin import (BuiltinDetector, PersonDetectorConfig, PersonDetectorNet, detector_loss,
                                            encode_targets)
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from ..data.augment import AugmentConfig, Photometric
 from .config import OptimSection, ScheduleSection
 from .optim import LRSchedule, build_optimizer
 
