@@ -14,7 +14,11 @@ keypoint set is scored on the joints it shares with the model's, by name, with t
 * ``mpii``: ``mpii/test_mpii.json`` (the MPII list format, read by poseforge; 12 shared joints).
 
 AP-10K (animals) is left out. Columns: OKS AP, AP50, AR; PCK@0.2 (of the box's longer side) and the
-median over people of the mean joint error / box height (``err/h``), both on the scored joints. The
+median over people of the mean joint error / box height (``err/h``), both on the scored joints; ``L/R sides``,
+the share of left/right pairs (both labeled, at least 5% of the box height apart) that the model puts on their
+own side, and ``L/R gap``, the median ratio of the predicted to the true distance between a pair's two joints
+(:func:`poseforge.evaluation.pck.left_right_pairs`: a model that cannot tell a person's left from right puts
+both on one point, gap ~0, or swaps them). The
 ``mean pose`` row of each set is the reference a model must beat: the average box-normalized pose of
 that set's own people placed in every box (an oracle prior, through the same metric).
 
@@ -58,7 +62,7 @@ from poseforge.evaluation.boxes import evaluate_boxes
 from poseforge.evaluation.evaluator import predict_dataset
 from poseforge.evaluation.mapping import evaluate_shared_joints, project_ground_truth
 from poseforge.evaluation.metrics import CocoKeypointMetric
-from poseforge.evaluation.pck import height_normalized_errors, mean_pose_in_boxes
+from poseforge.evaluation.pck import height_normalized_errors, left_right_pairs, mean_pose_in_boxes
 from poseforge.keypoints import (
     KeypointMapping,
     KeypointSet,
@@ -102,6 +106,8 @@ class PoseRow:
     AR: float
     PCK: float  # PCK@0.2 of the box's longer side
     err_h: float  # median over people of mean joint error / box height
+    sides: float  # share of left/right pairs placed on their own side (pairs >= 5% of the box height apart)
+    gap: float  # median predicted / true distance between a pair's two joints (near 0: both on one point)
     seconds: float
 
 
@@ -178,16 +184,18 @@ def _score(metric: CocoKeypointMetric, real: RealSet, mapping: KeypointMapping |
     people = {inst.instance_id: inst for inst in eval_set.gt.instances}
     paired = found["instance_id"] >= 0
     truth = [people[int(i)] for i in found["instance_id"][paired]]
-    errors = np.zeros(0)
+    errors, own, gap = np.zeros(0), np.zeros(0, bool), np.zeros(0)
     if truth:
-        errors = height_normalized_errors(found["keypoints"][paired], np.stack([np.asarray(t.keypoints)[:, :2] for t in truth]),
-                                          np.stack([np.asarray(t.visibility) > 0 for t in truth]),
-                                          np.stack([np.asarray(t.bbox) for t in truth]))
+        located = (found["keypoints"][paired], np.stack([np.asarray(t.keypoints)[:, :2] for t in truth]),
+                   np.stack([np.asarray(t.visibility) > 0 for t in truth]), np.stack([np.asarray(t.bbox) for t in truth]))
+        errors = height_normalized_errors(*located)
+        own, gap = left_right_pairs(*located, eval_set.gt.keypoint_set.flip_pairs)
     scored = [np.asarray(i.visibility) > 0 for i in eval_set.gt.instances if not i.iscrowd]
     return PoseRow(real.name, len(real.gt.images), sum(int(s.any()) for s in scored), sum(int(s.sum()) for s in scored),
                    len(mapping) if mapping is not None else real.gt.keypoint_set.num_keypoints, model,
                    float(stats["AP"]), float(stats["AP50"]), float(stats["AR"]), float(stats.get("PCK@0.2", math.nan)),
-                   float(np.median(errors)) if len(errors) else math.nan, seconds)
+                   float(np.median(errors)) if len(errors) else math.nan,
+                   float(own.mean()) if len(own) else math.nan, float(np.median(gap)) if len(gap) else math.nan, seconds)
 
 
 def score_model(model: torch.nn.Module, name: str, real: RealSet, device: str = "cpu") -> PoseRow:
@@ -286,12 +294,12 @@ def _number(value: float, width: int, digits: int = 3) -> str:
 
 def format_tables(summary: dict[str, Any]) -> str:
     """The pose table and the detector table, as plain text (Markdown-ready)."""
-    lines = ["| dataset | images | people | keypoints (joints) | model | AP | AP50 | AR | PCK@0.2 | err/h |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| dataset | images | people | keypoints (joints) | model | AP | AP50 | AR | PCK@0.2 | err/h | L/R sides | L/R gap |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary["pose"]:
         lines.append(f"| {r['dataset']} | {r['images']} | {r['people']} | {r['keypoints']} ({r['joints']}) | {r['model']} |"
                      f"{_number(r['AP'], 6)} |{_number(r['AP50'], 6)} |{_number(r['AR'], 6)} |"
-                     f"{_number(r['PCK'], 6)} |{_number(r['err_h'], 6)} |")
+                     f"{_number(r['PCK'], 6)} |{_number(r['err_h'], 6)} |{_number(r['sides'], 6)} |{_number(r['gap'], 6)} |")
     if summary["detectors"]:
         lines += ["", "| detector (COCO sample) | images | people | box AP | AP50 | AR100 |", "|---|---:|---:|---:|---:|---:|"]
         for r in summary["detectors"]:

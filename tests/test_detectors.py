@@ -385,9 +385,11 @@ def test_detector_photo_backgrounds_and_camera_steps_keep_the_boxes():
 
     plain = render_scenes(3, seed=5, size=(128, 96), people=(1, 2))
     photo = render_scenes(3, seed=5, size=(128, 96), people=(1, 2), photo_backgrounds=1.0)
-    for a, b in zip(plain[1:], photo[1:]):
-        assert torch.equal(a, b)
+    prints = render_scenes(3, seed=5, size=(128, 96), people=(1, 2), photo_clothing=1.0)
+    for a, b, c in zip(plain[1:], photo[1:], prints[1:]):
+        assert torch.equal(a, b) and torch.equal(a, c)
     assert (plain[0].float() - photo[0].float()).abs().mean() > 5
+    assert (plain[0] != prints[0]).any()
     net = PersonDetectorNet(_tiny_config())
     camera = Photometric(dataclasses.replace(AugmentConfig.camera_sim(), hsv_prob=0.0, brightness=0.0, contrast=0.0,
                                              noise_prob=1.0, jpeg_prob=1.0))
@@ -398,7 +400,7 @@ def test_detector_photo_backgrounds_and_camera_steps_keep_the_boxes():
 
 
 def test_detector_runs_from_before_the_photo_options_resume(tmp_path):
-    """A training state written before photo_backgrounds / camera_sim existed resumes with their defaults and is
+    """A training state written before photo_backgrounds / photo_clothing / camera_sim existed resumes with their defaults and is
     refused for a run that turns one on."""
     import poseforge.train.detector as trainer
     from poseforge.train.checkpoint import load_checkpoint, save_checkpoint
@@ -406,7 +408,7 @@ def test_detector_runs_from_before_the_photo_options_resume(tmp_path):
     config = dataclasses.replace(_tiny_detector_run(), epochs=1, train_images=8)
     trainer.train_detector(config, tmp_path / "run")
     state = load_checkpoint(tmp_path / "run" / "last.pt")
-    for key in ("photo_backgrounds", "camera_sim"):
+    for key in ("photo_backgrounds", "photo_clothing", "camera_sim"):
         del state["settings"][key]
     save_checkpoint(tmp_path / "run" / "last.pt", state)
     trainer.train_detector(config, tmp_path / "run", resume=True)

@@ -592,3 +592,24 @@ def test_mean_pose_in_boxes_places_the_average_normalized_pose_in_every_box():
     placed = mean_pose_in_boxes(keypoints, labeled, boxes)
     mean = np.array([[0.3, 0.5], [0.5, 0.5]])
     np.testing.assert_allclose(placed, mean[None] * boxes[:, None, 2:] + boxes[:, None, :2])
+
+
+def test_left_right_pairs_tell_own_side_swapped_and_collapsed_pairs_apart():
+    from poseforge.evaluation.pck import left_right_pairs
+
+    # joints: 0 left shoulder, 1 right shoulder, 2 left hip, 3 right hip; one person 100 px tall per row
+    truth = np.array([[[60, 20], [40, 20], [55, 60], [45, 60]]] * 4, dtype=float)
+    predicted = truth.copy()
+    predicted[1, [0, 1]] = predicted[1, [1, 0]]  # person 1: shoulders swapped
+    predicted[2, [0, 1]] = [50, 21]  # person 2: both shoulders on one point (own side by a hair, gap 0)
+    predicted[2, 0, 0] += 0.5
+    labeled = np.ones((4, 4), bool)
+    labeled[3, 3] = False  # person 3: right hip unlabeled, its hip pair is not scored
+    boxes = np.array([[0, 0, 100, 100]] * 4, dtype=float)
+    own, gap = left_right_pairs(predicted, truth, labeled, boxes, ((0, 1), (2, 3)), min_separation=0.05)
+    # pairs in (person, pair) order: p0 (2), p1 (2), p2 (2), p3 (shoulders only)
+    np.testing.assert_array_equal(own, [True, True, False, True, True, True, True])
+    np.testing.assert_allclose(gap, [1, 1, 1, 1, 0.025, 1, 1])
+    # a pair closer than min_separation x box height has no side to get wrong
+    own, _ = left_right_pairs(predicted, truth, labeled, boxes, ((0, 1), (2, 3)), min_separation=0.15)
+    assert len(own) == 4  # hips (10 px apart) drop out, shoulders (20 px) stay

@@ -83,6 +83,45 @@ def test_photo_probability_mixes_backdrops_textures_and_plain_images():
     assert int((changed > 0.5).sum()) >= 4  # some get a photo backdrop
 
 
+@have_photos
+def test_garment_prints_change_clothing_only_and_no_label():
+    from poseforge.data.synth.classes import part_class_index
+
+    indices = list(range(8))
+    off = _render(CROPS, indices)
+    on = SyntheticPoseDataset(32, photo_clothing=1.0, **CROPS).render_tensors(indices)
+    for name in LABELS:
+        assert torch.equal(getattr(off, name), getattr(on, name)), name
+    changed = (off.image != on.image).any(-1)
+    # Compared 2 px inside each region: edges are anti-aliased and some images blurred across them.
+    def inner(names):
+        m = torch.zeros_like(off.parts, dtype=torch.bool)
+        for n in names:
+            m |= off.parts == part_class_index(n)
+        m = m.float()[:, None]
+        return (-torch.nn.functional.max_pool2d(-m, 5, stride=1, padding=2)[:, 0]) > 0.5
+    clothing, skin = inner(["Upper_Clothing", "Lower_Clothing"]), inner(["Face_Neck", "Left_Hand", "Right_Hand"])
+    background = (-torch.nn.functional.max_pool2d(-(off.instance == 0).float()[:, None], 5, stride=1, padding=2)[:, 0]) > 0.5
+    assert bool(clothing.any()) and bool(skin.any())
+    assert changed[clothing].float().mean() > 0.8  # p = 1: (nearly) every garment shows a photo
+    assert not bool(changed[skin].any()) and not bool(changed[background].any())
+
+
+@have_photos
+def test_garment_prints_leave_the_other_photo_draws_alone():
+    indices = list(range(6))
+    backdrops = _render(SCENES, indices, 0.5)
+    both = SyntheticPoseDataset(32, photo_backgrounds=0.5, photo_clothing=0.5, **SCENES).render_tensors(indices)
+    people = (-torch.nn.functional.max_pool2d(-(backdrops.instance > 0).float()[:, None], 5, stride=1, padding=2)[:, 0]) > 0.5
+    changed = (backdrops.image != both.image).any(-1)
+    background = (backdrops.instance == 0)
+    background = (-torch.nn.functional.max_pool2d(-background.float()[:, None], 5, stride=1, padding=2)[:, 0]) > 0.5
+    assert not bool(changed[background].any())  # backdrops and surface photos are the same draws
+    assert bool(changed[people].any())  # some garments got prints
+    again = SyntheticPoseDataset(32, photo_backgrounds=0.5, photo_clothing=0.5, batch_size=1, **SCENES).render_tensors([3])
+    assert torch.equal(again.image[0], both.image[3])
+
+
 def test_photo_option_errors_in_one_line_without_the_packages(monkeypatch):
     monkeypatch.setattr(photos_mod, "_package_dir", lambda name: None)
     with pytest.raises(PoseforgeError) as err:
@@ -92,6 +131,11 @@ def test_photo_option_errors_in_one_line_without_the_packages(monkeypatch):
     SyntheticPoseDataset(4, photo_backgrounds=0.0, **CROPS).render_tensors([0])  # off: never looks for them
     with pytest.raises(PoseforgeError, match="probability"):
         SyntheticPoseDataset(4, photo_backgrounds=1.5, **CROPS)
+    with pytest.raises(PoseforgeError) as err:
+        SyntheticPoseDataset(4, photo_clothing=0.5, **CROPS)
+    assert "poseforge[sim2real]" in str(err.value)
+    with pytest.raises(PoseforgeError, match="photo_clothing: expected a probability"):
+        SyntheticPoseDataset(4, photo_clothing=-0.1, **CROPS)
 
 
 def test_default_path_never_imports_the_photo_packages():

@@ -36,9 +36,9 @@ def test_every_real_set_gets_a_model_row_and_a_mean_pose_row(sim2real, peer_data
         assert [r["model"] for r in rows] == [sim2real.MEAN_POSE, random_model], name
         for r in rows:
             assert r["images"] > 0 and r["people"] > 0 and r["keypoints"] > 0, r
-            for key in ("AP", "AP50", "AR", "PCK", "err_h"):
+            for key in ("AP", "AP50", "AR", "PCK", "err_h", "sides", "gap"):
                 assert math.isfinite(r[key]) and r[key] >= 0, (name, key, r)
-            assert r["AP"] <= 1 and r["AP50"] <= 1 and r["PCK"] <= 1
+            assert r["AP"] <= 1 and r["AP50"] <= 1 and r["PCK"] <= 1 and r["sides"] <= 1
     coco = {r["model"]: r for r in summary["pose"] if r["dataset"] == "coco"}
     assert coco[sim2real.MEAN_POSE]["joints"] == 17 and coco[sim2real.MEAN_POSE]["people"] == 12  # 2 of 14 unlabeled
     assert {r["joints"] for r in summary["pose"] if r["dataset"] in ("aic", "mpii")} == {12}  # joints shared by name
@@ -68,6 +68,9 @@ def test_mean_pose_is_scored_by_the_models_metric(sim2real, peer_data):
     real = sim2real.read_sets(peer_data, ["coco"])[0]
     row = sim2real.score_mean_pose(real)
     assert row.model == sim2real.MEAN_POSE and 0 <= row.AP < 0.2 and 0.5 < row.PCK <= 1 and 0 < row.err_h < 0.3
+    # The average pose faces the camera, as most of the sample's people do: most pairs on their own side, at
+    # about their true width.
+    assert 0.6 < row.sides < 1 and 0.5 < row.gap < 1.5
 
 
 def test_detector_rows_score_box_ap_on_the_coco_sample(sim2real, peer_data):

@@ -1,13 +1,16 @@
 """The synthetic renderer's outputs are frozen: fixed (seed, index) pairs render to the same bits as the
 renderer did before its speed-up (issue 32), for every output and label.
 
-``tests/data/synth_golden.json`` holds, per case and output, the SHA-256 of the array's bytes plus its
-dtype, shape and float64 sum (the sum only makes a failure readable: which output moved, by how much).
-It was written by the renderer as of commit 042e68e; regenerate it only for an intended change of the
-rendered data (``PYTHONPATH=. python tests/test_synth_golden.py --write``), and say so in the commit.
+``tests/data/synth_golden/{vendor}.json`` holds, per CPU vendor, case and output, the SHA-256 of the array's bytes
+plus its dtype, shape and float64 sum (the sum only makes a failure readable: which output moved, by how
+much). The Intel digests were written by the renderer as of commit 042e68e, the AMD ones by the same
+renderer (unchanged since) on an AMD EPYC; regenerate them only for an intended change of the rendered data
+(``PYTHONPATH=. python tests/test_synth_golden.py --write`` writes this CPU's vendor's entry), and say so in
+the commit.
 
-The digests are those of x86-64 CPUs with torch's MKL build: ``torch.sqrt`` on such a CPU is MKL's,
-which is not correctly rounded, so another platform's last bits differ; elsewhere the test is skipped.
+The digests are those of x86-64 CPUs with torch's MKL build, per vendor: ``torch.sqrt`` on such a CPU is
+MKL's, which is not correctly rounded and takes another code path on AMD than on Intel, so the last bits
+differ between vendors (and on other platforms); where there is no entry for this CPU the test is skipped.
 """
 from __future__ import annotations
 
@@ -23,9 +26,35 @@ import torch
 
 from poseforge.data.synth import SyntheticPoseDataset
 
-GOLDEN = Path(__file__).parent / "data" / "synth_golden.json"
-pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkl.is_available(),
-                                reason="golden digests are of x86-64 with torch's MKL (its sqrt rounds differently)")
+GOLDEN = Path(__file__).parent / "data" / "synth_golden"
+
+
+def cpu_vendor() -> str:
+    """``GenuineIntel``, ``AuthenticAMD``, ... (``unknown`` where ``/proc/cpuinfo`` does not say)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def golden_file() -> Path:
+    return GOLDEN / f"{cpu_vendor()}.json"
+
+
+def golden_digests() -> dict:
+    """This CPU vendor's digests ({} where there are none)."""
+    return json.loads(golden_file().read_text()) if golden_file().exists() else {}
+
+
+pytestmark = [
+    pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkl.is_available(),
+                       reason="golden digests are of x86-64 with torch's MKL (its sqrt rounds differently)"),
+    pytest.mark.skipif(not golden_digests(), reason=f"no golden digests for this CPU vendor ({cpu_vendor()}): write "
+                                                    "them with `python tests/test_synth_golden.py --write` at a known-good commit"),
+]
 
 # name -> dataset options and the image indices rendered together in one call. The crops are the
 # benchmark's workload (with every label); the others reach scenes, whole-body keypoints, quadrupeds,
@@ -56,7 +85,7 @@ def render_digests(options: dict, indices: list[int]) -> dict[str, dict]:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_renderer_output_is_bit_identical_to_the_golden_digests(case):
-    golden = json.loads(GOLDEN.read_text())[case]
+    golden = golden_digests()[case]
     options, indices = CASES[case]
     got = render_digests(options, indices)
     changed = [f"{name}: sum {golden[name]['sum']!r} -> {got[name]['sum']!r}, shape {golden[name]['shape']} -> "
@@ -66,7 +95,7 @@ def test_renderer_output_is_bit_identical_to_the_golden_digests(case):
 
 def test_golden_digests_tell_the_images_apart():
     """The digests are sensitive: different images (or one changed pixel) give different hashes."""
-    golden = json.loads(GOLDEN.read_text())
+    golden = golden_digests()
     assert len({golden[c]["image"]["sha256"] for c in CASES}) == len(CASES)
     options, indices = CASES["crops_no_clutter"]
     ds = SyntheticPoseDataset(10 ** 6, dense=True, **options)
@@ -77,6 +106,6 @@ def test_golden_digests_tell_the_images_apart():
 
 if __name__ == "__main__" and "--write" in sys.argv:
     torch.set_num_threads(1)
-    GOLDEN.parent.mkdir(exist_ok=True)
-    GOLDEN.write_text(json.dumps({case: render_digests(*CASES[case]) for case in CASES}, indent=1) + "\n")
-    print(f"wrote {GOLDEN}")
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    golden_file().write_text(json.dumps({case: render_digests(*CASES[case]) for case in CASES}, indent=1) + "\n")
+    print(f"wrote {golden_file()}")

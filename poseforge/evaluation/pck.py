@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import PoseforgeError
 
 __all__ = ["normalized_distances", "pck_accuracy", "keypoint_auc", "keypoint_epe", "height_normalized_errors",
-           "mean_pose_in_boxes"]
+           "mean_pose_in_boxes", "left_right_pairs"]
 
 
 def _array(x: Any, dtype=np.float64) -> np.ndarray:
@@ -117,3 +117,28 @@ def mean_pose_in_boxes(keypoints: np.ndarray, labeled: np.ndarray, boxes: np.nda
     normalized = (keypoints - boxes[:, None, :2]) / np.maximum(boxes[:, None, 2:], 1e-9)
     mean = (normalized * labeled[..., None]).sum(0) / np.maximum(labeled.sum(0), 1)[:, None]
     return mean[None] * boxes[:, None, 2:] + boxes[:, None, :2]
+
+
+def left_right_pairs(predicted: np.ndarray, keypoints: np.ndarray, labeled: np.ndarray, boxes: np.ndarray,
+                     flip_pairs: "tuple[tuple[int, int], ...] | np.ndarray",
+                     min_separation: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """How a model places each left/right pair (shoulders, hips, knees ...) of each person, where both joints
+    are labeled and lie at least ``min_separation`` x box height apart (closer pairs have no side to get
+    wrong). Returns, per such pair, whether the prediction is on its own side (its two joints are nearer
+    their own truths than each other's) and the predicted / true distance between the two joints (near 0:
+    both put on one point, the mark of a model that cannot tell the sides apart). ``predicted``,
+    ``keypoints``: (N, K, 2); ``labeled``: (N, K) bool; ``boxes``: (N, 4) xywh; ``flip_pairs``: (P, 2)."""
+    predicted, keypoints = np.asarray(predicted, np.float64), np.asarray(keypoints, np.float64)
+    labeled, boxes = np.asarray(labeled, bool), np.asarray(boxes, np.float64).reshape(-1, 4)
+    pairs = np.asarray(flip_pairs, np.int64).reshape(-1, 2)
+    if not len(pairs) or not len(predicted):
+        return np.zeros(0, bool), np.zeros(0)
+    a, b = pairs[:, 0], pairs[:, 1]
+    true_gap = np.linalg.norm(keypoints[:, a] - keypoints[:, b], axis=-1)  # (N, P)
+    scored = labeled[:, a] & labeled[:, b] & (true_gap >= min_separation * np.maximum(boxes[:, 3:4], 1e-9))
+    own = (np.linalg.norm(predicted[:, a] - keypoints[:, a], axis=-1)
+           + np.linalg.norm(predicted[:, b] - keypoints[:, b], axis=-1))
+    swapped = (np.linalg.norm(predicted[:, a] - keypoints[:, b], axis=-1)
+               + np.linalg.norm(predicted[:, b] - keypoints[:, a], axis=-1))
+    gap = np.linalg.norm(predicted[:, a] - predicted[:, b], axis=-1) / np.maximum(true_gap, 1e-9)
+    return (own < swapped)[scored], gap[scored]

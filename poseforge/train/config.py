@@ -73,6 +73,8 @@ class SyntheticSection:
             photo texture per floor, wall, prop and occluder (``poseforge.data.synth.photos``; needs
             ``pip install poseforge[sim2real]``). The held-out set stays without photos, so its AP compares
             across recipes.
+        photo_clothing: training images only: probability of a photo print on each garment of each person
+            (same photos and extra; the held-out set stays without them).
         fresh: render new images every epoch (an endless stream, rendered by the workers); ``False``
             renders ``train_images`` once, keeps them in memory and reuses them every epoch.
     """
@@ -87,6 +89,7 @@ class SyntheticSection:
     clutter: bool = True
     fresh: bool = True
     photo_backgrounds: float = 0.0
+    photo_clothing: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,6 +77,7 @@ class DetectorTrainConfig:
     scale_range: tuple[float, float] = (0.6, 1.5)
     val_interval: int = 2
     photo_backgrounds: float = 0.0
+    photo_clothing: float = 0.0
     camera_sim: bool = False
     threads: int = 2
     model: PersonDetectorConfig = dataclasses.field(default_factory=PersonDetectorConfig)
@@ -84,15 +85,16 @@ class DetectorTrainConfig:
 
 # ---------------------------------------------------------------------------------------------- data
 def render_scenes(num_images: int, seed: int, size: tuple[int, int], people: tuple[int, int],
-                  progress: bool = False, photo_backgrounds: float = 0.0
+                  progress: bool = False, photo_backgrounds: float = 0.0, photo_clothing: float = 0.0
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Render synthetic scenes: ``images [N, 3, H, W]`` uint8, ``boxes [N, P, 4]`` xyxy, ``valid [N, P]``,
     ``areas [N, P]`` (visible pixels); ``photo_backgrounds``: the share of images with photo backdrops /
-    textures (the labels are those of the same seed without photos)."""
+    textures, ``photo_clothing``: of garments with photo prints (the labels are those of the same seed without
+    photos)."""
     from ..data.synth import SyntheticPoseDataset
 
     dataset = SyntheticPoseDataset(num_images, seed=seed, image_size=size, people=people,
-                                   photo_backgrounds=photo_backgrounds)
+                                   photo_backgrounds=photo_backgrounds, photo_clothing=photo_clothing)
     images, boxes, valid, areas = [], [], [], []
     start = time.time()
     for s in range(0, num_images, dataset.batch_size):
@@ -211,7 +213,7 @@ def train_detector(config: DetectorTrainConfig, out: str | os.PathLike, export: 
     start = time.time()
     log.info(f"rendering {config.train_images} training scenes and {config.val_images} validation scenes ...")
     train = render_scenes(config.train_images, config.seed, config.render_size, config.people, progress=True,
-                          photo_backgrounds=config.photo_backgrounds)
+                          photo_backgrounds=config.photo_backgrounds, photo_clothing=config.photo_clothing)
     val = render_scenes(config.val_images, config.val_seed, config.render_size, config.people)
     log.info(f"rendered in {time.time() - start:.0f}s")
     model = PersonDetectorNet(config.model).to(device)
@@ -333,13 +335,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--photo-backgrounds", type=float, default=defaults.photo_backgrounds, metavar="P",
                         help="share of training scenes with real-photo backdrops / textures (needs poseforge[sim2real])")
+    parser.add_argument("--photo-clothing", type=float, default=defaults.photo_clothing, metavar="P",
+                        help="probability of a photo print per garment of each person (needs poseforge[sim2real])")
     parser.add_argument("--camera-sim", action="store_true",
                         help="camera augmentation: white balance, grayscale, Gaussian / motion blur, noise, JPEG")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = dataclasses.replace(defaults, epochs=args.epochs, train_images=args.train_images, val_images=args.val_images,
                                  batch_size=args.batch_size, lr=args.lr, val_interval=args.val_interval, threads=args.threads,
-                                 seed=args.seed, photo_backgrounds=args.photo_backgrounds, camera_sim=args.camera_sim)
+                                 seed=args.seed, photo_backgrounds=args.photo_backgrounds,
+                                 photo_clothing=args.photo_clothing, camera_sim=args.camera_sim)
     try:
         command = "python -m poseforge.train.detector " + " ".join(argv if argv is not None else sys.argv[1:])
         best = train_detector(config, args.out, args.export, args.device, command, resume=args.resume)

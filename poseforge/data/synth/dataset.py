@@ -143,13 +143,17 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
             wall, prop box and wall picture (:mod:`~poseforge.data.synth.photos`; needs
             ``pip install poseforge[sim2real]``). 0 (the default) renders exactly as without the option;
             labels are the same for any value.
+        photo_clothing: probability of a photo print on each garment of each person (tops, trousers and
+            skirts, hats, bags: the photo replaces the garment's colour and pattern, shading stays). 0 (the
+            default) renders exactly as without the option; labels are the same for any value.
         batch_size: images per vectorized render call in :meth:`render_batch` (default: by image size).
     """
 
     def __init__(self, num_images: int, seed: int = 0, image_size: Sequence[int] = (640, 480),
                  people: "Sequence[int] | int" = (1, 4), keypoint_set: str = "coco17", dense: bool = False,
                  device: "str | torch.device" = "cpu", framing: str = "auto", clutter: bool = True,
-                 batch_size: int | None = None, photo_backgrounds: float = 0.0) -> None:
+                 batch_size: int | None = None, photo_backgrounds: float = 0.0,
+                 photo_clothing: float = 0.0) -> None:
         if num_images < 0:
             raise PoseforgeError(f"num_images must be >= 0, got {num_images}")
         width, height = _parse_pair(image_size, "image_size")
@@ -162,10 +166,11 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
             raise PoseforgeError(f"keypoint_set: synthetic data has {', '.join(_FIGURES)}; got '{keypoint_set}'")
         if framing not in ("auto", "crop", "scene"):
             raise PoseforgeError(f"framing: expected auto, crop or scene, got '{framing}'")
-        photo_backgrounds = float(photo_backgrounds)
-        if not 0.0 <= photo_backgrounds <= 1.0:
-            raise PoseforgeError(f"photo_backgrounds: expected a probability in [0, 1], got {photo_backgrounds}")
-        if photo_backgrounds > 0:
+        photo_backgrounds, photo_clothing = float(photo_backgrounds), float(photo_clothing)
+        for name, value in (("photo_backgrounds", photo_backgrounds), ("photo_clothing", photo_clothing)):
+            if not 0.0 <= value <= 1.0:
+                raise PoseforgeError(f"{name}: expected a probability in [0, 1], got {value}")
+        if photo_backgrounds > 0 or photo_clothing > 0:
             from .photos import require_photos
 
             require_photos()
@@ -178,7 +183,7 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
         self.dense = bool(dense)
         self.config = SceneConfig(width=width, height=height, min_figures=lo, max_figures=hi,
                                   figure=_FIGURES[keypoint_set], framing=framing, clutter=clutter,
-                                  photo_backgrounds=photo_backgrounds)
+                                  photo_backgrounds=photo_backgrounds, photo_clothing=photo_clothing)
         budget = (1 << 21) if self.device.type == "cpu" else (1 << 25)
         self.batch_size = int(batch_size) if batch_size else max(1, min(256, budget // (width * height)))
         shared = keypoint_mapping(_FIGURE_KEYPOINTS[_FIGURES[keypoint_set]], self.keypoint_set)

@@ -7,7 +7,9 @@ people, props, seats and occluders stay in front), and otherwise each floor, wal
 wall picture takes a photo as its texture with probability ``p`` (random scale, offset, mirroring and a
 colour / white-balance shift; planes keep their shading and blob shadows). Labels never change: the
 keypoints, masks, parts, instance ids, depth and normals are those of the same image without photos
-(depth and normals behind a backdrop still describe the virtual room, not the photo).
+(depth and normals behind a backdrop still describe the virtual room, not the photo). With
+``photo_clothing = q > 0`` each garment of each person (top, bottom, hat, bag) takes a photo print with
+probability ``q`` (:func:`~.scene.build_scenes`; skin, hair and the face keep their procedural materials).
 
 The photos are read once per process from the installed packages (no network), centre-cropped to 4:3,
 resized to 384x288 and packed side by side into one atlas tensor per device, so a batch samples every

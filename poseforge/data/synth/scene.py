@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -37,6 +38,7 @@ class SceneConfig:
     framing: str = "auto"
     clutter: bool = True
     photo_backgrounds: float = 0.0  # probability of a photo backdrop, and of a photo texture per surface (.photos)
+    photo_clothing: float = 0.0  # probability of a photo print per garment of a person (.photos)
 
     @property
     def crop(self) -> bool:
@@ -485,17 +487,34 @@ def build_scenes(config: SceneConfig, seed: int, indices: Tensor, device: torch.
         plane_valid=plane_valid, shadow_xz=shadow_xz, shadow_r=shadow_r, light_dir=light_dir, light_rgb=light_rgb,
         ambient_rgb=ambient_rgb, sky_top=sky_top, sky_bottom=sky_bottom, exposure=exposure, blur=blur, noise=noise,
         keys=rng.key,
-        photos=(_photo_inputs(config, rng, W / H, next_mat, plane_n.shape[1], box_rows, dec_rows, dec_half, device)
-                if config.photo_backgrounds > 0 else None),
+        photos=(_photo_inputs(config, rng, W / H, next_mat, plane_n.shape[1], box_rows, dec_rows, dec_half,
+                              _garment_rows(slots, B, P, device), device)
+                if config.photo_backgrounds > 0 or config.photo_clothing > 0 else None),
     )
     category = params.category.reshape(B, P) if hasattr(params, "category") else torch.ones(B, P, dtype=torch.int64, device=device)
     return SceneBatch(inputs, kps, slack, valid, category)
 
 
+# Material slots that are clothing (photo prints with ``photo_clothing``); skin, hair and the face stay as drawn.
+GARMENT_SLOTS = ("top", "bottom", "hat", "bag")
+
+
+def _garment_rows(slots: Sequence[str], B: int, P: int, device: torch.device) -> Tensor | None:
+    """[B, P, G] material rows of each figure's garments (figure ``n`` owns rows ``n * len(slots) + slot``),
+    or None for figures without garment slots (quadrupeds)."""
+    index = [slots.index(s) for s in GARMENT_SLOTS if s in slots]
+    if not index:
+        return None
+    base = torch.arange(B * P, device=device).reshape(B, P, 1) * len(slots)
+    return base + torch.tensor(index, device=device)
+
+
 def _photo_inputs(config: SceneConfig, rng: Rng, aspect: float, num_mats: int, num_planes: int, box_rows: Tensor | None,
-                  dec_rows: Tensor | None, dec_half: Tensor | None, device: torch.device) -> PhotoInputs:
-    """Photo backdrops and textures (see :mod:`.photos`), drawn from their own stream: the rest of the
-    scene is the same with or without them."""
+                  dec_rows: Tensor | None, dec_half: Tensor | None, garment_rows: Tensor | None,
+                  device: torch.device) -> PhotoInputs:
+    """Photo backdrops and textures (see :mod:`.photos`), drawn from their own streams: the rest of the
+    scene is the same with or without them, and the garment prints (``photo_clothing``) leave every
+    other photo draw as it was."""
     from .photos import PHOTO_HEIGHT, PHOTO_WIDTH, num_photos, photo_atlas
 
     p = float(config.photo_backgrounds)
@@ -556,6 +575,22 @@ def _photo_inputs(config: SceneConfig, rng: Rng, aspect: float, num_mats: int, n
         mat_tex[rows] = torch.stack([0.5 / half[:, 0], 0.5 / half[:, 1], torch.full_like(half[:, 0], 0.5),
                                      torch.full_like(half[:, 0], 0.5)], dim=-1)
         mat_gain[rows] = gains("dec_wb", 0.7 + 0.4 * d.u("dec_bright"), ND).reshape(-1, 3)
+    pc = float(config.photo_clothing)
+    if garment_rows is not None and pc > 0:
+        # Garment prints: a photo crop of 0.25-1.25 m per photo width (a logo or pattern to a whole scene
+        # across a shirt), mapped like a box face in the limb's frame, shifted, mirrored and colour-shifted.
+        # The photo replaces the garment's own colour and stripes; its shading and the labels stay.
+        P, G = garment_rows.shape[1:]
+        g = Draws(rng, "photo_cloth", (P, G), [("on", 1), ("photo", 1), ("size", 1), ("off", 2), ("flip", 1),
+                                                ("wb", 3), ("bright", 1)])
+        rows = garment_rows.reshape(-1)
+        mat_photo[rows] = torch.where(g.u("on") < pc, g.randint("photo", 0, N), -1).reshape(-1)
+        inv = 1.0 / (0.25 + 1.0 * g.u("size"))
+        inv_u = torch.where(g.u("flip") < 0.5, -inv, inv)
+        off = g.u("off", 0.0, 2.0)
+        mat_tex[rows] = torch.stack([inv_u, inv * photo_aspect, off[..., 0], off[..., 1]], dim=-1).reshape(-1, 4)
+        wb = g.u("wb")
+        mat_gain[rows] = ((0.6 + 0.6 * g.u("bright"))[..., None] * (0.85 + 0.3 * wb)).reshape(-1, 3)
     return PhotoInputs(atlas=photo_atlas(device), backdrop=backdrop, backdrop_uv=backdrop_uv, backdrop_gain=backdrop_gain,
                        plane_photo=plane_photo, plane_tex=plane_tex, plane_gain=plane_gain, mat_photo=mat_photo,
                        mat_tex=mat_tex, mat_gain=mat_gain)
