@@ -741,3 +741,22 @@ def test_flip_helpers_match_mmpose(mmpose_reference):
     msra, udp = MSRAHeatmap((48, 64), (6, 8)), UDPHeatmap((48, 64), (6, 8))
     assert torch.equal(msra.flip_back(maps, idx), torch.from_numpy(ref["flip_shift"]))
     assert torch.equal(udp.flip_back(maps, idx), torch.from_numpy(ref["flip_noshift"]))
+
+
+def test_codecs_first_imported_under_the_meta_device_still_decode_on_the_cpu():
+    """Counting a model's parameters under ``torch.device("meta")`` (as the docs show) may be the first import of
+    the codecs: their module-level and cached CPU constants must not land on the meta device."""
+    import sys
+
+    script = (
+        "import torch\n"
+        "from poseforge.models import create_model\n"
+        "with torch.device('meta'):\n"
+        "    create_model('vitpose-tiny')\n"
+        "model = create_model('vitpose-tiny', input_size=(48, 64)).eval()\n"
+        "out = model.predict(torch.rand(1, 3, 64, 48))\n"
+        "assert torch.isfinite(out.keypoints).all(), out.keypoints\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -276,7 +276,8 @@ def _stencil(half: int, terms: dict[str, dict[tuple[int, int], float]]) -> tuple
     """The CPU path's window, values laid out [S, N] (S = (2h+1)^2, row-major): its row and column
     steps [S, 1] and the difference weights [5, S]."""
     steps = np.arange(-half, half + 1)
-    weights = torch.tensor(_difference_weights(half, terms), dtype=torch.float64).T.contiguous()
+    # Explicitly on the CPU: the first import may happen inside a model build's ``torch.device("meta")`` context.
+    weights = torch.tensor(_difference_weights(half, terms), dtype=torch.float64, device="cpu").T.contiguous()
     return np.repeat(steps, len(steps))[:, None], np.tile(steps, len(steps))[:, None], weights
 
 
@@ -370,7 +371,8 @@ def _window_bands(kernel_size: int, half: int, columns: int) -> tuple[Tensor, Te
     """float64 weights of :func:`_window_blur_np`: rows [2h+1, P] (offsets -h..h from the P patch rows
     centred on them) and columns [columns, 2h+1 + 2*reach] (every column offset a shifted window asks for)."""
     with torch.inference_mode(False):  # cached tensors must stay usable outside inference mode
-        kernel = gaussian_kernel1d(kernel_size, dtype=torch.float64)
+        # Explicitly on the CPU: a model built under ``torch.device("meta")`` warms this cache too.
+        kernel = gaussian_kernel1d(kernel_size, device="cpu", dtype=torch.float64)
         reach = half + (kernel_size - 1) // 2
         return (_band(2 * half + 1, 2 * reach + 1, kernel, 0),
                 _band(2 * half + 1 + 2 * reach, columns, kernel, reach).T.contiguous())

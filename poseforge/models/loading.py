@@ -269,6 +269,19 @@ def skip_meta_init() -> Iterator[None]:
         yield
 
 
+_ALIGNMENT = 64  # bytes: what PyTorch's CPU allocator gives every tensor
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, copied where its CPU memory is not 64-byte aligned. A safetensors file read without copying
+    leaves each tensor at its offset in the file (8-byte aligned), and oneDNN picks other kernels for
+    misaligned weights: on some CPUs (AMD EPYC) the outputs then differ in the last bits from those of the
+    model that was saved."""
+    if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % _ALIGNMENT:
+        return tensor.clone(memory_format=torch.preserve_format)
+    return tensor
+
+
 def model_from_state_dict(config: ModelConfig | Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],
                           source: str = "checkpoint", device: torch.device | str = "cpu") -> Estimator:
     """Build the model of ``config`` around ``state_dict``'s tensors (no initializer runs, keys checked).
@@ -280,7 +293,7 @@ def model_from_state_dict(config: ModelConfig | Mapping[str, Any], state_dict: M
     with torch.device("meta"), skip_meta_init():
         model = build_model(config)
     check_state_dict(model, state_dict, source)
-    model.load_state_dict({k: v.to(device) for k, v in state_dict.items()}, strict=True, assign=True)
+    model.load_state_dict({k: _aligned(v.to(device)) for k, v in state_dict.items()}, strict=True, assign=True)
     model._init_buffers(device)  # the non-persistent buffers (normalization, flip index) left on the meta device
     leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:
