@@ -1,5 +1,6 @@
 """Distance metrics on matched keypoints: PCK@alpha, its AUC and the end-point error (EPE); the box-height
-normalized error and the mean-pose reference it is compared with.
+normalized error and the mean-pose reference it is compared with; how left/right pairs are placed (own
+side, or swapped / collapsed onto one point).
 
 Semantics of mmpose's ``keypoint_pck_accuracy``, ``keypoint_auc`` and ``keypoint_epe``: a keypoint
 counts where ``mask`` is true and its instance's normalization has no zero; normalized distances
