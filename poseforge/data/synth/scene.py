@@ -562,12 +562,7 @@ def _photo_inputs(config: SceneConfig, rng: Rng, aspect: float, num_mats: int, n
     mat_gain = torch.ones(num_mats, 3, device=device)
     if box_rows is not None:
         rows = box_rows.reshape(-1)
-        mat_photo[rows] = torch.where(d.u("box_on") < p, d.randint("box_photo", 0, N), -1).reshape(-1)
-        inv = 1.0 / (0.4 + 1.6 * d.u("box_size"))
-        inv_u = torch.where(d.u("box_flip") < 0.5, -inv, inv)
-        off = d.u("box_off", 0.0, 2.0).reshape(B, NB, 2)
-        mat_tex[rows] = torch.stack([inv_u, inv * photo_aspect, off[..., 0], off[..., 1]], dim=-1).reshape(-1, 4)
-        mat_gain[rows] = gains("box_wb", 0.6 + 0.5 * d.u("box_bright"), NB).reshape(-1, 3)
+        mat_photo[rows], mat_tex[rows], mat_gain[rows] = _material_prints(d, "box_", (B, NB), p, N, (0.4, 1.6), (0.6, 0.5))
     if dec_rows is not None:
         rows = dec_rows.reshape(-1)
         mat_photo[rows] = torch.where(d.u("dec_on") < p, d.randint("dec_photo", 0, N), -1).reshape(-1)
@@ -575,25 +570,37 @@ def _photo_inputs(config: SceneConfig, rng: Rng, aspect: float, num_mats: int, n
         mat_tex[rows] = torch.stack([0.5 / half[:, 0], 0.5 / half[:, 1], torch.full_like(half[:, 0], 0.5),
                                      torch.full_like(half[:, 0], 0.5)], dim=-1)
         mat_gain[rows] = gains("dec_wb", 0.7 + 0.4 * d.u("dec_bright"), ND).reshape(-1, 3)
-    pc = float(config.photo_clothing)
-    if garment_rows is not None and pc > 0:
-        # Garment prints: a photo crop of 0.25-1.25 m per photo width (a logo or pattern to a whole scene
-        # across a shirt), mapped like a box face in the limb's frame, shifted, mirrored and colour-shifted.
-        # The photo replaces the garment's own colour and stripes; its shading and the labels stay.
-        P, G = garment_rows.shape[1:]
-        g = Draws(rng, "photo_cloth", (P, G), [("on", 1), ("photo", 1), ("size", 1), ("off", 2), ("flip", 1),
-                                                ("wb", 3), ("bright", 1)])
+    if garment_rows is not None and config.photo_clothing > 0:
+        # Garment prints: 0.25-1.25 m per photo width (a logo or pattern to a whole scene across a shirt),
+        # mapped like a box face in the limb's frame. The photo replaces the garment's own colour and
+        # stripes; its shading and the labels stay. Their own stream: the other photo draws stay as they were.
+        g = Draws(rng, "photo_cloth", garment_rows.shape[1:], [("on", 1), ("photo", 1), ("size", 1), ("off", 2),
+                                                                ("flip", 1), ("wb", 3), ("bright", 1)])
         rows = garment_rows.reshape(-1)
-        mat_photo[rows] = torch.where(g.u("on") < pc, g.randint("photo", 0, N), -1).reshape(-1)
-        inv = 1.0 / (0.25 + 1.0 * g.u("size"))
-        inv_u = torch.where(g.u("flip") < 0.5, -inv, inv)
-        off = g.u("off", 0.0, 2.0)
-        mat_tex[rows] = torch.stack([inv_u, inv * photo_aspect, off[..., 0], off[..., 1]], dim=-1).reshape(-1, 4)
-        wb = g.u("wb")
-        mat_gain[rows] = ((0.6 + 0.6 * g.u("bright"))[..., None] * (0.85 + 0.3 * wb)).reshape(-1, 3)
+        mat_photo[rows], mat_tex[rows], mat_gain[rows] = _material_prints(
+            g, "", tuple(garment_rows.shape), float(config.photo_clothing), N, (0.25, 1.0), (0.6, 0.6))
     return PhotoInputs(atlas=photo_atlas(device), backdrop=backdrop, backdrop_uv=backdrop_uv, backdrop_gain=backdrop_gain,
                        plane_photo=plane_photo, plane_tex=plane_tex, plane_gain=plane_gain, mat_photo=mat_photo,
                        mat_tex=mat_tex, mat_gain=mat_gain)
+
+
+def _material_prints(d: Draws, prefix: str, shape: tuple[int, ...], p: float, num_photos: int,
+                     size: tuple[float, float], bright: tuple[float, float]) -> tuple[Tensor, Tensor, Tensor]:
+    """Photo prints on ``prod(shape)`` material rows (prop boxes, garments) from ``d``'s draws ``{prefix}on``,
+    ``photo``, ``size``, ``flip``, ``off``, ``wb`` and ``bright``: with probability ``p`` a photo (-1: none), at
+    ``size[0] + size[1] * u`` metres per photo width, mirrored half the time, at a random offset, with a
+    brightness ``bright[0] + bright[1] * u`` and white-balance shift. Returns photo [R], texture [R, 4]
+    (1 / metres along the two face axes, offsets) and colour gain [R, 3]."""
+    from .photos import PHOTO_HEIGHT, PHOTO_WIDTH
+
+    u = lambda name, *rest: d.u(prefix + name).reshape(*shape, *rest)  # noqa: E731
+    photo = torch.where(u("on") < p, d.randint(prefix + "photo", 0, num_photos).reshape(shape), -1)
+    inv = 1.0 / (size[0] + size[1] * u("size"))
+    inv_u = torch.where(u("flip") < 0.5, -inv, inv)
+    off = d.u(prefix + "off", 0.0, 2.0).reshape(*shape, 2)
+    tex = torch.stack([inv_u, inv * (PHOTO_WIDTH / PHOTO_HEIGHT), off[..., 0], off[..., 1]], dim=-1)
+    gain = (bright[0] + bright[1] * u("bright"))[..., None] * (0.85 + 0.3 * u("wb", 3))
+    return photo.reshape(-1), tex.reshape(-1, 4), gain.reshape(-1, 3)
 
 
 def _inside_room(x: Tensor, z: Tensor, size: Tensor, plane_n: Tensor, plane_d: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
