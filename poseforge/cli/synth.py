@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photo-clothing", type=float, default=0.0, metavar="P",
                         help="probability of a photo print per garment of each person (needs "
                              "pip install poseforge[sim2real]; default 0)")
+    parser.add_argument("--facing-camera", type=float, default=0.5, metavar="F",
+                        help="share of people whose front faces the camera (default 0.5: every heading equally likely)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per vectorized render call (default: by size)")
     parser.add_argument("--workers", type=int, default=0,
                         help="render in this many processes (one CPU core each; output is identical; default 0 or 1: in-process)")
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     options = dict(num_images=args.num_images, seed=args.seed, image_size=args.size, people=args.people,
                    keypoint_set=args.keypoints, dense=False, device=args.device, framing=args.framing,
                    batch_size=args.batch_size, photo_backgrounds=args.photo_backgrounds,
-                   photo_clothing=args.photo_clothing)
+                   photo_clothing=args.photo_clothing, facing_camera=args.facing_camera)
     dataset = SyntheticPoseDataset(**options)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -117,13 +117,13 @@ class SyntheticSource:
                  keypoint_set: str = "coco17", clutter: bool = True, device: str | torch.device = "cpu",
                  cache: bool = False, render_workers: int | None = None, render_batch: int | None = None,
                  per_instance: bool = True, dense: Sequence[str] | None = None, photo_backgrounds: float = 0.0,
-                 photo_clothing: float = 0.0) -> None:
+                 photo_clothing: float = 0.0, facing_camera: float = 0.5) -> None:
         from .synth import SyntheticPoseDataset
 
         self.dataset = SyntheticPoseDataset(num_images, seed=seed, image_size=tuple(image_size), people=tuple(people),
                                             keypoint_set=keypoint_set, clutter=clutter, device=device,
                                             batch_size=render_batch, photo_backgrounds=photo_backgrounds,
-                                            photo_clothing=photo_clothing)
+                                            photo_clothing=photo_clothing, facing_camera=facing_camera)
         self.per_instance = per_instance
         unknown = sorted(set(dense or ()) - set(_DENSE_MAPS))
         if unknown:
@@ -133,7 +133,7 @@ class SyntheticSource:
         self._options = dict(num_images=num_images, seed=seed, image_size=tuple(image_size), people=tuple(people),
                              keypoint_set=keypoint_set, clutter=clutter, render_batch=render_batch,
                              per_instance=per_instance, dense=self.dense, photo_backgrounds=photo_backgrounds,
-                             photo_clothing=photo_clothing)
+                             photo_clothing=photo_clothing, facing_camera=facing_camera)
         self.keypoint_set = self.dataset.keypoint_set
         self.name = f"synthetic(seed={seed})"
         self._cache: list[Sample] | None = None

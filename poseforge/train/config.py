@@ -75,6 +75,8 @@ class SyntheticSection:
             across recipes.
         photo_clothing: training images only: probability of a photo print on each garment of each person
             (same photos and extra; the held-out set stays without them).
+        facing_camera: training images only: share of people whose front faces the camera (0.5: every
+            heading equally likely; the held-out set keeps 0.5).
         fresh: render new images every epoch (an endless stream, rendered by the workers); ``False``
             renders ``train_images`` once, keeps them in memory and reuses them every epoch.
     """
@@ -90,6 +92,7 @@ class SyntheticSection:
     fresh: bool = True
     photo_backgrounds: float = 0.0
     photo_clothing: float = 0.0
+    facing_camera: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)

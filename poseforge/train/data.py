@@ -80,7 +80,8 @@ def build_train_source(data: DataSection, estimator: Any, total_images: int | No
         dense = None if per_instance else getattr(estimator.transform(False), "dense", ())  # only what the model uses
         return SyntheticSource(count, s.seed, s.image_size, s.people, keypoint_set, s.clutter, device,
                                cache=not s.fresh, per_instance=per_instance, dense=dense,
-                               photo_backgrounds=s.photo_backgrounds, photo_clothing=s.photo_clothing)
+                               photo_backgrounds=s.photo_backgrounds, photo_clothing=s.photo_clothing,
+                               facing_camera=s.facing_camera)
     annotations, root = find_coco_split(data.train, "train")
     source = CocoSource(annotations, root, data.min_labeled, per_instance=per_instance)
     if estimator.keypoint_set_of(0) is not None and source.keypoint_set.name != keypoint_set:
@@ -113,7 +114,8 @@ def build_mixed_source(config: TrainConfig, estimator: Any) -> MixedSource:
             count = _STREAM if s.fresh else s.train_images
             source: Any = SyntheticSource(count, s.seed + k * SEED_STRIDE, s.image_size, s.people, ks, s.clutter,
                                           cache=not s.fresh, per_instance=per_instance,
-                                          photo_backgrounds=s.photo_backgrounds, photo_clothing=s.photo_clothing)
+                                          photo_backgrounds=s.photo_backgrounds, photo_clothing=s.photo_clothing,
+                                          facing_camera=s.facing_camera)
             source.name = f"synthetic {ks} (seed {s.seed + k * SEED_STRIDE})"
             unbounded.append(s.fresh)
         else:

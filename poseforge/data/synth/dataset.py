@@ -146,6 +146,9 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
         photo_clothing: probability of a photo print on each garment of each person (tops, trousers and
             skirts, hats, bags: the photo replaces the garment's colour and pattern, shading stays). 0 (the
             default) renders exactly as without the option; labels are the same for any value.
+        facing_camera: share of figures whose front faces the camera (their heading within 90 degrees
+            of it; the rest face away). 0.5 (the default) draws every heading equally likely, exactly as
+            without the option; photos of people show more fronts than backs.
         batch_size: images per vectorized render call in :meth:`render_batch` (default: by image size).
     """
 
@@ -153,7 +156,7 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
                  people: "Sequence[int] | int" = (1, 4), keypoint_set: str = "coco17", dense: bool = False,
                  device: "str | torch.device" = "cpu", framing: str = "auto", clutter: bool = True,
                  batch_size: int | None = None, photo_backgrounds: float = 0.0,
-                 photo_clothing: float = 0.0) -> None:
+                 photo_clothing: float = 0.0, facing_camera: float = 0.5) -> None:
         if num_images < 0:
             raise PoseforgeError(f"num_images must be >= 0, got {num_images}")
         width, height = _parse_pair(image_size, "image_size")
@@ -167,7 +170,9 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
         if framing not in ("auto", "crop", "scene"):
             raise PoseforgeError(f"framing: expected auto, crop or scene, got '{framing}'")
         photo_backgrounds, photo_clothing = float(photo_backgrounds), float(photo_clothing)
-        for name, value in (("photo_backgrounds", photo_backgrounds), ("photo_clothing", photo_clothing)):
+        facing_camera = float(facing_camera)
+        for name, value in (("photo_backgrounds", photo_backgrounds), ("photo_clothing", photo_clothing),
+                            ("facing_camera", facing_camera)):
             if not 0.0 <= value <= 1.0:
                 raise PoseforgeError(f"{name}: expected a probability in [0, 1], got {value}")
         if photo_backgrounds > 0 or photo_clothing > 0:
@@ -183,7 +188,8 @@ class SyntheticPoseDataset(torch.utils.data.Dataset):
         self.dense = bool(dense)
         self.config = SceneConfig(width=width, height=height, min_figures=lo, max_figures=hi,
                                   figure=_FIGURES[keypoint_set], framing=framing, clutter=clutter,
-                                  photo_backgrounds=photo_backgrounds, photo_clothing=photo_clothing)
+                                  photo_backgrounds=photo_backgrounds, photo_clothing=photo_clothing,
+                                  facing_camera=facing_camera)
         budget = (1 << 21) if self.device.type == "cpu" else (1 << 25)
         self.batch_size = int(batch_size) if batch_size else max(1, min(256, budget // (width * height)))
         shared = keypoint_mapping(_FIGURE_KEYPOINTS[_FIGURES[keypoint_set]], self.keypoint_set)

@@ -39,6 +39,7 @@ class SceneConfig:
     clutter: bool = True
     photo_backgrounds: float = 0.0  # probability of a photo backdrop, and of a photo texture per surface (.photos)
     photo_clothing: float = 0.0  # probability of a photo print per garment of a person (.photos)
+    facing_camera: float = 0.5  # share of figures whose front faces the camera (0.5: every heading equally likely)
 
     @property
     def crop(self) -> bool:
@@ -83,6 +84,24 @@ def _scene_draws(P: int, NB: int, NC: int, ND: int) -> list[tuple[str, int]]:
     names += [(f"sky/{k}", 1) for k in ("h", "s", "v")]
     names += [(f"post/{k}", 1) for k in ("exposure", "blur_on", "blur", "noise")]
     return names
+
+
+def _headings(u: Tensor, camera_az: Tensor, facing_camera: float) -> Tensor:
+    """Figure headings [B,P] (radians about +y) from uniforms ``u`` [B,P].
+
+    A figure faces ``(sin h, 0, cos h)`` and the camera sits at azimuth ``camera_az`` [B] seen from the
+    figures, so heading ``camera_az`` faces it. A share ``facing_camera`` of figures turn their front
+    toward the camera (heading within 90 degrees of it), the rest away, uniformly within each half;
+    0.5 is a uniform heading, drawn as before the option existed so that renders stay unchanged.
+    """
+    if not 0.0 <= facing_camera <= 1.0:
+        raise ValueError(f"facing_camera must be within [0, 1], got {facing_camera}")
+    if facing_camera == 0.5:
+        return u * (2 * math.pi)
+    f = facing_camera
+    front = (u / max(f, 1e-12) - 0.5) * math.pi  # [-90, 90) degrees from the camera
+    back = 0.5 * math.pi + (u - f) / max(1.0 - f, 1e-12) * math.pi  # [90, 270)
+    return camera_az[:, None] + torch.where(u < f, front, back)
 
 
 def _look_at(cam_pos: Tensor, target: Tensor, roll: Tensor) -> Tensor:
@@ -262,7 +281,7 @@ def build_scenes(config: SceneConfig, seed: int, indices: Tensor, device: torch.
     depth = 0.8 * d.normals("scene/depth_jit") * (count[:, None] > 1)
     if config.crop:
         lateral, depth = lateral * 0, depth * 0
-    yaw = d.u("scene/yaw") * (2 * math.pi)
+    yaw = _headings(d.u("scene/yaw"), d.u("cam/az") * (2 * math.pi), config.facing_camera)
     root_pos = torch.stack([lateral, torch.zeros_like(lateral), depth], dim=-1)
     root_rot = rot_y(flat(yaw))
     root_rot = matmul3(root_rot, params.root_pose)
@@ -295,7 +314,7 @@ def build_scenes(config: SceneConfig, seed: int, indices: Tensor, device: torch.
     elev_hi = torch.where(any_lying, 70.0, 35.0)
     ue = d.u("cam/elev")
     elev = (elev_lo + (elev_hi - elev_lo) * ue * torch.sqrt(ue)) * math.pi / 180.0  # mostly near eye level
-    az = d.u("cam/az") * (2 * math.pi)
+    az = d.u("cam/az") * (2 * math.pi)  # a figure with heading ``az`` faces the camera (see _headings)
     roll = (d.normal("cam/roll") * 4.0) * math.pi / 180.0
     se, ce = sincos(elev)
     sa, ca = sincos(az)
