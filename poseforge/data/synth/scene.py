@@ -87,7 +87,7 @@ def _scene_draws(P: int, NB: int, NC: int, ND: int) -> list[tuple[str, int]]:
 
 
 def _headings(u: Tensor, camera_az: Tensor, facing_camera: float) -> Tensor:
-    """Figure headings [B,P] (radians about +y) from uniforms ``u`` [B,P].
+    """Figure headings (radians about +y) from uniforms ``u`` [B] or [B,P], in ``u``'s shape.
 
     A figure faces ``(sin h, 0, cos h)`` and the camera sits at azimuth ``camera_az`` [B] seen from the
     figures, so heading ``camera_az`` faces it. A share ``facing_camera`` of figures turn their front
@@ -101,7 +101,7 @@ def _headings(u: Tensor, camera_az: Tensor, facing_camera: float) -> Tensor:
     f = facing_camera
     front = (u / max(f, 1e-12) - 0.5) * math.pi  # [-90, 90) degrees from the camera
     back = 0.5 * math.pi + (u - f) / max(1.0 - f, 1e-12) * math.pi  # [90, 270)
-    return camera_az[:, None] + torch.where(u < f, front, back)
+    return camera_az.reshape(-1, *(1,) * (u.dim() - 1)) + torch.where(u < f, front, back)
 
 
 def _look_at(cam_pos: Tensor, target: Tensor, roll: Tensor) -> Tensor:
