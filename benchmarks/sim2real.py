@@ -13,6 +13,10 @@ keypoint set is scored on the joints it shares with the model's, by name, with t
 * ``aic``: ``aic/test_aic.json`` (aic14, 12 shared joints; no ``area``: OKS scales by the box area);
 * ``mpii``: ``mpii/test_mpii.json`` (the MPII list format, read by poseforge; 12 shared joints).
 
+A ``synthetic`` set comes last (``--synthetic N``, default 100; 0 leaves it out): the trainer's held-out
+synthetic people (one person per 192x256 image, seed 1,000,003; with 100 images, the set whose AP a
+``synth-cpu`` run reports), scored by the same code, so each column reads against the renderer's own people.
+
 AP-10K (animals) is left out. Columns: OKS AP, AP50, AR; PCK@0.2 (of the box's longer side) and the
 median over people of the mean joint error / box height (``err/h``), both on the scored joints; ``L/R sides``,
 the share of left/right pairs (both labeled, at least 5% of the box height apart) that the model puts on their
@@ -27,7 +31,7 @@ the AP sweep as the detector's training validation): the bundled ``person-detect
 RTMDet-nano ONNX export in ``peer-data/models`` (and, as a reference, the detection results file that
 ships with the sample, from mmpose's AP-H 56 detector).
 
-    PYTHONPATH=. python benchmarks/sim2real.py [--model NAME|RUN|FOLDER ...] [--json OUT] [--shared DIR]
+    PYTHONPATH=. python benchmarks/sim2real.py [--model NAME|RUN|FOLDER ...] [--synthetic N] [--json OUT] [--shared DIR]
 
 Without ``../shared`` (or ``$POSEFORGE_SHARED``) it prints one line and exits 0.
 """
@@ -43,7 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +58,7 @@ import torch
 from _common import cpu_name, load_average
 
 from poseforge.data.coco import CocoKeypoints
-from poseforge.data.evalsets import EvalSet, records_eval_set
+from poseforge.data.evalsets import EvalSet, records_eval_set, synthetic_eval_set
 from poseforge.data.images import load_image
 from poseforge.data.readers import read_dataset
 from poseforge.errors import PoseforgeError
@@ -89,6 +93,8 @@ DETECTION_IMAGES = "coco/test_coco.json"
 DETECTION_RESULTS = "coco/test_coco_det_AP_H_56.json"
 RTMDET = "models/rtmdet-nano-person.onnx"
 AP_SWEEP_THRESHOLD = 0.05
+SYNTHETIC = "synthetic"
+SYNTHETIC_SEED = 1_000_003  # the trainer's held-out set (data.synthetic.val_seed)
 
 
 @dataclass
@@ -126,11 +132,18 @@ class DetectorRow:
 
 @dataclass
 class RealSet:
-    """A real sample read in its own keypoint set."""
+    """A sample read in its own keypoint set: a real file, or (``load_images`` set) rendered people."""
 
     name: str
     path: Path
     gt: CocoKeypoints
+    load_images: Any = None  # the images' loader where they are not files (rendered on demand)
+
+
+def synthetic_set(num_images: int, seed: int = SYNTHETIC_SEED) -> RealSet:
+    """The trainer's held-out synthetic people (coco17, one person per 192x256 image), for the same columns."""
+    rendered = synthetic_eval_set(num_images=num_images, seed=seed)
+    return RealSet(SYNTHETIC, Path(rendered.name), rendered.gt, rendered.load_images)
 
 
 def shared_folder(path: str | os.PathLike | None = None) -> Path:
@@ -161,7 +174,8 @@ def _mapping(model_set: KeypointSet, gt: CocoKeypoints) -> KeypointMapping | Non
 def _eval_set(real: RealSet, mapping: KeypointMapping | None) -> EvalSet:
     """Ground-truth boxes of ``real``, its truth in the model's set (shared joints only where it differs)."""
     gt = real.gt if mapping is None else project_ground_truth(real.gt, mapping)
-    return records_eval_set(gt, str(real.path))
+    eval_set = records_eval_set(gt, str(real.path))
+    return eval_set if real.load_images is None else replace(eval_set, load_images=real.load_images)
 
 
 def _file_has_area(real: RealSet) -> bool:
@@ -169,7 +183,7 @@ def _file_has_area(real: RealSet) -> bool:
     the rule ``poseforge eval`` applies."""
     from poseforge.cli.eval import _file_has_area as has_area
 
-    return has_area(real.path)
+    return real.load_images is not None or has_area(real.path)  # rendered people carry their mask's area
 
 
 def _score(metric: CocoKeypointMetric, real: RealSet, mapping: KeypointMapping | None, eval_set: EvalSet,
@@ -260,12 +274,13 @@ def default_detectors(peer: Path) -> list[tuple[str, str]]:
 
 
 def measure(peer: Path, models: Sequence[str] = DEFAULT_MODELS, detectors: Sequence[tuple[str, str]] | None = None,
-            datasets: Sequence[str] | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Every pose row (per set: the mean pose, then each model) and detector row (``None``: the defaults)."""
+            datasets: Sequence[str] | None = None, device: str = "cpu", synthetic: int = 0) -> dict[str, Any]:
+    """Every pose row (per set: the mean pose, then each model) and detector row (``None``: the defaults);
+    ``synthetic`` > 0 adds that many held-out synthetic people as a last set."""
     from poseforge.inference.detectors import load_detector
     from poseforge.models import load_model
 
-    sets = read_sets(peer, datasets)
+    sets = read_sets(peer, datasets) + ([synthetic_set(synthetic)] if synthetic > 0 else [])
     pose: list[PoseRow] = [score_mean_pose(real) for real in sets]
     for spec in models:
         model = load_model(spec, device=device).eval()
@@ -284,7 +299,8 @@ def measure(peer: Path, models: Sequence[str] = DEFAULT_MODELS, detectors: Seque
             continue
         detector = load_detector(spec, device=device, score_threshold=AP_SWEEP_THRESHOLD)
         boxes.append(score_detector(detector, label, images))
-    return {"datasets": {real.name: str(real.path.relative_to(peer)) for real in sets}, "skipped": SKIPPED,
+    return {"datasets": {real.name: str(real.path if real.load_images is not None else real.path.relative_to(peer))
+                         for real in sets}, "skipped": SKIPPED,
             "pose": [asdict(r) for r in pose], "detectors": [asdict(r) for r in boxes]}
 
 
@@ -324,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"pose model to score (repeatable; default: {', '.join(DEFAULT_MODELS)})")
     parser.add_argument("--dataset", dest="datasets", action="append", metavar="NAME",
                         help=f"only these sets (repeatable; default all: {', '.join(n for n, _, _ in DATASETS)})")
+    parser.add_argument("--synthetic", type=int, default=100, metavar="N",
+                        help="also score N of the trainer's held-out synthetic people, same columns "
+                             "(default 100, the synth-cpu preset's held-out set; 0: none)")
     parser.add_argument("--no-detectors", action="store_true", help="skip the detector table")
     parser.add_argument("--detector", dest="detectors", action="append", metavar="NAME|FOLDER|ONNX",
                         help="also score this person detector (repeatable), after the default ones")
@@ -343,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# {command}")
     try:
         detectors = [] if args.no_detectors else default_detectors(peer) + [(d, d) for d in args.detectors or []]
-        summary = measure(peer, args.models or DEFAULT_MODELS, detectors, args.datasets, args.device)
+        summary = measure(peer, args.models or DEFAULT_MODELS, detectors, args.datasets, args.device, args.synthetic)
     except PoseforgeError as err:
         print(f"sim2real: error: {err}", file=sys.stderr)
         return 1

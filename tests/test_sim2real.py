@@ -261,3 +261,55 @@ def test_synth_cpu_photo_preset_is_synth_cpu_plus_the_options():
     assert photo.data.synthetic.photo_backgrounds == 0.5 and photo.data.augment.camera
     assert photo.model == base.model and photo.optim == base.optim and photo.schedule == base.schedule
     assert dataclasses.replace(photo.data.synthetic, photo_backgrounds=0.0) == base.data.synthetic
+
+
+# ------------------------------------------------------------------------------------------ facing the camera
+
+
+def _facing_share(facing_camera: float, people: tuple[int, int], n: int = 150) -> float:
+    """Share of rendered people whose chest points toward the camera, from their camera-space joints."""
+    ds = SyntheticPoseDataset(n, seed=5, image_size=(48, 64), people=people, facing_camera=facing_camera)
+    facing = []
+    for image in ds.render_batch(range(n)):
+        for person in image.instances:
+            k = torch.as_tensor(person.extras["keypoints_cam"], dtype=torch.float64)
+            left = (k[5] - k[6]) + (k[11] - k[12])  # shoulders and hips, right -> left
+            up = (k[5] + k[6]) - (k[11] + k[12])
+            facing.append(float(torch.linalg.cross(left, up)[2] < 0))  # forward = left x up; camera looks along +z
+    return sum(facing) / len(facing)
+
+
+@pytest.mark.parametrize("people", [(1, 1), (1, 4)], ids=["crops", "scenes"])
+def test_facing_camera_sets_the_share_of_people_facing_the_camera(people):
+    # Lying poses and twisted torsos blur the chest direction a little, hence the margins.
+    assert _facing_share(0.9, people) > 0.75
+    assert _facing_share(0.1, people) < 0.25
+    assert 0.38 < _facing_share(0.5, people) < 0.62
+
+
+def test_facing_camera_changes_headings_only():
+    a = SyntheticPoseDataset(8, **SCENES).render_tensors([0, 1, 2])
+    b = SyntheticPoseDataset(8, facing_camera=0.5, **SCENES).render_tensors([0, 1, 2])
+    c = SyntheticPoseDataset(8, facing_camera=0.95, **SCENES).render_tensors([0, 1, 2])
+    assert torch.equal(a.image, b.image) and torch.equal(a.keypoints, b.keypoints)  # 0.5: as without the option
+    assert not torch.equal(a.keypoints, c.keypoints)  # the people turn
+
+
+def test_facing_camera_out_of_range_is_a_one_line_error():
+    with pytest.raises(PoseforgeError, match="facing_camera: expected a probability"):
+        SyntheticPoseDataset(4, facing_camera=1.5, **CROPS)
+
+
+def test_facing_camera_reaches_the_training_source_and_its_workers():
+    from poseforge.models import create_model
+    from poseforge.train.config import apply_overrides
+    from poseforge.train.data import build_train_source
+    from poseforge.train.presets import get_preset
+
+    config = apply_overrides(get_preset("synth-cpu"), ["data.synthetic.facing_camera=0.8",
+                                                       "data.synthetic.train_images=4", "data.synthetic.val_images=2"])
+    with torch.device("meta"):
+        model = create_model(config.model.name)
+    source = build_train_source(config.data, model)
+    assert source.dataset.config.facing_camera == 0.8
+    assert source._options["facing_camera"] == 0.8  # what a render worker rebuilds the source from

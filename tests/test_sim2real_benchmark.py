@@ -98,6 +98,27 @@ def test_extra_detectors_get_their_own_rows(sim2real, peer_data, random_model, c
     """``--detector SPEC`` scores one more detector after the defaults, in a row of its own."""
     extra = str(peer_data / sim2real.DETECTION_RESULTS)
     assert sim2real.main(["--shared", str(peer_data.parent), "--dataset", "coco", "--model", str(random_model),
-                          "--detector", extra]) == 0
+                          "--detector", extra, "--synthetic", "0"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "| 4 | 14 |" in line]
     assert rows[0].startswith("| person-detector.synth |") and rows[-1].startswith(f"| {extra} |")
+
+
+def test_synthetic_rows_score_the_trainers_held_out_people_as_poseforge_eval(sim2real, peer_data, random_model, tmp_path,
+                                                                             one_thread):
+    """``--synthetic N``: the trainer's held-out people in a last set, scored exactly as `poseforge eval --data
+    synthetic:images=N` scores them, with every column of the real sets."""
+    from poseforge.cli import main
+
+    out = tmp_path / "stats.json"
+    assert main(["eval", "--model", random_model, "--data", "synthetic:images=6", "--workers", "0", "--json", str(out)]) == 0
+    expected = json.loads(out.read_text())
+    summary = sim2real.measure(peer_data, [random_model], detectors=[], datasets=["coco"], synthetic=6)
+    assert list(summary["datasets"]) == ["coco", sim2real.SYNTHETIC]
+    rows = {r["model"]: r for r in summary["pose"] if r["dataset"] == sim2real.SYNTHETIC}
+    assert list(rows) == [sim2real.MEAN_POSE, random_model]
+    row = rows[random_model]
+    assert row["images"] == 6 and row["joints"] == 17 and row["people"] >= 6
+    for key, stat in (("AP", "AP"), ("AP50", "AP50"), ("AR", "AR"), ("PCK", "PCK@0.2")):
+        assert row[key] == pytest.approx(expected[stat], abs=1e-9), key
+    for r in rows.values():
+        assert 0 <= r["sides"] <= 1 and math.isfinite(r["gap"]) and math.isfinite(r["err_h"])

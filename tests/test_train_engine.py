@@ -201,3 +201,41 @@ def test_a_tied_score_keeps_the_later_epoch(tmp_path):
     last = load_checkpoint(run / "last.pt")["model"]
     best = load_model(run).state_dict()
     assert all(torch.equal(best[k].float(), v.float()) for k, v in last.items() if k in best)
+
+
+def _count_worker_starts(monkeypatch, tmp_path):
+    """Patch the DataLoader's worker_init_fn to append each worker's pid to a file (workers fork: they see the patch)."""
+    import os
+
+    from poseforge.train import data as train_data
+
+    log = tmp_path / "worker_pids.txt"
+    original = train_data.worker_init
+
+    def recording(worker_id: int) -> None:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        original(worker_id)
+
+    monkeypatch.setattr(train_data, "worker_init", recording)
+    return lambda: log.read_text().split() if log.exists() else []
+
+
+def test_loader_workers_live_from_epoch_to_epoch_and_end_with_the_run(tmp_path, monkeypatch):
+    import multiprocessing
+
+    pids = _count_worker_starts(monkeypatch, tmp_path)
+    sets = ["data.num_workers=1", "schedule.epochs=3", "val_interval=0"]
+    Trainer(tiny_config(*sets), tmp_path / "full", progress=False).fit()
+    assert len(pids()) == 1  # one worker for three epochs (it used to start anew every epoch)
+    assert not multiprocessing.active_children()
+    # An augmentation stage switch starts the next stage's worker (it copies that stage's transforms).
+    stage2 = ["data.stage2_epochs=1", "data.augment_stage2={rotate_factor: 0.0, scale_prob: 0.0, flip_prob: 0.0}"]
+    Trainer(tiny_config(*sets, *stage2), tmp_path / "stages", progress=False).fit()
+    assert len(pids()) == 3 and not multiprocessing.active_children()
+    # Stopped mid-epoch: the worker exits with the run, and the resumed run trains the same steps.
+    Trainer(tiny_config(*sets, "max_steps=6"), tmp_path / "part", progress=False).fit()
+    assert not multiprocessing.active_children()
+    Trainer(tiny_config(*sets), tmp_path / "part", resume=True, progress=False).fit()
+    assert train_losses(tmp_path / "part") == train_losses(tmp_path / "full")
+    assert not multiprocessing.active_children()

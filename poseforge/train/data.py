@@ -447,11 +447,16 @@ def single_threaded_opencv() -> None:
     cv2.setNumThreads(1)
 
 
-def make_loader(samples: TrainSamples, sampler: ResumableBatchSampler, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
-    """DataLoader over ``sampler``'s batches; its own generator keeps it off the global RNG."""
+def make_loader(samples: TrainSamples, sampler: ResumableBatchSampler, num_workers: int, pin_memory: bool,
+                persistent: bool = False) -> torch.utils.data.DataLoader:
+    """DataLoader over ``sampler``'s batches; its own generator keeps it off the global RNG.
+
+    ``persistent``: its workers live on between epochs (iterate it again after ``sampler.set_epoch``):
+    what they compute depends on the keys alone, but they keep the ``samples`` (transforms included) they
+    copied at the first iteration."""
     if num_workers > 0:
         single_threaded_opencv()
     return torch.utils.data.DataLoader(
         samples, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_raw if samples.raw else collate,
         pin_memory=pin_memory, worker_init_fn=worker_init, generator=torch.Generator(),
-        persistent_workers=False, prefetch_factor=4 if num_workers > 0 else None)
+        persistent_workers=persistent and num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)

@@ -222,6 +222,7 @@ class Trainer:
         raw = self.gpu_augment and not fresh_synthetic  # (a fresh synthetic stream is rendered ready to train on)
         self.jpeg_decode = jpeg_decoder(self.device, data.decode) if raw or data.decode == "nvjpeg" else None
         self.samples = TrainSamples(self.source, transforms, config.seed, raw=raw, encoded=raw and self.jpeg_decode is not None)
+        self._loader: "tuple[int, torch.utils.data.DataLoader] | None" = None  # (augmentation stage, its loader)
         self.val_sets: list[ValidationSet] = build_val_sets(config, model) if config.val_interval > 0 else []
 
         # ----- optimization
@@ -293,7 +294,7 @@ class Trainer:
         self._fit_start = time.perf_counter()
         stop = self._stop_reached()
         self.model.train()
-        with self._signals_saved():
+        with self._signals_saved(), self._workers_end_with_fit():
             while self.epoch < config.schedule.epochs and not stop:
                 steps = self._epoch_steps()
                 try:
@@ -302,7 +303,7 @@ class Trainer:
                             stop = True
                             break
                 finally:
-                    steps.close()  # shuts the DataLoader workers down now
+                    steps.close()  # an interrupted epoch shuts the DataLoader workers down now
                 if self.batch_in_epoch >= self.batches_per_epoch and self._signal is None:  # the epoch is complete
                     self._end_epoch()
                 else:  # (interrupted after an epoch's last step: its validation runs on resume)
@@ -320,6 +321,14 @@ class Trainer:
                    "stopped_early": self.stopped_early}
         barrier()
         return summary
+
+    @contextlib.contextmanager
+    def _workers_end_with_fit(self) -> Iterator[None]:
+        """The DataLoader workers outlive an epoch, never ``fit`` (however it ends)."""
+        try:
+            yield
+        finally:
+            self._loader = None
 
     @contextlib.contextmanager
     def _signals_saved(self) -> Iterator[None]:
@@ -361,20 +370,33 @@ class Trainer:
     def _batches(self) -> Iterator[Batch]:
         """This epoch's remaining micro-batches on the device."""
         self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
-        stage2 = self.config.data.stage2_epochs and self.epoch >= self.config.schedule.epochs - self.config.data.stage2_epochs
-        self.samples.transforms = list(self.stage_transforms[1 if stage2 else 0])  # loaders are made per epoch
-        self.transform = self.samples.transforms[0]
+        stage = int(bool(self.config.data.stage2_epochs) and
+                    self.epoch >= self.config.schedule.epochs - self.config.data.stage2_epochs)
+        self.transform = self.stage_transforms[stage][0]
         if self.render_on_device:
             for keys in self.sampler:
                 raw = self.source.render_on_device([k[2] for k in keys])
                 yield gpu_batch(raw, self.transform, self.device, seed=sample_seed(self.config.seed, keys[0][0], keys[0][1]))
             return
-        loader = make_loader(self.samples, self.sampler, self.config.data.num_workers, self.device.type == "cuda")
-        for batch in loader:
-            if self.gpu_augment:
-                yield gpu_batch(batch, self.transform, self.device, decode=self.jpeg_decode)
-            else:
-                yield batch.to(self.device, non_blocking=True)
+        if self._loader is None or self._loader[0] != stage:
+            # Workers copy the samples (and their stage's transforms) when they start, so one loader serves
+            # an augmentation stage and its workers live on from epoch to epoch (a key carries its epoch).
+            self._loader = None  # the previous stage's workers exit first
+            self.samples.transforms = list(self.stage_transforms[stage])
+            self._loader = (stage, make_loader(self.samples, self.sampler, self.config.data.num_workers,
+                                               self.device.type == "cuda", persistent=True))
+        loader = self._loader[1]
+        complete = False
+        try:
+            for batch in loader:
+                if self.gpu_augment:
+                    yield gpu_batch(batch, self.transform, self.device, decode=self.jpeg_decode)
+                else:
+                    yield batch.to(self.device, non_blocking=True)
+            complete = True
+        finally:
+            if not complete:  # interrupted (a signal, max_steps, an error): the workers exit now
+                self._loader = loader = None
 
     def _epoch_steps(self) -> Iterator[int]:
         """Run the epoch's optimizer steps; yields after each one."""
