@@ -281,7 +281,8 @@ def build_scenes(config: SceneConfig, seed: int, indices: Tensor, device: torch.
     depth = 0.8 * d.normals("scene/depth_jit") * (count[:, None] > 1)
     if config.crop:
         lateral, depth = lateral * 0, depth * 0
-    yaw = _headings(d.u("scene/yaw"), d.u("cam/az") * (2 * math.pi), config.facing_camera)
+    az = d.u("cam/az") * (2 * math.pi)  # the camera's azimuth: a figure with heading ``az`` faces it (_headings)
+    yaw = _headings(d.u("scene/yaw"), az, config.facing_camera)
     root_pos = torch.stack([lateral, torch.zeros_like(lateral), depth], dim=-1)
     root_rot = rot_y(flat(yaw))
     root_rot = matmul3(root_rot, params.root_pose)
@@ -314,7 +315,6 @@ def build_scenes(config: SceneConfig, seed: int, indices: Tensor, device: torch.
     elev_hi = torch.where(any_lying, 70.0, 35.0)
     ue = d.u("cam/elev")
     elev = (elev_lo + (elev_hi - elev_lo) * ue * torch.sqrt(ue)) * math.pi / 180.0  # mostly near eye level
-    az = d.u("cam/az") * (2 * math.pi)  # a figure with heading ``az`` faces the camera (see _headings)
     roll = (d.normal("cam/roll") * 4.0) * math.pi / 180.0
     se, ce = sincos(elev)
     sa, ca = sincos(az)
